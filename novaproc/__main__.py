@@ -1,0 +1,6 @@
+"""`python -m novaproc`."""
+
+from novaproc.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""The command line: arguments, which view prints, and exit codes.
+
+Every NovaError becomes one line on stderr and its exit code; nothing else prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigError, ExitCode, NovaError, UsageError
+
+EXIT_CODES = """exit codes:
+  0    every task succeeded (merged and verified)
+  1    a task failed or timed out
+  2    bad usage or an invalid tasks/config file; nothing ran
+  3    results could not all be merged
+  4    verify failed on the merged result
+  75   busy (--if-busy skip, lock --timeout)
+  130  interrupted (SIGINT)   143  terminated (SIGTERM)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one line, like every other usage error of ours."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="novaproc", description="Run many jobs at once on one machine without "
+                     "letting them trample each other.", epilog=EXIT_CODES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"novaproc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("plan", help="show how a tasks file would run; runs nothing",
+                       description="Show the strategy, reason, safety level, estimated speedup, "
+                       "layers and conflicts of a tasks file. Runs nothing.")
+    p.add_argument("tasks", type=Path, help="the tasks file (TOML)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--max-parallel", type=_positive, metavar="N", help="slots to plan for")
+    p.add_argument("--only", nargs="+", metavar="ID", help="plan these tasks and what they need")
+    p.add_argument("--config", type=Path, help="settings file (default: nova.toml at the root)")
+    p.set_defaults(handler=cmd_plan)
+
+    p = sub.add_parser("init", help="write a starter nova.toml and tasks.toml",
+                       description="Write a starter nova.toml and tasks.toml in a folder.")
+    p.add_argument("folder", nargs="?", type=Path, default=Path("."), help="default: here")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(handler=cmd_init)
+    return parser
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, object]):
+    """Tasks file, settings and plan, with every input problem as a ConfigError."""
+    from .config import load_settings
+    from .graph import CycleFound
+    from .plan import make_plan, select
+    from .taskfile import load_tasks
+
+    taskfile = load_tasks(tasks_path)
+    settings = load_settings(taskfile.root, taskfile.run_table, tasks_file=str(tasks_path),
+                             config_file=getattr(args, "config", None), flags=flags)
+    tasks = list(taskfile.tasks)
+    try:
+        if getattr(args, "only", None):
+            ids = taskfile.by_id()
+            for tid in args.only:
+                if tid not in ids:
+                    from .errors import did_you_mean
+                    raise UsageError(f"--only: unknown task {tid!r}{did_you_mean(tid, ids)}")
+            tasks = select(tasks, args.only)
+        plan = make_plan(tasks, root=str(taskfile.root), slots=settings.max_parallel,
+                         isolation=settings.resolved_isolation(taskfile.in_git),
+                         resources=settings.resources)
+    except CycleFound as e:
+        raise ConfigError(str(tasks_path), f"dependency cycle: {e}; remove one of these "
+                          "dependencies", field="depends_on", task=e.cycle[0]) from None
+    return taskfile, settings, plan
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .progress import render_plan
+
+    _, _, plan = load_plan(args.tasks, args, {"max_parallel": args.max_parallel})
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        print(render_plan(plan))
+    return ExitCode.OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .starter import write_starter
+
+    for written in write_starter(args.folder, force=args.force):
+        print(f"wrote {written}")
+    return ExitCode.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.handler(args))
+    except NovaError as e:
+        print(f"novaproc: error: {e}", file=sys.stderr)
+        return int(e.exit_code)
+    except KeyboardInterrupt:
+        return int(ExitCode.SIGINT)
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        print("novaproc: internal error [this is a bug, please report it with the lines above]",
+              file=sys.stderr)
+        return int(ExitCode.FAILED)
+    except BrokenPipeError:
+        # the reader went away (`novaproc status | head`): not our error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return int(ExitCode.OK)

@@ -1,0 +1,115 @@
+"""Settings: one set of keys, layered default < nova.toml < [run] < NOVA_* env < flags.
+
+Each layer is validated on its own so an error names where the bad value came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError, did_you_mean
+from .taskfile import read_toml_file
+
+DEFAULT_WORKTREE_DIR = "/tmp/nova-worktrees"
+ENV_KEYS = {
+    "NOVA_MAX_PARALLEL": "max_parallel",
+    "NOVA_WORKTREE_DIR": "worktree_dir",
+    "NOVA_STATE_DIR": "state_dir",
+}
+
+
+class Settings(BaseModel):
+    """Every setting of a run, with its built-in default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    max_parallel: int = Field(default=4, ge=1, le=4096)
+    worktree_dir: str = DEFAULT_WORKTREE_DIR
+    state_dir: str | None = None
+    isolation: Literal["worktree", "none"] | None = None
+    merge: Literal["auto", "off"] = "auto"
+    target: str | None = None
+    on_conflict: Literal["rerun", "fail"] = "rerun"
+    verify: str | tuple[str, ...] | None = None
+    cpu_limit: float = Field(default=90.0, gt=0, le=100)
+    memory_limit: float = Field(default=90.0, gt=0, le=100)
+    kill_grace: float = Field(default=5.0, ge=0, le=3600)
+    fail_fast: bool = False
+    undeclared_writes: Literal["warn", "fail"] = "warn"
+    worktree_setup: str | None = None
+    worktree_include: tuple[str, ...] = ()
+    resources: dict[str, int] = Field(default_factory=dict)
+
+    def resolved_isolation(self, in_git: bool) -> str:
+        return self.isolation or ("worktree" if in_git else "none")
+
+    def state_path(self, root: Path) -> Path:
+        return Path(self.state_dir) if self.state_dir else root / ".nova"
+
+
+KEYS = sorted(Settings.model_fields)
+
+
+def load_settings(
+    root: Path,
+    run_table: Mapping[str, Any] | None = None,
+    *,
+    tasks_file: str = "tasks file",
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """The settings of a run: each layer overrides the one below it."""
+    merged: dict[str, Any] = {}
+    nova_toml = config_file or root / "nova.toml"
+    if config_file is not None or nova_toml.is_file():
+        merged |= _layer(str(nova_toml), _from_nova_toml(nova_toml))
+    merged |= _layer(f"{tasks_file} [run]", dict(run_table or {}))
+    merged |= _layer("environment", _from_env(os.environ if environ is None else environ))
+    merged |= _layer("command line", {k: v for k, v in (flags or {}).items() if v is not None})
+    return Settings(**merged)
+
+
+def _from_nova_toml(path: Path) -> dict[str, Any]:
+    data = read_toml_file(path, str(path))
+    return data
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for var, key in ENV_KEYS.items():
+        value = environ.get(var)
+        if value is None or value == "":
+            continue
+        if key == "max_parallel":
+            if not value.strip().isdigit():
+                raise ConfigError("environment", f"{var}={value!r} is not a whole number >= 1",
+                                  field=var)
+            layer[key] = int(value)
+        else:
+            layer[key] = value
+    return layer
+
+
+def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` checked against the settings model, with errors naming `source`."""
+    for key in values:
+        if key not in Settings.model_fields:
+            raise ConfigError(source, f"unknown setting{did_you_mean(key, KEYS)}; valid settings: "
+                              + ", ".join(KEYS), field=key)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    for key in ("cpu_limit", "memory_limit", "kill_grace"):
+        if isinstance(values.get(key), int) and not isinstance(values[key], bool):
+            values[key] = float(values[key])
+    try:
+        Settings(**values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else None
+        raise ConfigError(source, f"{first['msg']} (got {first.get('input')!r})", field=field) from None
+    return values

@@ -1,0 +1,99 @@
+"""The task DAG: nodes in declared order, edges from a task to those that must wait for it.
+
+Pure: built from ids and edges, no files or processes. graphlib finds cycles; the layering
+and critical paths are computed here because graphlib does not offer them.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import heapq
+from collections.abc import Iterable, Mapping
+
+
+class CycleFound(ValueError):
+    """The edges form a cycle; `cycle` lists it with the first id repeated at the end."""
+
+    def __init__(self, cycle: list[str]) -> None:
+        self.cycle = cycle
+        super().__init__(" -> ".join(cycle))
+
+
+class TaskGraph:
+    """Ids in declared order plus predecessor/successor sets; checked acyclic on creation."""
+
+    def __init__(self, ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> None:
+        self.ids: tuple[str, ...] = tuple(ids)
+        self.index = {tid: i for i, tid in enumerate(self.ids)}
+        self.preds: dict[str, set[str]] = {tid: set() for tid in self.ids}
+        self.succs: dict[str, set[str]] = {tid: set() for tid in self.ids}
+        for before, after in edges:
+            self.preds[after].add(before)
+            self.succs[before].add(after)
+        self.order = self._stable_topological_order()
+
+    def _stable_topological_order(self) -> tuple[str, ...]:
+        """Kahn's algorithm, always taking the earliest-declared ready task."""
+        missing = {tid: len(p) for tid, p in self.preds.items()}
+        heap = [self.index[t] for t, n in missing.items() if n == 0]
+        heapq.heapify(heap)
+        order: list[str] = []
+        while heap:
+            tid = self.ids[heapq.heappop(heap)]
+            order.append(tid)
+            for nxt in self.succs[tid]:
+                missing[nxt] -= 1
+                if missing[nxt] == 0:
+                    heapq.heappush(heap, self.index[nxt])
+        if len(order) != len(self.ids):
+            raise CycleFound(self._find_cycle())
+        return tuple(order)
+
+    def _find_cycle(self) -> list[str]:
+        sorter = graphlib.TopologicalSorter({t: sorted(p) for t, p in self.preds.items()})
+        try:
+            sorter.prepare()
+        except graphlib.CycleError as e:
+            # graphlib lists the cycle against the edge direction we give it; reverse it so it
+            # reads "a depends on b depends on a" as the user wrote it
+            return list(reversed(e.args[1]))
+        raise AssertionError("Kahn's algorithm saw a cycle that graphlib did not")
+
+    def layers(self) -> list[list[str]]:
+        """Tasks grouped by the length of the longest chain of predecessors before them."""
+        depth: dict[str, int] = {}
+        for tid in self.order:
+            depth[tid] = 1 + max((depth[p] for p in self.preds[tid]), default=-1)
+        grouped: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+        for tid in self.ids:
+            grouped[depth[tid]].append(tid)
+        return grouped
+
+    def critical_paths(self, durations: Mapping[str, float]) -> dict[str, float]:
+        """For each task, its duration plus the longest chain of work that waits on it."""
+        remaining: dict[str, float] = {}
+        for tid in reversed(self.order):
+            remaining[tid] = durations[tid] + max((remaining[s] for s in self.succs[tid]), default=0.0)
+        return remaining
+
+    def ancestors(self, roots: Iterable[str]) -> set[str]:
+        """`roots` and everything they transitively wait for."""
+        seen: set[str] = set()
+        stack = list(roots)
+        while stack:
+            tid = stack.pop()
+            if tid not in seen:
+                seen.add(tid)
+                stack.extend(self.preds[tid])
+        return seen
+
+    def descendants(self, root: str) -> set[str]:
+        """Everything that transitively waits for `root` (not `root` itself)."""
+        seen: set[str] = set()
+        stack = list(self.succs[root])
+        while stack:
+            tid = stack.pop()
+            if tid not in seen:
+                seen.add(tid)
+                stack.extend(self.succs[tid])
+        return seen
