@@ -47,6 +47,7 @@ class Job:
     call: str | None = None  # "module:function", run in the worker
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    kill_grace: float = 5.0  # SIGTERM to SIGKILL, for a worker whose supervisor died
 
 
 @dataclass(frozen=True, slots=True)

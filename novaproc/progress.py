@@ -13,7 +13,7 @@ def format_duration(seconds: float) -> str:
     """'0.4s', '12s', '2m34s', '1h02m'."""
     if seconds < 10:
         return f"{seconds:.1f}s"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     if s < 3600:
