@@ -1,0 +1,608 @@
+"""Run journals: each run's durable folder in the state dir, and what can be read back from it.
+
+    <state_dir>/runs/<id>/run.json        the run's record, replaced atomically (temp, fsync, rename)
+                         events.jsonl     version header, then one JSON event per line, append-only
+                         logs/<task>.log  each task's output, its attempts appended
+The supervisor writes through one Journal; load_run, list_runs, history and kept_results read.
+A crash at any moment loses nothing that finished: a torn last line is dropped, never guessed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import secrets
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .errors import EnvironmentFault, InternalError, UsageError, did_you_mean
+from .messages import Event, RunState, TaskState
+
+JOURNAL_VERSION = 1
+RUN_FILE, EVENTS_FILE, LOGS_DIR = "run.json", "events.jsonl", "logs"
+DURABLE_KINDS = frozenset({"task_state", "run_started", "run_resumed", "run_finished"})
+UNRECORDED_KINDS = frozenset({"task_output"})  # output lives in the task's log file
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_EXIT_OF = {RunState.DONE: 0, RunState.FAILED: 1, RunState.CANCELLED: 143}
+
+
+class JournalCorrupt(EnvironmentFault):
+    """A journal damaged somewhere other than its last line: not a crash, so nothing is guessed."""
+
+    def __init__(self, path: Path, line: int, problem: str) -> None:
+        super().__init__(f"{path}: line {line}: {problem}; the journal is damaged (not merely cut "
+                         "short by a crash); move its run folder away to ignore it")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMeta:
+    """A task as the run declared it. `env` holds variable names only: values are never recorded."""
+
+    id: str
+    description: str = ""
+    hash: str = ""
+    kind: str = ""
+    env: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "env", tuple(sorted(self.env)))  # a mapping keeps only its names
+
+@dataclass(frozen=True, slots=True)
+class RunMeta:
+    """What a run is: kept in run.json. `pid_start` is filled in from /proc when left None."""
+
+    tasks_file: str
+    root: str
+    tasks: tuple[TaskMeta, ...] = ()
+    description: str = ""
+    argv: tuple[str, ...] = ()
+    pid: int = field(default_factory=os.getpid)
+    pid_start: int | None = None
+    created: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunMeta:
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        tasks = tuple(TaskMeta(**{k: t[k] for k in TaskMeta.__dataclass_fields__ if k in t})
+                      for t in fields.pop("tasks", ()))
+        argv = tuple(fields.pop("argv", ()))
+        return cls(**fields, tasks=tasks, argv=argv)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """One task as the journal last saw it. `done_hash`: the definition it last succeeded with."""
+
+    id: str
+    description: str = ""
+    hash: str = ""
+    kind: str = ""
+    state: TaskState = TaskState.QUEUED
+    attempts: int = 0
+    attempt: int | None = None  # the number of the last attempt, as the supervisor counted it
+    duration: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    reason: str | None = None
+    value: Any = None
+    commit: str | None = None
+    pid: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    done_hash: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.description or self.id
+
+    def elapsed(self, now: float) -> float | None:
+        """Its duration, or for a running task the time since it started."""
+        if self.duration is not None or self.state is not TaskState.RUNNING or self.started_at is None:
+            return self.duration
+        return max(now - self.started_at, 0.0)
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run read back from its folder. `status` is crashed when its supervisor is gone unfinished."""
+
+    id: str
+    folder: Path
+    status: RunState
+    meta: RunMeta
+    tasks: tuple[TaskRecord, ...]
+    started: float
+    ended: float | None
+    wall: float
+    exit_code: int | None
+    estimated_speedup: float | None = None
+    speedup: float | None = None
+    strategy: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def tasks_file(self) -> str:
+        return self.meta.tasks_file
+
+    @property
+    def pid(self) -> int:
+        return self.meta.pid
+
+    @property
+    def description(self) -> str:
+        return self.meta.description or Path(self.meta.tasks_file).name
+
+    @property
+    def running(self) -> list[TaskRecord]:
+        return [t for t in self.tasks if t.state is TaskState.RUNNING]
+
+    def task(self, task_id: str) -> TaskRecord:
+        """The task named `task_id`; UsageError (exit 2) with a did-you-mean when there is none."""
+        for t in self.tasks:
+            if t.id == task_id:
+                return t
+        ids = [t.id for t in self.tasks]
+        raise UsageError(f"run {self.id} has no task {task_id!r}{did_you_mean(task_id, ids)}; "
+                         f"its tasks: {', '.join(ids) or 'none'}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "status": str(self.status), "exit_code": self.exit_code,
+                "tasks_file": self.tasks_file, "root": self.meta.root, "description": self.description,
+                "argv": list(self.meta.argv), "pid": self.pid, "created": self.meta.created,
+                "started": self.started, "ended": self.ended, "wall": self.wall, "strategy": self.strategy,
+                "estimated_speedup": self.estimated_speedup, "speedup": self.speedup,
+                "folder": str(self.folder), "tasks": [asdict(t) for t in self.tasks],
+                "warnings": list(self.warnings)}
+
+
+class Journal:
+    """The one writer of a run's folder, held by its supervisor; `record` is thread-safe."""
+
+    def __init__(self, folder: Path, run_id: str, fd: int) -> None:
+        self.folder, self.run_id = folder, run_id
+        self._fd: int | None = fd
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, state_dir: Path, meta: RunMeta, *,
+               new_id: Callable[[], str] = lambda: secrets.token_hex(3)) -> Journal:
+        """A new run with a fresh short id; the state dir is created (and kept out of git)."""
+        runs = _prepare_state_dir(Path(state_dir))
+        run_id, folder = _reserve_folder(runs, new_id)
+        if meta.pid_start is None:
+            meta = replace(meta, pid_start=process_start_time(meta.pid))
+        try:
+            (folder / LOGS_DIR).mkdir()
+            write_atomic(folder / RUN_FILE, _run_json(run_id, meta))
+            fd = _open_events(folder / EVENTS_FILE, os.O_CREAT | os.O_EXCL)
+            header = {"novaproc_journal": JOURNAL_VERSION, "run_id": run_id, "created": meta.created}
+            _write_all(fd, json.dumps(header).encode() + b"\n")
+            os.fsync(fd)
+            _fsync_dir(folder)
+        except OSError as e:
+            raise EnvironmentFault(f"cannot write the run journal in {folder}: {e.strerror}") from None
+        return cls(folder, run_id, fd)
+
+    @classmethod
+    def reopen(cls, state_dir: Path, run_id: str, pid: int | None = None, *,
+               tasks: Sequence[TaskMeta] | None = None, force: bool = False) -> Journal:
+        """Append to an existing run (resume) as supervisor `pid` (default: this process).
+
+        `tasks` re-declares the tasks when the file changed. A run whose supervisor is alive is
+        refused unless `force` (a launcher handing its run to a detached child).
+        """
+        record = load_run(state_dir, run_id)
+        if record.status is RunState.RUNNING and not force:
+            raise UsageError(f"run {record.id} is still running (supervisor pid {record.pid}); "
+                             f"wait for it or `novaproc cancel {record.id}` first")
+        pid = os.getpid() if pid is None else pid
+        meta = replace(record.meta, pid=pid, pid_start=process_start_time(pid),
+                       tasks=tuple(tasks) if tasks is not None else record.meta.tasks)
+        path = record.folder / EVENTS_FILE
+        try:
+            fd = _open_events(path, 0)
+            parsed = _parse_events(path)  # read under the lock: nobody appends now
+            os.ftruncate(fd, parsed.good_end)
+            if parsed.unterminated:
+                _write_all(fd, b"\n")
+            write_atomic(record.folder / RUN_FILE, _run_json(record.id, meta))
+        except OSError as e:
+            raise EnvironmentFault(f"cannot reopen the run journal {path}: {e.strerror}") from None
+        journal = cls(record.folder, record.id, fd)
+        if parsed.torn:
+            journal.note("warning", f"dropped a torn last line ({parsed.torn} bytes) of the journal")
+        data: dict[str, Any] = {"pid": pid, "pid_start": meta.pid_start, "previous": str(record.status)}
+        if tasks is not None:
+            data["tasks"] = [asdict(t) for t in meta.tasks]
+        journal.record(Event("run_resumed", record.id, time.time(), data=data))
+        return journal
+
+    def log_path(self, task_id: str) -> Path:
+        return task_log_path(self.folder, task_id)
+
+    def start_log(self, task_id: str, attempt: int) -> Path:
+        """The task's log path, with an attempt header appended when it already holds output."""
+        path = self.log_path(task_id)
+        if path.exists() and path.stat().st_size:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            with path.open("ab") as f:
+                f.write(f"\n=== novaproc: attempt {attempt} of {task_id}, {stamp} ===\n".encode())
+        return path
+
+    def record(self, event: Event) -> None:
+        """Append `event` as one line; fsynced when it changes a state. Raises EnvironmentFault."""
+        if event.kind in UNRECORDED_KINDS:
+            return
+        if event.run_id != self.run_id:
+            raise InternalError(f"event of run {event.run_id} recorded in run {self.run_id}")
+        line = json.dumps(_scrub_env(event.to_json()), default=str, separators=(",", ":")) + "\n"
+        with self._lock:
+            if self._fd is None:
+                raise InternalError(f"event {event.kind} recorded after run {self.run_id}'s journal closed")
+            try:
+                _write_all(self._fd, line.encode())
+                if event.kind in DURABLE_KINDS:
+                    os.fsync(self._fd)
+            except OSError as e:
+                raise EnvironmentFault(f"cannot write the run journal {self.folder / EVENTS_FILE}: "
+                                       f"{e.strerror}") from None
+
+    def note(self, level: str, text: str) -> None:
+        self.record(Event("message", self.run_id, time.time(), data={"level": level, "text": text}))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                fd, self._fd = self._fd, None
+                os.fsync(fd)
+                os.close(fd)
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def task_log_path(folder: Path, task_id: str) -> Path:
+    if not _TASK_ID.fullmatch(task_id):
+        raise UsageError(f"{task_id!r} is not a task id")
+    return folder / LOGS_DIR / f"{task_id}.log"
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot, /proc/<pid>/stat field 22).
+
+    None when there is no such process, or it is a zombie: it will never write again.
+    """
+    if pid <= 0:
+        return None
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the name in (...) may hold spaces
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def supervisor_alive(meta: RunMeta) -> bool:
+    """The recorded supervisor still runs: same pid AND same start time (pids are reused)."""
+    start = process_start_time(meta.pid)
+    return start is not None and (meta.pid_start is None or start == meta.pid_start)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text`: a reader sees the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def load_run(state_dir: Path, run_id: str) -> RunRecord:
+    """The run `run_id` (or a unique prefix of it). Unknown: UsageError (exit 2) with a hint."""
+    return _load(_find_folder(Path(state_dir), run_id))
+
+
+def list_runs(state_dir: Path, problems: list[str] | None = None) -> list[RunRecord]:
+    """Every run, newest first. A run that cannot be read is left out, its error added to `problems`."""
+    runs: list[RunRecord] = []
+    for folder in _run_folders(Path(state_dir)):
+        try:
+            runs.append(_load(folder))
+        except (EnvironmentFault, UsageError) as e:
+            if problems is not None:
+                problems.append(str(e))
+    return sorted(runs, key=lambda r: (r.meta.created, r.id), reverse=True)
+
+
+def history(state_dir: Path, tasks_file: Path, hashes: Mapping[str, str], *,
+            last: int = 3, scan: int = 50) -> dict[str, float]:
+    """Task id -> typical duration (median of its `last` recent successes) in past runs of
+    `tasks_file`, for tasks whose definition hash then equals `hashes[id]` now."""
+    target = os.path.realpath(tasks_file)
+    seen: dict[str, list[float]] = {}
+    problems: list[str] = []  # a damaged old journal must not stop a plan
+    for record in list_runs(state_dir, problems)[:scan]:
+        if os.path.realpath(record.tasks_file) != target:
+            continue
+        for t in record.tasks:
+            if (t.state is TaskState.DONE and t.duration is not None and t.done_hash
+                    and t.done_hash == hashes.get(t.id)):
+                seen.setdefault(t.id, []).append(t.duration)
+    return {tid: statistics.median(durations[:last]) for tid, durations in seen.items()}
+
+
+def kept_results(record: RunRecord, current_hashes: Mapping[str, str],
+                 depends_on: Mapping[str, Iterable[str]] | None = None) -> dict[str, TaskRecord]:
+    """The tasks a resume keeps: done, with the definition they succeeded with unchanged, and
+    (given `depends_on`) every dependency kept too, since a dependency that runs again feeds them."""
+    kept = {t.id: t for t in record.tasks if t.state is TaskState.DONE and t.done_hash is not None
+            and current_hashes.get(t.id) == t.done_hash}
+    changed = depends_on is not None
+    while changed:
+        changed = False
+        for tid in list(kept):
+            if any(dep not in kept for dep in depends_on.get(tid, ())):  # type: ignore[union-attr]
+                del kept[tid]
+                changed = True
+    return kept
+
+
+# --- writing helpers ----------------------------------------------------------------------------
+
+def _prepare_state_dir(state_dir: Path) -> Path:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        ignore = state_dir / ".gitignore"
+        if not ignore.exists():
+            write_atomic(ignore, "*\n")
+        (state_dir / "runs").mkdir(exist_ok=True)
+    except OSError as e:
+        raise EnvironmentFault(f"cannot create the state dir {state_dir}: {e.strerror}; set another "
+                               "with NOVA_STATE_DIR or state_dir in nova.toml") from None
+    return state_dir / "runs"
+
+
+def _reserve_folder(runs: Path, new_id: Callable[[], str]) -> tuple[str, Path]:
+    for _ in range(100):
+        run_id = new_id()
+        try:
+            (runs / run_id).mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise EnvironmentFault(f"cannot create a run folder in {runs}: {e.strerror}") from None
+        return run_id, runs / run_id
+    raise EnvironmentFault(f"no free run id in {runs} after 100 tries; remove old runs from it")
+
+
+def _open_events(path: Path, flags: int) -> int:
+    """The event log opened for appending, locked so that one process at a time writes it."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | flags, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"{path} is being written by another novaproc process") from None
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _run_json(run_id: str, meta: RunMeta) -> str:
+    return json.dumps({"novaproc_journal": JOURNAL_VERSION, "id": run_id, **asdict(meta)}, indent=1)
+
+
+def _scrub_env(value: Any) -> Any:
+    """`value` with every "env" mapping replaced by its names: secrets stay out of the journal."""
+    if isinstance(value, dict):
+        return {k: sorted(v) if k == "env" and isinstance(v, dict) else _scrub_env(v)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_env(v) for v in value]
+    return value
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+class _Parsed(NamedTuple):
+    events: list[tuple[int, dict[str, Any]]]  # (line number, event), header excluded
+    good_end: int  # bytes up to the end of the last whole line
+    unterminated: bool  # the last whole line lacks its newline
+    torn: int  # bytes of a torn last line, dropped
+
+
+def _parse_events(path: Path) -> _Parsed:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return _Parsed([], 0, False, 0)
+    except OSError as e:
+        raise EnvironmentFault(f"cannot read {path}: {e.strerror}") from None
+    lines = raw.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    events = [(n, _parse_line(path, n, line)) for n, line in enumerate(lines, 1)]
+    good_end, unterminated, torn = len(raw) - len(tail), False, 0
+    if tail:
+        try:
+            events.append((len(lines) + 1, _parse_line(path, len(lines) + 1, tail)))
+            good_end, unterminated = len(raw), True
+        except JournalCorrupt:
+            torn = len(tail)
+    if events:
+        _check_header(path, events.pop(0)[1])
+    return _Parsed(events, good_end, unterminated, torn)
+
+
+def _parse_line(path: Path, number: int, line: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise JournalCorrupt(path, number, f"not JSON ({e})") from None
+    if not isinstance(value, dict) or not (number == 1 or isinstance(value.get("event"), str)):
+        raise JournalCorrupt(path, number, "not a journal event")
+    return value
+
+
+def _check_header(path: Path, header: dict[str, Any]) -> None:
+    version = header.get("novaproc_journal")
+    if not isinstance(version, int):
+        raise JournalCorrupt(path, 1, "no journal header")
+    if version > JOURNAL_VERSION:
+        raise EnvironmentFault(f"{path}: journal version {version} was written by a newer novaproc "
+                               f"(this one reads version {JOURNAL_VERSION}); upgrade novaproc")
+
+
+class _Replay:
+    """Folds the events of a run, in order, into the state of each task and of the run."""
+
+    def __init__(self, meta: RunMeta) -> None:
+        self.tasks: dict[str, TaskRecord] = {}
+        self._declare([asdict(t) for t in meta.tasks])
+        self.started_data: dict[str, Any] = {}
+        self.started: float | None = None
+        self.finished: dict[str, Any] | None = None
+        self.last_time = meta.created
+
+    def apply(self, ev: dict[str, Any]) -> None:
+        kind = ev["event"]
+        self.last_time = max(self.last_time, float(ev.get("time", 0)))
+        if kind in ("run_started", "run_resumed"):
+            self.finished = None  # a resumed run is running again
+            self._declare(ev.get("tasks", ()))
+            if kind == "run_started":
+                self.started_data = ev
+                self.started = self.started or float(ev["time"])
+        elif kind == "task_state":
+            self._task(ev)
+        elif kind == "run_finished":
+            self.finished = ev
+
+    def _declare(self, tasks: Iterable[Mapping[str, Any]]) -> None:
+        for t in tasks:
+            old = self.tasks.get(t["id"]) or TaskRecord(t["id"])
+            self.tasks[t["id"]] = replace(old, description=t.get("description", old.description),
+                                          hash=t.get("hash", old.hash), kind=t.get("kind", old.kind))
+
+    def _task(self, ev: dict[str, Any]) -> None:
+        old = self.tasks.get(ev["task"]) or TaskRecord(ev["task"])
+        state, attempt = TaskState(ev["state"]), ev.get("attempt")
+        if state is TaskState.RUNNING:
+            again = old.state is TaskState.RUNNING and attempt in (None, old.attempt)
+            new = replace(old, state=state, attempts=old.attempts + (0 if again else 1), attempt=attempt,
+                          pid=ev.get("pid"), started_at=ev.get("started_at", ev["time"]), duration=None,
+                          ended_at=None, exit_code=None, signal=None, error=None, reason=None)
+        elif state.finished:
+            start = ev.get("started_at", old.started_at)
+            end = ev.get("ended_at", ev["time"])
+            duration = ev.get("duration", end - start if start is not None else None)
+            new = replace(old, state=state, exit_code=ev.get("exit_code"), signal=ev.get("signal"),
+                          error=ev.get("error"), value=ev.get("value"), commit=ev.get("commit"),
+                          started_at=start, ended_at=end, duration=duration, reason=ev.get("reason"),
+                          done_hash=old.hash if state is TaskState.DONE else None)
+        else:
+            new = replace(old, state=state, reason=ev.get("reason"))
+        self.tasks[new.id] = new
+
+
+def _load(folder: Path) -> RunRecord:
+    meta = _read_meta(folder / RUN_FILE)
+    path = folder / EVENTS_FILE
+    parsed = _parse_events(path)
+    replay = _Replay(meta)
+    for number, ev in parsed.events:
+        try:
+            replay.apply(ev)
+        except (KeyError, ValueError, TypeError) as e:
+            raise JournalCorrupt(path, number, f"unreadable {ev.get('event')} event ({e!r})") from None
+    return _record(folder, meta, replay, parsed)
+
+
+def _record(folder: Path, meta: RunMeta, replay: _Replay, parsed: _Parsed) -> RunRecord:
+    end = replay.finished
+    if end is not None:
+        status = RunState(end.get("state", "failed"))
+    else:
+        status = RunState.RUNNING if supervisor_alive(meta) else RunState.CRASHED
+    started = replay.started or meta.created
+    stop = float(end["time"]) if end else (time.time() if status is RunState.RUNNING else replay.last_time)
+    warnings = []
+    if parsed.torn and status is not RunState.RUNNING:  # while running it is a line being written
+        warnings.append(f"{folder / EVENTS_FILE}: dropped a torn last line ({parsed.torn} bytes) "
+                        "left by a supervisor that stopped while writing it")
+    return RunRecord(
+        id=folder.name, folder=folder, status=status, meta=meta, tasks=tuple(replay.tasks.values()),
+        started=started, ended=stop if end else None, wall=float((end or {}).get("wall", stop - started)),
+        exit_code=(end.get("exit_code", _EXIT_OF.get(status)) if end else None),
+        estimated_speedup=(end or {}).get("estimated_speedup", replay.started_data.get("estimated_speedup")),
+        speedup=(end or {}).get("speedup"), strategy=replay.started_data.get("strategy"),
+        warnings=tuple(warnings))
+
+
+def _read_meta(path: Path) -> RunMeta:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        version = data.get("novaproc_journal", 0)
+        if version > JOURNAL_VERSION:
+            raise EnvironmentFault(f"{path} was written by a newer novaproc (version {version}); upgrade")
+        return RunMeta.from_json(data)
+    except FileNotFoundError:
+        raise EnvironmentFault(f"{path.parent}: not a run (no {path.name})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError,
+            AttributeError) as e:
+        raise EnvironmentFault(f"{path}: unreadable run record ({e!r})") from None
+
+
+def _run_folders(state_dir: Path) -> list[Path]:
+    runs = state_dir / "runs"
+    try:
+        return [p for p in runs.iterdir() if (p / RUN_FILE).is_file()]
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise EnvironmentFault(f"cannot read {runs}: {e.strerror}") from None
+
+
+def _find_folder(state_dir: Path, run_id: str) -> Path:
+    if not _RUN_ID.fullmatch(run_id):
+        raise UsageError(f"{run_id!r} is not a run id (like 3fa9c1); `novaproc status` lists the runs")
+    ids = sorted(p.name for p in _run_folders(state_dir))
+    matches = [i for i in ids if i == run_id] or [i for i in ids if i.startswith(run_id)]
+    if len(matches) == 1:
+        return state_dir / "runs" / matches[0]
+    if matches:
+        raise UsageError(f"run id {run_id!r} is ambiguous: {', '.join(matches)}; give more of it")
+    if not ids:
+        raise UsageError(f"unknown run {run_id!r}: no runs recorded in {state_dir}")
+    raise UsageError(f"unknown run {run_id!r}{did_you_mean(run_id, ids)}; `novaproc status` lists "
+                     f"the runs in {state_dir}")
