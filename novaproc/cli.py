@@ -51,6 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="settings file (default: nova.toml at the root)")
     p.set_defaults(handler=cmd_plan)
 
+    p = sub.add_parser("run", help="run a tasks file", description="Run the tasks of a file in "
+                       "parallel, as the plan allows; see `plan` for what it would do.",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("tasks", type=Path, help="the tasks file (TOML)")
+    p.add_argument("-j", "--max-parallel", type=_positive, metavar="N", help="at most N tasks at once")
+    p.add_argument("--only", nargs="+", metavar="ID", help="run these tasks and what they need")
+    p.add_argument("--fail-fast", action="store_true", default=None,
+                   help="stop everything at the first failure")
+    p.add_argument("--no-merge", action="store_true", help="leave each task's results on its branch")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object per event")
+    output.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    p.add_argument("--config", type=Path, help="settings file (default: nova.toml at the root)")
+    p.set_defaults(handler=cmd_run)
+
     p = sub.add_parser("init", help="write a starter nova.toml and tasks.toml",
                        description="Write a starter nova.toml and tasks.toml in a folder.")
     p.add_argument("folder", nargs="?", type=Path, default=Path("."), help="default: here")
@@ -69,12 +86,15 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
     """Tasks file, settings and plan, with every input problem as a ConfigError."""
     from .config import load_settings
     from .graph import CycleFound
+    from .journal import history
     from .plan import make_plan, select
     from .taskfile import load_tasks
 
     taskfile = load_tasks(tasks_path)
     settings = load_settings(taskfile.root, taskfile.run_table, tasks_file=str(tasks_path),
                              config_file=getattr(args, "config", None), flags=flags)
+    hashes = {t.id: t.definition_hash() for t in taskfile.tasks}
+    past = history(settings.state_path(taskfile.root), taskfile.path, hashes)
     tasks = list(taskfile.tasks)
     try:
         if getattr(args, "only", None):
@@ -86,7 +106,7 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
             tasks = select(tasks, args.only)
         plan = make_plan(tasks, root=str(taskfile.root), slots=settings.max_parallel,
                          isolation=settings.resolved_isolation(taskfile.in_git),
-                         resources=settings.resources)
+                         history=past, resources=settings.resources)
     except CycleFound as e:
         raise ConfigError(str(tasks_path), f"dependency cycle: {e}; remove one of these "
                           "dependencies", field="depends_on", task=e.cycle[0]) from None
@@ -102,6 +122,44 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         print(render_plan(plan))
     return ExitCode.OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .progress import render_plan, write_junit
+
+    flags = {"max_parallel": args.max_parallel, "fail_fast": args.fail_fast,
+             "merge": "off" if args.no_merge else None}
+    taskfile, settings, plan = load_plan(args.tasks, args, flags)
+    if args.dry_run:
+        print(json.dumps(plan.to_json(), indent=2) if args.json else render_plan(plan))
+        return ExitCode.OK
+    from .runner import start_run
+
+    run = start_run(taskfile, settings, plan, argv=sys.argv[1:])
+    view = _view(args, plan, run.log_path)
+    run.emit_to(view.handle)
+    try:
+        outcome = run.execute()
+    finally:
+        run.close()
+    view.close(outcome)
+    if args.junit:
+        write_junit(outcome, args.junit, run.log_path)
+    return outcome.exit_code
+
+
+def _view(args: argparse.Namespace, plan, log_path):  # type: ignore[no-untyped-def]
+    from . import progress
+
+    total = len(plan.tasks)
+    if args.json:
+        return progress.JsonView(sys.stdout, sys.stderr, total)
+    if args.quiet:
+        return progress.QuietView(sys.stdout, sys.stderr, total)
+    if sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb":
+        return progress.LiveView(sys.stdout, sys.stderr, total, log_path,
+                                 {t.id: t.label for t in plan.tasks}, dict(plan.durations), plan.slots)
+    return progress.PlainView(sys.stdout, sys.stderr, total)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -121,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(e.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.SIGINT)
+    except BrokenPipeError:
+        # the reader went away (`novaproc status | head`): not our error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return int(ExitCode.OK)
     except Exception:
         import traceback
 
@@ -128,7 +190,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("novaproc: internal error [this is a bug, please report it with the lines above]",
               file=sys.stderr)
         return int(ExitCode.FAILED)
-    except BrokenPipeError:
-        # the reader went away (`novaproc status | head`): not our error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return int(ExitCode.OK)

@@ -251,9 +251,10 @@ class Schedule:
         del self._ready[i]
         self.state[tid] = TaskState.RUNNING
 
-    def finish(self, tid: str, ok: bool) -> list[str]:
-        """Record the end of `tid`; returns the tasks this skips (hard dependents of a failure)."""
-        self.state[tid] = TaskState.DONE if ok else TaskState.FAILED
+    def finish(self, tid: str, ok: bool, *, state: TaskState | None = None) -> list[str]:
+        """Record the end of `tid` (as `state`, by default done or failed); returns the tasks
+        this skips (hard dependents of a task that did not succeed)."""
+        self.state[tid] = state or (TaskState.DONE if ok else TaskState.FAILED)
         self._open -= 1
         skipped: list[str] = []
         self._release(tid, ok, skipped)

@@ -254,6 +254,9 @@ class WorkerPool:
         self.size, self.kill_grace = size, kill_grace
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload([__name__])
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
         self._slots: list[_Slot] = []
 
     def idle(self) -> int:
@@ -355,8 +358,9 @@ class WorkerPool:
                 self._signal_tree(slot, signal.SIGKILL)
                 slot.kill_at = now + 1.0  # repeat while anything survives
 
-    def running_pids(self) -> dict[str, int]:
-        return {s.job.task_id: s.task_pid for s in self._slots if s.job and s.task_pid}
+    def busy(self) -> list[str]:
+        """The tasks the workers hold now."""
+        return [s.job.task_id for s in self._slots if s.job is not None]
 
     def shutdown(self) -> None:
         """Stop every worker (and so every task); safe to call more than once."""

@@ -6,7 +6,16 @@ live view so that plain and JSON output start fast.
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TextIO
+
+from .messages import Event
 from .plan import Plan
+from .supervisor import RunOutcome
 
 
 def format_duration(seconds: float) -> str:
@@ -53,3 +62,229 @@ def render_plan(plan: Plan) -> str:
             what = ", ".join(c.paths) if c.paths else f"both are {c.why} tasks"
             lines.append(f"  {c.first} -> {c.second}: {what} ({c.why})")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- run views
+
+MARKS = {"queued": "·", "waiting": "…", "running": "▶", "done": "✓", "failed": "✗",
+         "skipped": "-", "cancelled": "⊘"}
+SUMMARY_ROWS = 40
+
+
+class View:
+    """Consumes the supervisor's events and writes what the user should see to `out`."""
+
+    def __init__(self, out: TextIO, err: TextIO, total: int) -> None:
+        self.out, self.err, self.total = out, err, total
+        self.finished = 0
+        self.started = time.monotonic()
+
+    def handle(self, event: Event) -> None:
+        if event.kind == "task_state" and event.state is not None and event.state.finished:
+            self.finished += 1
+        if event.kind == "message" and event.data.get("level") in ("warning", "error"):
+            self.warn(event)
+        self.show(event)
+
+    def warn(self, event: Event) -> None:
+        self.err.write(f"novaproc: {event.data['level']}: {event.data['text']}\n")
+        self.err.flush()
+
+    def show(self, event: Event) -> None:
+        """Render one event; the default view shows nothing but warnings."""
+
+    def close(self, outcome: RunOutcome) -> None:
+        self.out.write(summary(outcome) + "\n")
+        self.out.flush()
+
+
+class QuietView(View):
+    """--quiet: only warnings, errors and the final summary."""
+
+
+class PlainView(View):
+    """Off a terminal (cron, pipes, files): one plain line per event, no escapes."""
+
+    def show(self, event: Event) -> None:
+        line = self._line(event)
+        if line:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def _line(self, event: Event) -> str | None:
+        d = event.data
+        if event.kind == "run_started":
+            return (f"novaproc: run {event.run_id}: {d['tasks']} task(s), {d['strategy']}, "
+                    f"{d['max_parallel']} slot(s), estimated speedup {d['estimated_speedup']:.1f}x")
+        if event.kind != "task_state" or event.state is None:
+            return None
+        head = f"[{self.finished}/{self.total}] {event.state:<9} {event.task_id}"
+        if event.state == "running":
+            return head + (f" (attempt {d['attempt']})" if d.get("attempt", 1) > 1 else "")
+        if event.state == "waiting" or event.state in ("skipped", "cancelled"):
+            return head + (f": {d['reason']}" if d.get("reason") else "")
+        extra = f" in {format_duration(d.get('duration', 0.0))}"
+        if event.state == "failed":
+            extra += f": {_failure_text(d)}"
+        return head + extra
+
+
+class JsonView(View):
+    """--json: one JSON object per event, then a summary object."""
+
+    def warn(self, event: Event) -> None:
+        pass  # the message event itself carries it
+
+    def show(self, event: Event) -> None:
+        self.out.write(json.dumps(event.to_json()) + "\n")
+        self.out.flush()
+
+    def close(self, outcome: RunOutcome) -> None:
+        self.out.write(json.dumps(summary_json(outcome)) + "\n")
+        self.out.flush()
+
+
+def _failure_text(d: dict) -> str:
+    if d.get("error"):
+        return str(d["error"])
+    if d.get("signal"):
+        return f"killed by signal {d['signal']}"
+    return f"exit code {d.get('exit_code')}"
+
+
+def summary(outcome: RunOutcome) -> str:
+    """The end-of-run table (failures first, long runs cut) and the speedup line."""
+    order = {"failed": 0, "cancelled": 1, "skipped": 2, "waiting": 3, "queued": 3, "running": 3,
+             "done": 4}
+    recs = sorted(outcome.records.values(), key=lambda r: order.get(r.state, 3))
+    width = max([4, *(len(r.task.id) for r in recs[:SUMMARY_ROWS])])
+    lines = [f"{'Task':<{width}}  {'Status':<9}  {'Attempts':>8}  Duration"]
+    for r in recs[:SUMMARY_ROWS]:
+        note = f"  {_failure_text({'error': r.error, 'signal': r.signal, 'exit_code': r.exit_code})}" \
+            if r.state == "failed" else ""
+        lines.append(f"{r.task.id:<{width}}  {r.state:<9}  {r.attempts:>8}  "
+                     f"{format_duration(r.run_time)}{note}")
+    if len(recs) > SUMMARY_ROWS:
+        rest = recs[SUMMARY_ROWS:]
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(_count(r.state for r in rest).items()))
+        lines.append(f"... and {len(rest)} more ({counts})")
+    lines.append(f"wall {format_duration(outcome.wall)}, task time {format_duration(outcome.task_time)}, "
+                 f"speedup {outcome.speedup:.2f}x (estimated {outcome.estimated_speedup:.1f}x)")
+    return "\n".join(lines)
+
+
+def _count(states: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s] = counts.get(s, 0) + 1
+    return counts
+
+
+def summary_json(outcome: RunOutcome) -> dict[str, object]:
+    return {
+        "event": "summary", "run_id": outcome.run_id, "exit_code": int(outcome.exit_code),
+        "wall": round(outcome.wall, 3), "task_time": round(outcome.task_time, 3),
+        "speedup": round(outcome.speedup, 2), "estimated_speedup": round(outcome.estimated_speedup, 2),
+        "tasks": {tid: {"state": str(r.state), "attempts": r.attempts, "duration": round(r.run_time, 3),
+                        "exit_code": r.exit_code, "error": r.error, "value": r.value}
+                  for tid, r in outcome.records.items()},
+    }
+
+
+def write_junit(outcome: RunOutcome, path: Path, log_path: Callable[[str], Path]) -> None:
+    """A JUnit XML report: one testcase per task, for CI systems."""
+    import xml.etree.ElementTree as ET
+
+    recs = list(outcome.records.values())
+    suite = ET.Element("testsuite", name="novaproc", tests=str(len(recs)),
+                       failures=str(sum(r.state == "failed" for r in recs)),
+                       skipped=str(sum(r.state in ("skipped", "cancelled") for r in recs)),
+                       time=f"{outcome.wall:.3f}")
+    for r in recs:
+        case = ET.SubElement(suite, "testcase", classname=f"novaproc.{outcome.run_id}",
+                             name=r.task.id, time=f"{r.run_time:.3f}")
+        if r.state == "failed":
+            failure = ET.SubElement(case, "failure", message=_failure_text(
+                {"error": r.error, "signal": r.signal, "exit_code": r.exit_code}))
+            failure.text = _tail(log_path(r.task.id), 4000)
+        elif r.state in ("skipped", "cancelled"):
+            ET.SubElement(case, "skipped", message=str(r.state))
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _tail(path: Path, limit: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a log, for the live view."""
+    lines = [ln for ln in _tail(path, 512).splitlines() if ln.strip()]
+    return lines[-1].strip()[:120] if lines else ""
+
+
+class LiveView(View):
+    """On a terminal: a live table of running and waiting tasks with their last output line,
+    elapsed times and an ETA, redrawn by rich a few times a second."""
+
+    def __init__(self, out: TextIO, err: TextIO, total: int, log_path: Callable[[str], Path],
+                 labels: dict[str, str], estimates: dict[str, float], slots: int) -> None:
+        super().__init__(out, err, total)
+        from rich.console import Console
+        from rich.live import Live
+
+        self._log_path, self._labels, self._estimates, self._slots = log_path, labels, estimates, slots
+        self._console = Console(file=out, stderr=False)
+        self._states: dict[str, tuple[str, float, str]] = {}  # id -> (state, since, reason)
+        self._recent: list[str] = []
+        self._durations: list[float] = []
+        self._live = Live(console=self._console, refresh_per_second=4, transient=True,
+                          get_renderable=self._render)
+        self._live.start()
+
+    def warn(self, event: Event) -> None:
+        self._console.print(f"[yellow]novaproc: {event.data['level']}: {event.data['text']}[/]")
+
+    def show(self, event: Event) -> None:
+        if event.kind != "task_state" or event.task_id is None or event.state is None:
+            return
+        self._states[event.task_id] = (str(event.state), time.monotonic(),
+                                       str(event.data.get("reason") or ""))
+        if event.state.finished:
+            self._recent = [*self._recent[-4:], event.task_id]
+            if event.state == "done":
+                self._durations.append(float(event.data.get("duration", 0.0)))
+            if event.state == "failed":
+                self._console.print(f"[red]✗ {event.task_id}[/] {_failure_text(event.data)}")
+
+    def _render(self):
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 1))
+        now = time.monotonic()
+        shown = [t for t, (s, _, _) in self._states.items() if s in ("running", "waiting")]
+        for tid in [*self._recent, *shown][-30:]:
+            state, since, reason = self._states[tid]
+            detail = reason if state == "waiting" else \
+                last_line(self._log_path(tid)) if state == "running" else self._labels.get(tid, "")
+            table.add_row(MARKS.get(state, "?"), f"[{self.finished}/{self.total}]", tid,
+                          format_duration(now - since) if state == "running" else state, detail)
+        table.add_row("", "", f"elapsed {format_duration(now - self.started)}", self._eta(), "")
+        return table
+
+    def _eta(self) -> str:
+        left = self.total - self.finished
+        if not left:
+            return ""
+        mean = (sum(self._durations) / len(self._durations) if self._durations
+                else sum(self._estimates.values()) / max(1, len(self._estimates)))
+        return f"ETA ~{format_duration(mean * left / min(self._slots, left))}"
+
+    def close(self, outcome: RunOutcome) -> None:
+        self._live.stop()
+        super().close(outcome)

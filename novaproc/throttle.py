@@ -23,16 +23,27 @@ class Sampler(Protocol):
 
 
 class PsutilSampler:
-    """System-wide CPU since the previous call, and memory in use, from psutil."""
+    """System-wide CPU since the previous reading, and memory in use, from psutil.
 
-    def __init__(self) -> None:
+    A CPU reading over a very short span is noise (one busy millisecond reads as 100%), so a
+    reading sooner than `min_span` after the last one returns the last one again.
+    """
+
+    def __init__(self, min_span: float = 0.25, clock: Callable[[], float] = time.monotonic) -> None:
         import psutil
 
-        self._psutil = psutil
+        self._psutil, self._clock, self._min_span = psutil, clock, min_span
         psutil.cpu_percent(interval=None)  # the first reading is meaningless: prime it
+        self._read_at = clock()
+        self._last = Load(0.0, psutil.virtual_memory().percent)
 
     def __call__(self) -> Load:
-        return Load(self._psutil.cpu_percent(interval=None), self._psutil.virtual_memory().percent)
+        now = self._clock()
+        if now - self._read_at >= self._min_span:
+            self._read_at = now
+            self._last = Load(self._psutil.cpu_percent(interval=None),
+                              self._psutil.virtual_memory().percent)
+        return self._last
 
 
 class Throttle:

@@ -1,0 +1,343 @@
+"""The run loop (ninja's Builder): start as many tasks as allowed, wait for the next report,
+record it, repeat until every task has ended.
+
+What may start is the plan's Schedule; slots, named resources, the load throttle and an
+optional lock gate decide when; the WorkerPool runs it. Every change is emitted as an Event
+for the views and the journal. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .config import Settings
+from .errors import ExitCode, InternalError
+from .messages import Event, Finished, Job, Started, TaskState
+from .plan import Plan, Schedule
+from .pool import WorkerPool
+from .taskfile import Task
+from .throttle import Throttle
+
+LOCK_RETRY = 0.05  # seconds between tries of a lock held by another process
+
+
+class Gate(Protocol):
+    """Something a task must hold while it runs, beyond slots: path locks, for instance."""
+
+    def try_acquire(self, task: Task) -> str | None:
+        """Take what `task` needs now and return None, or return why it must wait."""
+
+    def release(self, task: Task) -> None: ...
+
+
+@dataclass
+class TaskRecord:
+    """What the supervisor knows of one task."""
+
+    task: Task
+    state: TaskState = TaskState.QUEUED
+    attempts: int = 0
+    started_at: float | None = None  # wall clock, first attempt
+    ended_at: float | None = None
+    run_time: float = 0.0  # seconds spent running, all attempts
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    value: Any = None
+    reason: str | None = None  # why it waits
+    deadline: float | None = None  # monotonic, for the timeout
+    timed_out: bool = False
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    exit_code: ExitCode
+    wall: float
+    task_time: float
+    estimated_speedup: float
+    records: dict[str, TaskRecord] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float:
+        return self.task_time / self.wall if self.wall > 0 else 1.0
+
+
+class Supervisor:
+    """Drives one run of a plan to its end; `run()` returns how it went."""
+
+    def __init__(self, plan: Plan, settings: Settings, *, run_id: str, root: Path,
+                 log_path: Callable[[str, int], Path], emit: Callable[[Event], None],
+                 pool: WorkerPool | None = None, throttle: Throttle | None = None,
+                 gate: Gate | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.plan, self.settings, self.run_id, self.root = plan, settings, run_id, root
+        self._log_path, self._emit_event, self._clock = log_path, emit, clock
+        self.slots = settings.max_parallel
+        self.pool = pool or WorkerPool(self.slots, settings.kill_grace)
+        self.throttle = throttle or Throttle(settings.cpu_limit, settings.memory_limit)
+        self.gate = gate
+        self.schedule = Schedule.of(plan)
+        self.records = {t.id: TaskRecord(t) for t in plan.tasks}
+        self._used_slots = 0
+        self._held: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
+        self._stop_signal: int | None = None
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> RunOutcome:
+        started = time.time()
+        self._emit("run_started", data={"pid": os.getpid(), "strategy": self.plan.strategy,
+                                        "estimated_speedup": round(self.plan.estimated_speedup, 2),
+                                        "max_parallel": self.slots, "tasks": len(self.records)})
+        with self._signals():
+            try:
+                while not self.schedule.finished():
+                    self._start_ready()
+                    self._check_progress()
+                    for report in self.pool.wait(self._next_timeout(), wake=[self._wake_r]):
+                        self._on_report(report)
+                    self._on_timers()
+            finally:
+                self.pool.shutdown()
+        outcome = self._outcome(time.time() - started)
+        self._emit("run_finished", data={
+            "exit_code": int(outcome.exit_code), "wall": round(outcome.wall, 3),
+            "task_time": round(outcome.task_time, 3), "speedup": round(outcome.speedup, 2),
+            "estimated_speedup": round(outcome.estimated_speedup, 2)})
+        return outcome
+
+    def _start_ready(self) -> None:
+        """Start as many ready tasks as slots, resources, load and locks allow, best first."""
+        if self._stopping:
+            return
+        now = self._clock()
+        due = [t for t, at in self._retry_at.items() if at <= now]
+        for tid in due + self.schedule.ready():
+            if self._used_slots >= self.slots:
+                return
+            task = self.records[tid].task
+            if self._need(task) > self.slots - self._used_slots:
+                return  # keep the free slots for the best task rather than starve it
+            why = self._why_not(task)
+            if why == "throttle":
+                self._wait_for(tid, self.throttle.reason())
+                return
+            if why:
+                self._wait_for(tid, why)
+                continue
+            self._start(task)
+
+    def _why_not(self, task: Task) -> str | None:
+        for name, n in task.resources.items():
+            held, capacity = self._held.get(name, 0), self.settings.resources.get(name, 1)
+            if held and held + n > capacity:
+                return f"resource {name} in use ({held} of {capacity})"
+        if not self.throttle.allows_start(self._used_slots):
+            return "throttle"
+        return self.gate.try_acquire(task) if self.gate else None
+
+    def _check_progress(self) -> None:
+        """Name the impossible state instead of waiting forever."""
+        if self._used_slots or self._retry_at or self.schedule.finished():
+            return
+        if self.schedule.ready():
+            return  # waiting for another process's lock: we poll
+        raise InternalError(f"stuck: no task running or ready, states {self.schedule.state}")
+
+    def _next_timeout(self) -> float | None:
+        now = self._clock()
+        times = [r.deadline for r in self.records.values() if r.deadline is not None]
+        times += list(self._retry_at.values())
+        timeout = max(0.0, min(times) - now) if times else None
+        if any(r.reason for r in self.records.values() if r.state == TaskState.WAITING):
+            timeout = LOCK_RETRY if timeout is None else min(timeout, LOCK_RETRY)
+        return timeout
+
+    # ------------------------------------------------------------ starting and ending
+
+    def _need(self, task: Task) -> int:
+        return min(task.cpu, self.slots)
+
+    def _start(self, task: Task) -> None:
+        rec = self.records[task.id]
+        if task.id in self._retry_at:
+            del self._retry_at[task.id]
+        else:
+            self.schedule.start(task.id)
+        rec.attempts += 1
+        rec.reason, rec.timed_out = None, False
+        self._used_slots += self._need(task)
+        for name, n in task.resources.items():
+            self._held[name] = self._held.get(name, 0) + n
+        self.pool.submit(self._job(task, rec.attempts))
+        rec.state = TaskState.RUNNING
+        if task.timeout is not None:
+            rec.deadline = self._clock() + task.timeout
+
+    def _job(self, task: Task, attempt: int) -> Job:
+        cwd = self.root / task.cwd if task.cwd else self.root
+        env = {**task.env, "NOVA_RUN_ID": self.run_id}
+        common = {"task_id": task.id, "attempt": attempt, "log_path": str(self._log_path(task.id, attempt)),
+                  "cwd": str(cwd), "env": env, "kill_grace": self.settings.kill_grace}
+        if task.call is not None:
+            return Job(**common, call=task.call, args=task.args, kwargs=task.kwargs)
+        if isinstance(task.cmd, str):
+            return Job(**common, shell=task.cmd)
+        return Job(**common, argv=task.cmd)
+
+    def _on_report(self, report: Started | Finished) -> None:
+        rec = self.records[report.task_id]
+        if isinstance(report, Started):
+            rec.pid = report.pid
+            if rec.started_at is None:
+                rec.started_at = report.started_at
+            self._emit("task_state", rec.task.id, TaskState.RUNNING,
+                       {"attempt": rec.attempts, "pid": report.pid})
+            return
+        self._release(rec.task)
+        rec.deadline = None
+        rec.exit_code, rec.signal, rec.value = report.exit_code, report.signal, report.value
+        rec.error = f"timed out after {rec.task.timeout:g}s" if rec.timed_out else report.error
+        if report.started_at:
+            rec.run_time += max(0.0, report.ended_at - report.started_at)
+        ok = report.ok and not rec.timed_out
+        if not ok and not self._stopping and rec.attempts <= rec.task.retries:
+            self._retry(rec)
+            return
+        state = TaskState.DONE if ok else TaskState.CANCELLED if self._stopping else TaskState.FAILED
+        self._end(rec, state, report.ended_at or time.time())
+
+    def _retry(self, rec: TaskRecord) -> None:
+        backoff = min(0.2 * 2 ** (rec.attempts - 1), 5.0)
+        self._retry_at[rec.task.id] = self._clock() + backoff
+        self._wait_for(rec.task.id, f"attempt {rec.attempts} failed ({self._failure(rec)}); "
+                       f"retrying in {backoff:.1f}s")
+
+    def _end(self, rec: TaskRecord, state: TaskState, ended_at: float) -> None:
+        rec.state, rec.ended_at = state, ended_at
+        skipped = self.schedule.finish(rec.task.id, state == TaskState.DONE, state=state)
+        data: dict[str, Any] = {"attempt": rec.attempts, "duration": round(rec.run_time, 3),
+                                "exit_code": rec.exit_code}
+        if rec.signal:
+            data["signal"] = rec.signal
+        if rec.error:
+            data["error"] = rec.error
+        if rec.value is not None:
+            data["value"] = rec.value
+        self._emit("task_state", rec.task.id, state, data)
+        for tid in skipped:
+            self.records[tid].state = TaskState.SKIPPED
+            self._emit("task_state", tid, TaskState.SKIPPED, {"reason": f"{rec.task.id} {state}"})
+        if state == TaskState.FAILED and self.settings.fail_fast and not rec.task.allow_failure:
+            self._stop(f"fail_fast: {rec.task.id} failed")
+
+    def _release(self, task: Task) -> None:
+        self._used_slots -= self._need(task)
+        for name, n in task.resources.items():
+            self._held[name] -= n
+        if self.gate:
+            self.gate.release(task)
+
+    def _wait_for(self, tid: str, reason: str) -> None:
+        rec = self.records[tid]
+        if rec.reason != reason:
+            rec.state, rec.reason = TaskState.WAITING, reason
+            self._emit("task_state", tid, TaskState.WAITING, {"reason": reason})
+
+    @staticmethod
+    def _failure(rec: TaskRecord) -> str:
+        if rec.error:
+            return rec.error
+        if rec.signal:
+            return f"killed by {signal.Signals(rec.signal).name}"
+        return f"exit code {rec.exit_code}"
+
+    # ------------------------------------------------------------ stopping
+
+    def _on_timers(self) -> None:
+        self._drain_wakeups()
+        now = self._clock()
+        for rec in self.records.values():
+            if rec.deadline is not None and now >= rec.deadline and not rec.timed_out:
+                rec.timed_out = True
+                self._emit("message", rec.task.id, data={
+                    "level": "warning", "text": f"{rec.task.id}: timed out after "
+                    f"{rec.task.timeout:g}s; sending SIGTERM, SIGKILL after {self.settings.kill_grace:g}s"})
+                self.pool.terminate(rec.task.id, now)
+
+    def _stop(self, why: str, *, kill: bool = False) -> None:
+        """Start no more work and end what runs: SIGTERM, then SIGKILL after the grace period."""
+        if not self._stopping:
+            self._emit("message", data={"level": "warning", "text": f"stopping: {why}"})
+        self._stopping = True
+        for tid in list(self._retry_at):
+            del self._retry_at[tid]
+            rec = self.records[tid]
+            self._end(rec, TaskState.CANCELLED, time.time())
+        for tid in self.schedule.cancel_rest():
+            self.records[tid].state = TaskState.CANCELLED
+            self._emit("task_state", tid, TaskState.CANCELLED, {"reason": why})
+        now = self._clock()
+        for tid in self.pool.busy():
+            self.pool.terminate(tid, now, kill=kill)
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM stop the run gracefully; a second SIGINT kills at once."""
+        def handler(signum: int, frame: object) -> None:
+            again = self._stop_signal is not None
+            self._stop_signal = self._stop_signal or signum
+            self._pending_stop = (signum, again)
+
+        self._pending_stop: tuple[int, bool] | None = None
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        old_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            for s, h in old.items():
+                signal.signal(s, h)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _drain_wakeups(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 512):
+                pass
+        if self._pending_stop is not None:
+            signum, again = self._pending_stop
+            self._pending_stop = None
+            name = signal.Signals(signum).name
+            self._stop(f"received {name}" + ("; killing now" if again else ""), kill=again)
+
+    # ------------------------------------------------------------ results
+
+    def _outcome(self, wall: float) -> RunOutcome:
+        # skipped tasks do not count: their cause failed the run already, or was allowed to fail
+        failed = any(r.state in (TaskState.FAILED, TaskState.CANCELLED) and not r.task.allow_failure
+                     for r in self.records.values())
+        if self._stop_signal is not None:
+            code = ExitCode.SIGINT if self._stop_signal == signal.SIGINT else ExitCode.SIGTERM
+        else:
+            code = ExitCode.FAILED if failed else ExitCode.OK
+        task_time = sum(r.run_time for r in self.records.values())
+        return RunOutcome(self.run_id, code, wall, task_time, self.plan.estimated_speedup,
+                          dict(self.records))
+
+    def _emit(self, kind: str, task_id: str | None = None, state: TaskState | None = None,
+              data: dict[str, Any] | None = None) -> None:
+        self._emit_event(Event(kind, self.run_id, time.time(), task_id, state, data or {}))
