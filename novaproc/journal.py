@@ -508,8 +508,9 @@ class _Replay:
         elif kind == "run_finished":
             self.finished = ev
 
-    def _declare(self, tasks: Iterable[Mapping[str, Any]]) -> None:
-        for t in tasks:
+    def _declare(self, tasks: Any) -> None:
+        """(Re)declare tasks from a list of {"id", "description", "hash", "kind"}; a count is ignored."""
+        for t in tasks if isinstance(tasks, list) else ():
             old = self.tasks.get(t["id"]) or TaskRecord(t["id"])
             self.tasks[t["id"]] = replace(old, description=t.get("description", old.description),
                                           hash=t.get("hash", old.hash), kind=t.get("kind", old.kind))
@@ -551,7 +552,7 @@ def _load(folder: Path) -> RunRecord:
 def _record(folder: Path, meta: RunMeta, replay: _Replay, parsed: _Parsed) -> RunRecord:
     end = replay.finished
     if end is not None:
-        status = RunState(end.get("state", "failed"))
+        status = RunState(end["state"]) if "state" in end else _state_of_exit(end.get("exit_code"))
     else:
         status = RunState.RUNNING if supervisor_alive(meta) else RunState.CRASHED
     started = replay.started or meta.created
@@ -567,6 +568,12 @@ def _record(folder: Path, meta: RunMeta, replay: _Replay, parsed: _Parsed) -> Ru
         estimated_speedup=(end or {}).get("estimated_speedup", replay.started_data.get("estimated_speedup")),
         speedup=(end or {}).get("speedup"), strategy=replay.started_data.get("strategy"),
         warnings=tuple(warnings))
+
+
+def _state_of_exit(code: int | None) -> RunState:
+    if code == 0:
+        return RunState.DONE
+    return RunState.CANCELLED if code in (130, 143) else RunState.FAILED
 
 
 def _read_meta(path: Path) -> RunMeta:

@@ -371,3 +371,15 @@ def test_a_killed_supervisor_leaves_a_loadable_crashed_run(tmp_path: Path) -> No
         proc.wait()
     [record] = list_runs(tmp_path)
     assert record.status is RunState.CRASHED and record.task("t").attempts > 5
+
+
+@pytest.mark.parametrize(("code", "status"), [(0, RunState.DONE), (1, RunState.FAILED), (3, RunState.FAILED),
+                                              (143, RunState.CANCELLED), (130, RunState.CANCELLED)])
+def test_a_run_end_without_a_state_takes_it_from_the_exit_code(
+        tmp_path: Path, code: int, status: RunState) -> None:
+    with Journal.create(tmp_path, meta(tmp_path)) as j:
+        emit(j, "run_started", tasks=3, pid=os.getpid())  # a count, not a list: no declaration
+        emit(j, "run_finished", exit_code=code, wall=1.0)
+    r = load_run(tmp_path, j.run_id)
+    assert (r.status, r.exit_code) == (status, code)
+    assert [t.id for t in r.tasks] == ["build", "test", "docs"]
