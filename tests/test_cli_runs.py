@@ -276,3 +276,40 @@ def test_a_real_run_is_seen_by_status_logs_and_wait(tmp_path: Path) -> None:
     assert {t["id"]: t["state"] for t in detail["tasks"]} == {"hello": "done", "broken": "failed"}
     assert novaproc("logs", run_dir.name, "broken", state=state).stdout == "oops\n"
     assert novaproc("wait", run_dir.name, state=state).returncode == 1
+
+
+def start_real_run(tmp_path: Path, state: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`novaproc run` of a task that sleeps, once its task runs."""
+    (tmp_path / "long.toml").write_text('[tasks.slow]\ncmd = "echo start; sleep 30"\n'
+                                        '[tasks.after]\ncmd = "true"\ndepends_on = ["slow"]\n')
+    proc = subprocess.Popen([sys.executable, "-m", "novaproc", "run", "--quiet", "long.toml"], cwd=tmp_path,
+                            env=clean_env(NOVA_STATE_DIR=str(state)), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        assert time.monotonic() < deadline and proc.poll() is None, "the run did not start its task"
+        runs = list((state / "runs").glob("*")) if (state / "runs").is_dir() else []
+        if runs and load_run(state, runs[0].name).task("slow").state is TaskState.RUNNING:
+            return proc, runs[0].name
+        time.sleep(0.05)
+
+
+def test_cancel_and_kill_of_a_real_run(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    proc, run_id = start_real_run(tmp_path, state)
+    try:
+        out = novaproc("cancel", run_id, state=state)
+        assert out.returncode == 0 and f"cancelled run {run_id}" in out.stdout, out.stderr
+        assert proc.wait(timeout=10) == 143
+        record = load_run(state, run_id)
+        assert record.status is RunState.CANCELLED and record.task("slow").state is TaskState.CANCELLED
+        assert process_start_time(record.task("slow").pid or 0) is None  # no task process left
+    finally:
+        proc.kill()
+        proc.wait()
+    (tmp_path / "again").mkdir()
+    proc, run_id = start_real_run(tmp_path / "again", tmp_path / "state2")
+    proc.kill()  # SIGKILL: the supervisor records nothing more
+    proc.wait()
+    out = novaproc("status", state=tmp_path / "state2")
+    assert out.stdout.splitlines()[1].split()[:2] == [run_id, "crashed"]
