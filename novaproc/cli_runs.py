@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import EnvironmentFault, ExitCode
+from .errors import EnvironmentFault, ExitCode, InternalError
 from .journal import RunRecord, list_runs, load_run, process_start_time, task_log_path
 from .messages import RunState, TaskState
 from .paths import find_root
@@ -227,7 +227,9 @@ class _Tail:
 
 def cmd_wait(args: argparse.Namespace) -> int:
     record = wait_until_stopped(state_dir(args), args.run)
-    return _exit_code(record)  # type: ignore[arg-type]
+    if record is None:
+        raise InternalError("wait without a timeout gave up")
+    return _exit_code(record)
 
 
 def wait_until_stopped(folder: Path, run_id: str, timeout: float | None = None, *,

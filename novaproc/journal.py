@@ -14,6 +14,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import statistics
 import threading
 import time
@@ -54,6 +55,7 @@ class TaskMeta:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "env", tuple(sorted(self.env)))  # a mapping keeps only its names
+
 
 @dataclass(frozen=True, slots=True)
 class RunMeta:
@@ -109,6 +111,7 @@ class TaskRecord:
         if self.duration is not None or self.state is not TaskState.RUNNING or self.started_at is None:
             return self.duration
         return max(now - self.started_at, 0.0)
+
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
@@ -187,8 +190,10 @@ class Journal:
             _write_all(fd, json.dumps(header).encode() + b"\n")
             os.fsync(fd)
             _fsync_dir(folder)
-        except OSError as e:
-            raise EnvironmentFault(f"cannot write the run journal in {folder}: {e.strerror}") from None
+        except (OSError, EnvironmentFault) as e:
+            shutil.rmtree(folder, ignore_errors=True)  # a half-made run must not look like a run
+            raise EnvironmentFault(f"cannot write the run journal in {folder}: "
+                                   f"{getattr(e, 'strerror', None) or e}") from None
         return cls(folder, run_id, fd)
 
     @classmethod
@@ -207,15 +212,18 @@ class Journal:
         meta = replace(record.meta, pid=pid, pid_start=process_start_time(pid),
                        tasks=tuple(tasks) if tasks is not None else record.meta.tasks)
         path = record.folder / EVENTS_FILE
+        fd = _open_events(path, 0)
         try:
-            fd = _open_events(path, 0)
             parsed = _parse_events(path)  # read under the lock: nobody appends now
             os.ftruncate(fd, parsed.good_end)
             if parsed.unterminated:
                 _write_all(fd, b"\n")
             write_atomic(record.folder / RUN_FILE, _run_json(record.id, meta))
-        except OSError as e:
-            raise EnvironmentFault(f"cannot reopen the run journal {path}: {e.strerror}") from None
+        except BaseException as e:
+            os.close(fd)
+            if isinstance(e, OSError):
+                raise EnvironmentFault(f"cannot reopen the run journal {path}: {e.strerror}") from None
+            raise
         journal = cls(record.folder, record.id, fd)
         if parsed.torn:
             journal.note("warning", f"dropped a torn last line ({parsed.torn} bytes) of the journal")
@@ -287,12 +295,10 @@ def process_start_time(pid: int) -> int | None:
         return None
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        fields = text[text.rindex(")") + 2:].split()  # the name in (...) may hold spaces
+        return None if fields[0] in ("Z", "X") else int(fields[19])
+    except (OSError, ValueError, IndexError):  # gone, or gone while being read
         return None
-    fields = text[text.rindex(")") + 2:].split()  # the name in (...) may hold spaces
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
 
 
 def supervisor_alive(meta: RunMeta) -> bool:
@@ -396,7 +402,10 @@ def _reserve_folder(runs: Path, new_id: Callable[[], str]) -> tuple[str, Path]:
 
 def _open_events(path: Path, flags: int) -> int:
     """The event log opened for appending, locked so that one process at a time writes it."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | flags, 0o644)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | flags, 0o644)
+    except OSError as e:
+        raise EnvironmentFault(f"cannot open the run journal {path}: {e.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -383,3 +383,4 @@ def test_a_run_end_without_a_state_takes_it_from_the_exit_code(
     r = load_run(tmp_path, j.run_id)
     assert (r.status, r.exit_code) == (status, code)
     assert [t.id for t in r.tasks] == ["build", "test", "docs"]
+
