@@ -1,0 +1,66 @@
+"""Shared test helpers: run the real CLI in a subprocess, and write tasks files.
+
+Import them directly (`from conftest import run_cli, write_tasks`) or use the fixtures of
+the same purpose (`cli`, `tasks_file`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """os.environ without NOVA_* settings (so the caller's shell cannot leak in), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    *args: str | os.PathLike[str],
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m novaproc ARGS...` with this interpreter; never raises on a non-zero exit.
+
+    `env` adds to a clean environment (see clean_env); stdin is empty unless `input` is given.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "novaproc", *map(str, args)],
+        cwd=cwd,
+        env=clean_env(env),
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write_tasks(tmp_path: Path, text: str, name: str = "tasks.toml") -> Path:
+    """Write `text` (dedented) to tmp_path/name and return its path."""
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_cli
+
+
+@pytest.fixture
+def tasks_file(tmp_path: Path) -> Callable[..., Path]:
+    """write_tasks bound to this test's tmp_path."""
+    return lambda text, name="tasks.toml": write_tasks(tmp_path, text, name)
