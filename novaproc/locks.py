@@ -1,0 +1,519 @@
+"""Path locks and resource semaphores shared by every novaproc process of a user on this machine.
+
+Owns the lock folder and novaproc's only use of portalocker; locktable.py decides the grants.
+Each LockManager (one per process: a run's supervisor, `novaproc lock`) writes its own entries,
+held and waiting, to its own owner file and holds a kernel lock on that file for as long as it
+lives. The table is the union of the owner files; each read-decide-write is one short critical
+section under the kernel lock of table.lock. Waiters sleep in select() on their bell.
+
+    LockManager A                    <lock folder>, 0700                    LockManager B
+    each transaction  --flock EX-->  table.lock (+ owner-list generation)  <--flock EX--
+    for life          --flock EX-->  A.owner   <--  pread; probe flock SH|NB: granted = A died
+    waits in select() ------------>  A.bell    <--  a byte when B releases or stops waiting
+
+Never stale: a dead owner's flock goes with it (SIGKILL too), and an owner that no longer holds
+its flock is dead, whatever its pid says; its entries stop counting at the next look. Every
+file is opened O_CLOEXEC, and a child made by os.fork closes its copies at once, so neither a
+task process nor a forked worker keeps a lock alive. An owner file is deleted only by its owner
+or after its owner died; table.lock is never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import select
+import stat
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import portalocker
+from portalocker.portalocker import FlockLocker
+
+from .errors import BusyError, EnvironmentFault, InternalError
+from .locktable import (
+    Blocked,
+    Blocker,
+    Entry,
+    Grant,
+    LockInfo,
+    LockRequest,
+    LockTable,
+    Mode,
+    Owner,
+)
+
+__all__ = ["Blocked", "Blocker", "Grant", "LockInfo", "LockManager", "LockRequest", "Mode", "Owner",
+           "default_lock_dir", "prepare_lock_dir", "snapshot"]
+
+ENV_LOCK_DIR = "NOVA_LOCK_DIR"
+POLL_INTERVAL = 0.1  # seconds: a waiter's safety net; releases ring the bell, deaths wake a pidfd
+FORMAT = 1
+_MUTEX = "table.lock"
+# flock, not lockf: locks belong to an open file, so two managers of one process exclude each other
+_LOCKER = FlockLocker()
+_EX = portalocker.LockFlags.EXCLUSIVE
+_EX_NB = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
+_SH_NB = portalocker.LockFlags.SHARED | portalocker.LockFlags.NON_BLOCKING
+_OPEN = os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+# ------------------------------------------------------------------------- the folder
+
+def default_lock_dir() -> Path:
+    """$NOVA_LOCK_DIR, else one folder per user for the whole machine."""
+    return Path(os.environ.get(ENV_LOCK_DIR) or f"/tmp/novaproc-{os.geteuid()}/locks")
+
+
+def prepare_lock_dir(path: Path | None = None) -> Path:
+    """The lock folder, created 0700 if missing; refuses one other users could tamper with."""
+    if path is None and not os.environ.get(ENV_LOCK_DIR):
+        _private_folder(default_lock_dir().parent)
+    folder = Path(os.path.abspath(path or default_lock_dir()))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EnvironmentFault(f"cannot create the lock folder {folder}: {e.strerror}") from None
+    _private_folder(folder)
+    return folder
+
+
+def _private_folder(folder: Path) -> None:
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+        info = os.lstat(folder)
+    except OSError as e:
+        raise EnvironmentFault(f"cannot create the lock folder {folder}: {e.strerror}") from None
+    problem = None
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = "is not a folder"
+    elif info.st_uid != os.geteuid():
+        problem = f"belongs to another user (uid {info.st_uid})"
+    elif info.st_mode & stat.S_IWOTH:
+        problem = "is writable by every user"
+    if problem:
+        raise EnvironmentFault(f"refusing the lock folder {folder}: it {problem}; remove it, or set "
+                               f"{ENV_LOCK_DIR} to a folder only you can write")
+
+
+def _close_all(fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
+
+
+class _Folder:
+    """The lock folder as one process sees it: the table mutex, the owner files, the bells."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.thread_lock = threading.Lock()
+        self._fds: dict[str, int] = {}  # _MUTEX and the owner files of others, by token
+        self._parsed: dict[str, tuple[bytes, list[Entry]]] = {}
+        self._generation = -1
+        self._tokens: tuple[str, ...] = ()
+        try:
+            self._fds[_MUTEX] = os.open(path / _MUTEX, os.O_RDWR | os.O_CREAT | _OPEN, 0o600)
+        except OSError as e:
+            raise EnvironmentFault(f"cannot open {path / _MUTEX}: {e.strerror}") from None
+        weakref.finalize(self, _close_all, self._fds)
+        _FOLDERS.add(self)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One transaction: every process reads, decides and writes under this lock in turn."""
+        with self.thread_lock:
+            if not self._fds:
+                raise InternalError("lock folder used after close or in a forked child")
+            _LOCKER.lock(self._fds[_MUTEX], _EX)
+            try:
+                yield
+            finally:
+                _LOCKER.unlock(self._fds[_MUTEX])
+
+    def bump(self) -> None:
+        """Say the set of owner files changed, so others list the folder again."""
+        os.pwrite(self._fds[_MUTEX], (self._read_generation() + 1).to_bytes(8, "little"), 0)
+
+    def others(self, own: str | None, probe: bool = False) -> list[Entry]:
+        """The entries of every owner but `own`; with `probe`, of live owners only."""
+        found: list[Entry] = []
+        for token in self._list():
+            if token == own:
+                continue
+            entries = self._entries(token)
+            if entries is None or (probe and not self.alive(token)):
+                self._forget_if_dead(token)
+                continue
+            found += entries
+        return found
+
+    def alive(self, token: str) -> bool:
+        """Its owner still holds the kernel lock on its file (a live process; pids prove nothing)."""
+        fd = self._fd(token)
+        if fd is None:
+            return False
+        try:
+            _LOCKER.lock(fd, _SH_NB)
+        except portalocker.AlreadyLocked:
+            return True
+        return False  # nobody holds it; closing our fd in forget() drops our probe lock
+
+    def forget(self, token: str) -> None:
+        """Delete an owner's files: it closed, or it died (nobody can be using them)."""
+        for suffix in (".owner", ".bell"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path / f"{token}{suffix}")
+        fd = self._fds.pop(token, None)
+        if fd is not None:
+            os.close(fd)
+        self._parsed.pop(token, None)
+        self.bump()
+
+    def ring(self, tokens: Iterable[str]) -> None:
+        """Wake the owners of `tokens` from select(): something they wait for may be free."""
+        for token in tokens:
+            try:
+                fd = os.open(self.path / f"{token}.bell", os.O_WRONLY | os.O_NONBLOCK | _OPEN)
+            except OSError:
+                continue  # no bell or nobody listening: it is gone
+            with contextlib.suppress(OSError):
+                os.write(fd, b"!")
+            os.close(fd)
+
+    def close(self) -> None:
+        _close_all(self._fds)
+        self._parsed.clear()
+
+    def abandon(self) -> None:
+        """In a forked child: drop our copies of the descriptors, never the parent's locks."""
+        _close_all(self._fds)
+
+    def _forget_if_dead(self, token: str) -> None:
+        if self.alive(token):
+            raise EnvironmentFault(f"cannot read {self.path / token}.owner of a live process: another "
+                                   f"novaproc version? Let it finish, or set {ENV_LOCK_DIR} apart")
+        self.forget(token)
+
+    def _read_generation(self) -> int:
+        raw = os.pread(self._fds[_MUTEX], 8, 0)
+        return int.from_bytes(raw, "little") if len(raw) == 8 else 0
+
+    def _list(self) -> tuple[str, ...]:
+        generation = self._read_generation()
+        if generation != self._generation:
+            names = os.listdir(self.path)
+            self._tokens = tuple(sorted(n[: -len(".owner")] for n in names if n.endswith(".owner")))
+            self._generation = generation
+            for gone in set(self._fds) - set(self._tokens) - {_MUTEX}:
+                os.close(self._fds.pop(gone))
+                self._parsed.pop(gone, None)
+        return self._tokens
+
+    def _fd(self, token: str) -> int | None:
+        if token not in self._fds:
+            try:
+                self._fds[token] = os.open(self.path / f"{token}.owner", os.O_RDONLY | _OPEN)
+            except FileNotFoundError:
+                return None
+        return self._fds[token]
+
+    def _entries(self, token: str) -> list[Entry] | None:
+        """What `token`'s owner wrote; None if its file is gone or torn (it died writing)."""
+        fd = self._fd(token)
+        if fd is None:
+            return None
+        raw = _read_all(fd)
+        cached = self._parsed.get(token)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        try:
+            entries = _decode(raw, token)
+        except (ValueError, KeyError, TypeError):
+            return None
+        self._parsed[token] = (raw, entries)
+        return entries
+
+
+def _read_all(fd: int) -> bytes:
+    size = 65536
+    raw = os.pread(fd, size, 0)
+    while len(raw) == size:
+        size *= 4
+        raw = os.pread(fd, size, 0)
+    return raw
+
+
+def _encode_header(owner: Owner) -> bytes:
+    """The owner file up to its entries; entries follow as JSON rows, then "]}"."""
+    head = {"format": FORMAT, "pid": owner.pid, "run_id": owner.run_id, "label": owner.label}
+    return json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"entries":['
+
+
+def _encode_entry(e: Entry) -> bytes:
+    row = [e.ticket, e.request.key, e.request.label, e.request.exclusive, e.request.shared,
+           e.request.resources, e.request.capacities, e.held, e.since]
+    return json.dumps(row, separators=(",", ":")).encode()
+
+
+def _decode(raw: bytes, token: str) -> list[Entry]:
+    data = json.loads(raw)
+    if data["format"] != FORMAT:
+        raise ValueError(f"owner file format {data['format']}")
+    holder = Owner(pid=data["pid"], run_id=data["run_id"], label=data["label"])
+    return [Entry(ticket=t, owner=token, holder=holder, held=held, since=since,
+                  request=LockRequest(key, label, tuple(x), tuple(s), res, caps))
+            for t, key, label, x, s, res, caps, held, since in data["entries"]]
+
+
+# ---------------------------------------------------------------------------- manager
+
+class LockManager:
+    """One process's side of the machine-wide lock table: takes, waits for and gives back lock sets.
+
+    `try_acquire` never waits (the supervisor's loop); `acquire` blocks (the `lock` command).
+    A request that must wait joins the line at its first attempt and keeps its place until it is
+    granted or cancelled; `fileno()` becomes readable when it may be worth trying again.
+    """
+
+    def __init__(self, lock_dir: Path | None = None, *, owner: Owner | None = None) -> None:
+        self.owner = owner or Owner()
+        if self.owner.pid != os.getpid():
+            raise ValueError(f"owner pid {self.owner.pid} is not this process ({os.getpid()})")
+        self.lock_dir = prepare_lock_dir(lock_dir)
+        self._folder = _Folder(self.lock_dir)
+        self._token = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self._mine: dict[str, Entry] = {}  # by request key
+        self._rows: dict[str, bytes] = {}  # encoded entries, by request key
+        self._header = _encode_header(self.owner)
+        self._fds: dict[str, int] = {}  # "owner" and "bell"
+        self._written = 0
+        weakref.finalize(self, _close_all, self._fds)
+        with self._folder.locked():
+            self._create_files()
+        _MANAGERS.add(self)
+
+    def _create_files(self) -> None:
+        """Owner file first (locked before anyone can list it), then the bell; then announce."""
+        base = self.lock_dir / self._token
+        try:
+            fd = self._fds["owner"] = os.open(f"{base}.owner", os.O_RDWR | os.O_CREAT | os.O_EXCL | _OPEN,
+                                              0o600)
+            _LOCKER.lock(fd, _EX_NB)
+            self._save()
+            os.mkfifo(f"{base}.bell", 0o600)
+            self._fds["bell"] = os.open(f"{base}.bell", os.O_RDWR | os.O_NONBLOCK | _OPEN)
+        except OSError as e:
+            raise EnvironmentFault(f"cannot create {base}.owner: {e.strerror}") from None
+        self._folder.bump()
+
+    # -- the interface
+
+    def try_acquire(self, request: LockRequest) -> Grant | Blocked:
+        """Take the whole lock set now, or join the line (first call) and say who is in the way."""
+        self._drain_bell()
+        with self._folder.locked():
+            table = LockTable([*self._folder.others(self._token), *self._mine.values()])
+            entry = self._entry_for(request, table)
+            if entry.held:
+                return Grant(request, entry.ticket, entry.since, entry.since)
+            blockers, woken = self._blockers(table, entry)
+            if not blockers:
+                self._keep(Entry(entry.ticket, entry.owner, entry.holder, request, True, time.time()))
+            elif request.key not in self._mine:
+                self._keep(entry)
+        self._folder.ring(woken)
+        if blockers:
+            return Blocked(request, tuple(blockers))
+        return Grant(request, entry.ticket, self._mine[request.key].since, entry.since)
+
+    def acquire(self, request: LockRequest, timeout: float | None = None) -> Grant:
+        """Wait for the whole lock set; BusyError (exit 75) after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        watch = _PidWatch()
+        try:
+            while True:
+                outcome = self.try_acquire(request)
+                if isinstance(outcome, Grant):
+                    return outcome
+                remaining = POLL_INTERVAL if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BusyError(f"gave up after {timeout:g}s: {outcome.describe()}")
+                watch.wait(self._fds["bell"], outcome.blockers, min(remaining, POLL_INTERVAL))
+        except BaseException:
+            self.cancel(request)
+            raise
+        finally:
+            watch.close()
+
+    def release(self, grant: Grant) -> None:
+        """Give the lock set back and wake whoever waits. Releasing twice does nothing."""
+        entry = self._mine.get(grant.request.key)
+        if entry is not None and entry.ticket == grant.ticket:
+            self._remove(grant.request.key)
+
+    def cancel(self, request: LockRequest) -> None:
+        """Stop waiting for `request` (and release it if it was granted meanwhile)."""
+        entry = self._mine.get(request.key)
+        if entry is not None and entry.request == request:
+            self._remove(request.key)
+
+    def snapshot(self) -> list[LockInfo]:
+        """Every live holder and waiter on the machine, in line order."""
+        with self._folder.locked():
+            return LockTable([*self._folder.others(self._token, probe=True), *self._mine.values()]).rows()
+
+    def fileno(self) -> int:
+        """Readable when a lock this owner waits for may have come free: add it to a wait set."""
+        return self._fds["bell"]
+
+    def close(self) -> None:
+        """Release everything, delete this owner's files and wake the waiters. Idempotent."""
+        if "owner" not in self._fds:
+            return
+        with self._folder.locked():
+            self._mine.clear()
+            self._rows.clear()
+            woken = self._next_in_line()
+            self._folder.forget(self._token)
+        self._folder.ring(woken)
+        _close_all(self._fds)
+        self._folder.close()
+
+    def __enter__(self) -> LockManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- inside a transaction
+
+    def _entry_for(self, request: LockRequest, table: LockTable) -> Entry:
+        entry = self._mine.get(request.key)
+        if entry is None:
+            entry = Entry(ticket=table.next_ticket(time.monotonic_ns()), owner=self._token,
+                          holder=self.owner, request=request, since=time.time())
+            table.add(entry)
+        elif entry.request != request:
+            raise ValueError(f"lock request {request.key!r} changed while queued or held; cancel it first")
+        return entry
+
+    def _blockers(self, table: LockTable, entry: Entry) -> tuple[list[Blocker], set[str]]:
+        """Who is in the way; owners found dead on the way are dropped, and their waiters woken."""
+        if table.may_hold(entry.ticket):
+            return [], set()
+        earlier = {e.owner for e in table.entries() if e.ticket < entry.ticket and e.owner != self._token}
+        dead = {token for token in earlier if not self._folder.alive(token)}
+        for token in dead:
+            table.remove_owner(token)
+            self._folder.forget(token)
+        woken = {e.owner for e in table.grantable() if e.owner != self._token} if dead else set()
+        if dead and table.may_hold(entry.ticket):
+            return [], woken
+        return table.blockers(entry.ticket), woken
+
+    def _remove(self, key: str) -> None:
+        with self._folder.locked():
+            if self._mine.pop(key, None) is None:
+                return
+            del self._rows[key]
+            self._save()
+            woken = self._next_in_line()
+        self._folder.ring(woken)
+
+    def _next_in_line(self) -> set[str]:
+        """Owners of the waiting entries that may hold now: only they are worth waking."""
+        table = LockTable([*self._folder.others(self._token), *self._mine.values()])
+        return {e.owner for e in table.grantable()}
+
+    def _keep(self, entry: Entry) -> None:
+        self._mine[entry.request.key] = entry
+        self._rows[entry.request.key] = _encode_entry(entry)
+        self._save()
+
+    def _save(self) -> None:
+        """Rewrite this owner's file in one write; padding beats a second syscall to truncate."""
+        fd = self._fds["owner"]
+        data = self._header + b",".join(self._rows.values()) + b"]}"
+        if self._written - len(data) > 4096:
+            os.ftruncate(fd, len(data))
+            self._written = len(data)
+        os.pwrite(fd, data.ljust(self._written), 0)
+        self._written = max(self._written, len(data))
+
+    def _drain_bell(self) -> None:
+        if "bell" not in self._fds:
+            raise InternalError("LockManager used after close(), or in a child forked from its process")
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._fds["bell"], 4096):
+                pass
+
+    def _abandon(self) -> None:
+        _close_all(self._fds)
+
+
+class _PidWatch:
+    """pidfds of the processes in our way, so a holder's death wakes a waiter at once (Linux)."""
+
+    def __init__(self) -> None:
+        self._fds: dict[int, int] = {}
+        self._exited: set[int] = set()
+
+    def wait(self, bell: int, blockers: Iterable[Blocker], timeout: float) -> None:
+        pids = {b.holder.pid for b in blockers} - {os.getpid()} - self._exited
+        for pid in set(self._fds) - pids:
+            os.close(self._fds.pop(pid))
+        for pid in pids - set(self._fds):
+            try:
+                self._fds[pid] = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self._exited.add(pid)
+                return  # gone already: look again now
+            except (OSError, AttributeError):
+                self._exited.add(pid)  # no pidfd here: the poll interval covers it
+        ready, _, _ = select.select([bell, *self._fds.values()], [], [], timeout)
+        for pid, fd in list(self._fds.items()):
+            if fd in ready:  # exited; its lock is free unless its file lives on elsewhere
+                self._exited.add(pid)
+                os.close(self._fds.pop(pid))
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def snapshot(lock_dir: Path | None = None) -> list[LockInfo]:
+    """Every live holder and waiter, without becoming an owner (for `novaproc locks`)."""
+    folder = _Folder(prepare_lock_dir(lock_dir))
+    try:
+        with folder.locked():
+            return LockTable(folder.others(None, probe=True)).rows()
+    finally:
+        folder.close()
+
+
+# ------------------------------------------------------------------------------ fork
+
+_MANAGERS: weakref.WeakSet[LockManager] = weakref.WeakSet()
+_FOLDERS: weakref.WeakSet[_Folder] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child must not keep its parent's locks alive, nor use its parent's managers."""
+    for manager in list(_MANAGERS):
+        manager._abandon()
+    for folder in list(_FOLDERS):
+        folder.abandon()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
