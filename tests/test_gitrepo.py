@@ -1,0 +1,198 @@
+"""The git adapter on real repositories: readiness, merges without a checkout, compare-and-swap
+refs, the per-repository lock, included files, stale lock files, the worktree folder checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from novaproc.errors import EnvironmentFault
+from novaproc.gitrepo import (
+    Repo,
+    SetupFailed,
+    bring_in,
+    check_ready,
+    ensure_private_dir,
+    remove_stale_locks,
+    run_setup,
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit_file(root: Path, name: str, text: str, message: str = "edit") -> str:
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    (root / name).write_text(text)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", message)
+    return git(root, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.name", "Test")
+    git(root, "config", "user.email", "test@example.com")
+    commit_file(root, "a.txt", "a\n", "base")
+    return root
+
+
+def test_check_ready_reports_branch_and_head(repo: Path) -> None:
+    status = check_ready(repo)
+    assert status.branch == "main"
+    assert status.head == git(repo, "rev-parse", "HEAD")
+    assert status.common_dir == repo / ".git"
+
+
+def test_check_ready_refuses_a_merge_in_progress(repo: Path) -> None:
+    git(repo, "checkout", "-qb", "other")
+    commit_file(repo, "a.txt", "other\n")
+    git(repo, "checkout", "-q", "main")
+    commit_file(repo, "a.txt", "main\n")
+    subprocess.run(["git", "merge", "other"], cwd=repo, capture_output=True, check=False)
+    with pytest.raises(EnvironmentFault, match=r"middle of a merge.*merge --abort"):
+        check_ready(repo)
+
+
+def test_check_ready_refuses_a_rebase_and_an_empty_repository(repo: Path, tmp_path: Path) -> None:
+    (repo / ".git" / "rebase-merge").mkdir()
+    with pytest.raises(EnvironmentFault, match="rebase"):
+        check_ready(repo)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    git(empty, "init", "-q")
+    with pytest.raises(EnvironmentFault, match="no commit yet"):
+        check_ready(empty)
+    with pytest.raises(EnvironmentFault, match="not usable as a git repository"):
+        check_ready(tmp_path / "nowhere")
+
+
+def test_merge_without_checkout(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    left = commit_file(repo, "left.txt", "l\n")
+    git(repo, "reset", "-q", "--hard", base)
+    right = commit_file(repo, "right.txt", "r\n")
+    git(repo, "reset", "-q", "--hard", base)
+    r = Repo(repo)
+    assert r.merge(left, base, "m").how == "contained"
+    assert r.merge(base, left, "m").commit == left
+    merged = r.merge(left, right, "m")
+    assert merged.how == "merge"
+    names = set(git(repo, "ls-tree", "--name-only", merged.commit).split())
+    assert names == {"a.txt", "left.txt", "right.txt"}
+    assert git(repo, "rev-parse", "HEAD") == base  # nothing checked out
+    clash = commit_file(repo, "left.txt", "other\n")
+    conflict = r.merge(left, clash, "m")
+    assert conflict.commit is None and conflict.conflicts == ("left.txt",)
+
+
+def test_set_ref_is_compare_and_swap(repo: Path) -> None:
+    r = Repo(repo)
+    first = git(repo, "rev-parse", "HEAD")
+    second = commit_file(repo, "b.txt", "b\n")
+    assert r.set_ref("refs/heads/x", first)
+    assert not r.set_ref("refs/heads/x", second, second)  # x is not at `second`
+    assert r.rev("refs/heads/x") == first
+    assert r.set_ref("refs/heads/x", second, first)
+    assert r.rev("refs/heads/x") == second
+
+
+def test_failed_git_command_is_an_environment_fault(repo: Path) -> None:
+    with pytest.raises(EnvironmentFault, match=r"git cat-file .*failed .*exit 128"):
+        Repo(repo).git("cat-file", "-p", "nonexistent")
+
+
+def test_worktree_lock_is_exclusive_across_open_files(repo: Path) -> None:
+    got = threading.Event()
+
+    def contender() -> None:
+        with Repo(repo).worktree_lock():
+            got.set()
+
+    with Repo(repo).worktree_lock():
+        thread = threading.Thread(target=contender)
+        thread.start()
+        assert not got.wait(0.2)
+    thread.join(5)
+    assert got.is_set()
+
+
+def test_live_runs_follow_the_holder(repo: Path) -> None:
+    r = Repo(repo)
+    with r.hold_run("run1"):
+        assert Repo(repo).live_runs() == {"run1"}
+    assert r.live_runs() == set()
+    assert not (repo / ".git" / "nova-runs" / "run1.lock").exists()
+
+
+def test_bring_in_copies_files_links_folders_and_skips_tracked(repo: Path, tmp_path: Path) -> None:
+    (repo / ".env").write_text("SECRET=1\n")
+    (repo / "node_modules" / "x").mkdir(parents=True)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "a.txt").write_text("tracked version\n")
+    brought = bring_in(repo, dest, (".env", "node_modules", "a.txt", "missing", ".git"))
+    assert brought == (".env", "node_modules")
+    assert (dest / ".env").read_text() == "SECRET=1\n" and not (dest / ".env").is_symlink()
+    assert (dest / "node_modules").is_symlink() and (dest / "node_modules" / "x").is_dir()
+    assert (dest / "a.txt").read_text() == "tracked version\n"
+
+
+def test_run_setup_failure_says_what_failed(tmp_path: Path) -> None:
+    run_setup(tmp_path, "echo ok > made")
+    assert (tmp_path / "made").exists()
+    with pytest.raises(SetupFailed, match=r"exit 3.*boom"):
+        run_setup(tmp_path, "echo boom; exit 3")
+
+
+def test_stale_index_lock_is_removed_but_a_held_one_is_not(repo: Path) -> None:
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("")
+    assert remove_stale_locks(Repo(repo)) == []  # too young: a git may be starting
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    holder = subprocess.Popen(["sleep", "30"], stdin=lock.open("rb"))
+    try:
+        assert remove_stale_locks(Repo(repo)) == [] and lock.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert remove_stale_locks(Repo(repo)) == [lock]
+    assert not lock.exists()
+
+
+def test_worktree_dir_is_private(tmp_path: Path) -> None:
+    made = ensure_private_dir(tmp_path / "a" / "wt")
+    assert made.is_dir() and (made.stat().st_mode & 0o777) == 0o700
+    (tmp_path / "link").symlink_to(made)
+    with pytest.raises(EnvironmentFault, match="symlink"):
+        ensure_private_dir(tmp_path / "link")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(EnvironmentFault, match="not a folder"):
+        ensure_private_dir(tmp_path / "file")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a folder to another user")
+def test_worktree_dir_of_another_user_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "theirs"
+    other.mkdir()
+    os.chown(other, 65534, 65534)
+    with pytest.raises(EnvironmentFault, match="another user"):
+        ensure_private_dir(other)
