@@ -439,3 +439,17 @@ def test_a_task_whose_worker_died_keeps_its_start_time(tmp_path, pool):
     died = reports.until_finished("victim")
     assert died.started_at == pytest.approx(started.started_at)
     assert died.ended_at >= died.started_at
+
+
+@pytest.mark.xfail(strict=True, reason="WorkerPool.submit reuses an idle slot without checking that its "
+                   "worker is alive: sending the job raises BrokenPipeError into the supervisor")
+def test_a_worker_that_died_while_idle_is_replaced(tmp_path, pool):
+    p, reports = pool(1)
+    p.submit(make_job(tmp_path, "first", shell="echo $PPID"))
+    assert reports.until_finished("first").ok
+    worker = int((tmp_path / "first.log").read_text())
+    os.kill(worker, signal.SIGKILL)  # the OOM killer may pick an idle worker too
+    wait_until(lambda: not psutil.pid_exists(worker) or psutil.Process(worker).status() == "zombie",
+               what="the idle worker to die")
+    p.submit(make_job(tmp_path, "second", shell="echo ran"))
+    assert reports.until_finished("second").ok
