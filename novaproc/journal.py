@@ -345,10 +345,11 @@ def history(state_dir: Path, tasks_file: Path, hashes: Mapping[str, str], *,
     `tasks_file`, for tasks whose definition hash then equals `hashes[id]` now."""
     target = os.path.realpath(tasks_file)
     seen: dict[str, list[float]] = {}
-    problems: list[str] = []  # a damaged old journal must not stop a plan
-    for record in list_runs(state_dir, problems)[:scan]:
-        if os.path.realpath(record.tasks_file) != target:
-            continue
+    for folder in _runs_of(Path(state_dir), target)[:scan]:
+        try:
+            record = _load(folder)
+        except (EnvironmentFault, UsageError):
+            continue  # a damaged old journal must not stop a plan
         for t in record.tasks:
             if (t.state is TaskState.DONE and t.duration is not None and t.done_hash
                     and t.done_hash == hashes.get(t.id)):
@@ -607,6 +608,19 @@ def _run_folders(state_dir: Path) -> list[Path]:
         return []
     except OSError as e:
         raise EnvironmentFault(f"cannot read {runs}: {e.strerror}") from None
+
+
+def _runs_of(state_dir: Path, tasks_file: str) -> list[Path]:
+    """The folders of the runs of `tasks_file` (a real path), newest first; only run.json is read."""
+    found = []
+    for folder in _run_folders(state_dir):
+        try:
+            meta = _read_meta(folder / RUN_FILE)
+        except EnvironmentFault:
+            continue
+        if os.path.realpath(meta.tasks_file) == tasks_file:
+            found.append((meta.created, folder))
+    return [folder for _, folder in sorted(found, reverse=True)]
 
 
 def _find_folder(state_dir: Path, run_id: str) -> Path:

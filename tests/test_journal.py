@@ -384,3 +384,13 @@ def test_a_run_end_without_a_state_takes_it_from_the_exit_code(
     assert (r.status, r.exit_code) == (status, code)
     assert [t.id for t in r.tasks] == ["build", "test", "docs"]
 
+
+
+def test_history_is_the_median_of_the_last_three_and_skips_damaged_runs(tmp_path: Path) -> None:
+    for created, duration in [(1, 100.0), (2, 4.0), (3, 5.0), (4, 9.0)]:
+        with Journal.create(tmp_path, meta(tmp_path, created=created)) as j:
+            emit(j, "task_state", "build", TaskState.DONE, exit_code=0, duration=duration)
+    with Journal.create(tmp_path, meta(tmp_path, created=5)) as j:
+        emit(j, "task_state", "build", TaskState.DONE, exit_code=0, duration=1.0)
+    (j.folder / EVENTS_FILE).write_bytes(b"garbage\n" + (j.folder / EVENTS_FILE).read_bytes())
+    assert history(tmp_path, tmp_path / "tasks.toml", {"build": "h-build"}) == {"build": 5.0}
