@@ -1,0 +1,320 @@
+"""The end of a run: merge the tasks' results into the target, resolve conflicts, verify, land.
+
+    results --merge-tree, in order--> merged commit (no checkout, nothing touched)
+                  | conflict: `rerun` the task on the merged result so far (once), or keep its branch
+    merged  --verify in its own worktree--> pass; or bisect the merge sequence for the first
+                  result that breaks it, leave that out, rebuild, verify again
+    merged  --land--> the user's checkout of the target moved like `git merge --ff-only`, then
+                  the target ref by compare-and-swap; moved meanwhile: merged onto its new tip;
+                  a checkout in the way: the result waits on nova/<run>/merged
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import DEFAULT_WORKTREE_DIR
+from .errors import ExitCode, InternalError
+from .gitrepo import IN_PROGRESS, Repo, SetupFailed, Worktree, bring_in, ensure_private_dir, run_setup
+
+Rerun = Callable[[str, str], str | None]
+"""rerun(task_id, base_commit) -> the task's new result commit, or None if it failed again."""
+
+
+@dataclass(frozen=True, slots=True)
+class MergeOutcome:
+    """How the merge ended. `exit_code`: 3 when something could not merge or the result waits
+    (that first), else 4 when verify failed, else 0; `notes` say what to do."""
+
+    commit: str  # the merged result (the target's tip when nothing merged)
+    merged: tuple[str, ...]  # tasks whose results it holds, in merge order
+    conflicts: dict[str, tuple[str, ...]]  # task -> conflicting files; its branch is kept
+    left_out: dict[str, str]  # task -> why its result is not merged
+    culprit: str | None  # the task verify's bisection blamed
+    reruns: tuple[str, ...]
+    target_moved: bool  # the target ref now points at `commit`
+    waiting_branch: str | None  # set when the result waits for the user
+    kept_branches: tuple[str, ...]
+    exit_code: ExitCode
+    notes: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Step:
+    task: str
+    result: str
+    after: str  # the merged commit once this result is in
+
+
+@dataclass(slots=True)
+class _State:
+    """What one merge_results call has done so far."""
+
+    repo: Repo
+    run_id: str
+    steps: list[_Step] = field(default_factory=list)
+    conflicts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+    reruns: list[str] = field(default_factory=list)
+    culprits: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    verify_broken_before: bool = False
+    blocked: bool = False  # the target could not take the result
+
+
+def merge_results(repo_root: Path, *, run_id: str, target: str, base: str,
+                  results: Sequence[tuple[str, str | None]], on_conflict: str = "rerun",
+                  rerun: Rerun | None = None, verify: str | Sequence[str] | None = None,
+                  worktree_dir: Path = Path(DEFAULT_WORKTREE_DIR), setup: str | None = None,
+                  include: Sequence[str] = (), verify_timeout: float | None = None,
+                  verify_log: Path | None = None) -> MergeOutcome:
+    """Merge `results` ((task, result commit or None), dependency-then-declared order) into
+    branch `target`. `base` is the run's base commit; the target's tip when it moved."""
+    repo = Repo(repo_root)
+    state = _State(repo, run_id)
+    ref = target if target.startswith("refs/") else f"refs/heads/{target}"
+    with repo.hold_run(run_id):
+        old, base_commit = repo.rev(ref), repo.rev(base) or base
+        start = old or base_commit
+        if old is not None and old != base_commit:
+            state.notes.append(f"{_short(ref)} moved during the run; results merged onto its new tip")
+        items = [(t, c) for t, c in results if c]
+        tip = _merge_all(state, start, items, rerun if on_conflict == "rerun" else None)
+        if verify and state.steps:
+            verifier = _Verifier(repo, verify, worktree_dir, run_id, setup, include,
+                                 verify_timeout, verify_log)
+            try:
+                tip = _verify_loop(state, start, items, verifier)
+            finally:
+                verifier.close()
+        moved, waiting = _finish(state, ref, old, start, tip)
+        _delete_merged_branches(state)
+    return _outcome(state, ref, tip, moved, waiting)
+
+
+def _merge_all(state: _State, start: str, items: Sequence[tuple[str, str]], rerun: Rerun | None) -> str:
+    """Merge results one by one onto `start`; returns the merged commit."""
+    repo, tip = state.repo, start
+    state.steps.clear()
+    for task, commit in items:
+        if task in state.left_out:
+            continue
+        if (blocker := _builds_on_left_out(state, items, commit)) is not None:
+            state.left_out[task] = f"its result builds on {blocker}'s, which is left out"
+            continue
+        message = f"Merge nova task {task} (run {state.run_id})"
+        merged = first = repo.merge(tip, commit, message)
+        if first.commit is None and rerun is not None:
+            state.reruns.append(task)
+            commit = rerun(task, tip) or ""
+            merged = repo.merge(tip, commit, message) if commit else first
+            state.notes.append(f"{task}: conflicted in {', '.join(first.conflicts)}; ran again on the merged "
+                               "result, " + ("and merged" if merged.commit else "and still could not merge"))
+        if merged.commit is None:
+            state.conflicts[task] = merged.conflicts
+            state.left_out[task] = "conflicts in " + ", ".join(merged.conflicts)
+            continue
+        tip = merged.commit
+        state.steps.append(_Step(task, commit, tip))
+    return tip
+
+
+def _builds_on_left_out(state: _State, items: Sequence[tuple[str, str]], commit: str) -> str | None:
+    for task, result in items:
+        if task in state.left_out and result != commit and state.repo.is_ancestor(result, commit):
+            return task
+    return None
+
+
+# -- verify and bisection ---------------------------------------------------------------------
+
+def _verify_loop(state: _State, start: str, items: Sequence[tuple[str, str]], verifier: _Verifier) -> str:
+    """Verify the merged result; while it fails, bisect for the culprit, leave it out, rebuild."""
+    results = {s.task: s.result for s in state.steps}  # reruns replaced some results
+    items = [(t, results.get(t, c)) for t, c in items]
+    tip = state.steps[-1].after
+    for _ in range(len(items) + 1):
+        if not state.steps or verifier.passes(tip):
+            return tip
+        culprit = _bisect(state, start, verifier)
+        if culprit is None:
+            state.verify_broken_before = True
+            return tip
+        state.culprits.append(culprit)
+        state.left_out[culprit] = "verify fails with its result"
+        tip = _merge_all(state, start, items, None)
+    raise InternalError("verify bisection did not converge")
+
+
+def _bisect(state: _State, start: str, verifier: _Verifier) -> str | None:
+    """The task whose result first makes verify fail (merge-queue bisection), assuming verify
+    fails on the full sequence; None when it already fails without any of them."""
+    points = [start, *(s.after for s in state.steps)]
+    good, bad = 0, len(points) - 1
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if verifier.passes(points[mid]) else (good, mid)
+    if bad == 1 and not verifier.passes(start):
+        return None
+    return state.steps[bad - 1].task
+
+
+class _Verifier:
+    """Runs `verify` at the root of a worktree of a given commit (one worktree, reused)."""
+
+    def __init__(self, repo: Repo, command: str | Sequence[str], folder: Path, run_id: str,
+                 setup: str | None, include: Sequence[str], timeout: float | None, log: Path | None) -> None:
+        self.repo, self.command, self.setup, self.include = repo, command, setup, include
+        self.path = ensure_private_dir(Path(folder)) / f"{run_id}-.verify"
+        self.timeout, self.log = timeout, log
+        self.wt: Worktree | None = None
+        self.verdicts: dict[str, bool] = {}
+
+    def passes(self, commit: str) -> bool:
+        if commit not in self.verdicts:
+            self.verdicts[commit] = self._run(commit)
+        return self.verdicts[commit]
+
+    def _run(self, commit: str) -> bool:
+        with open(self.log or os.devnull, "ab") as out:
+            out.write(f"== verify {commit} ==\n".encode())
+            out.flush()
+            try:
+                self._checkout(commit)
+            except SetupFailed as e:
+                out.write(f"{e}\n".encode())
+                return False
+            argv = ["/bin/sh", "-c", self.command] if isinstance(self.command, str) else list(self.command)
+            proc = subprocess.Popen(argv, cwd=self.path, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                return proc.wait(self.timeout) == 0
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                out.write(b"verify timed out\n")
+                return False
+
+    def _checkout(self, commit: str) -> None:
+        if self.wt is None:
+            with self.repo.worktree_lock():
+                if self.path.exists():
+                    self.repo.remove_worktree(self.path)
+                self.wt = self.repo.add_worktree(self.path, commit)
+        else:
+            self.repo.in_worktree(self.wt, "checkout", "-q", "-f", "--detach", commit)
+            self.repo.in_worktree(self.wt, "clean", "-q", "-ffdx")
+        bring_in(self.repo.root, self.path, self.include)
+        if self.setup:
+            run_setup(self.path, self.setup)
+
+    def close(self) -> None:
+        if self.wt is not None:
+            with self.repo.worktree_lock():
+                self.repo.remove_worktree(self.wt.path)
+
+
+# -- landing ----------------------------------------------------------------------------------
+
+def _finish(state: _State, ref: str, old: str | None, start: str, tip: str) -> tuple[bool, str | None]:
+    """Land `tip` on the target, or park it on the waiting branch when that is not possible."""
+    if tip == start:
+        return False, None
+    if state.verify_broken_before:
+        state.notes.append(f"verify fails on {_short(ref)} even without this run's results, so nothing "
+                           "was verified and the target was not moved")
+        return False, _wait(state, tip)
+    if old is None:
+        state.blocked = True
+        return False, _wait(state, tip, f"{_short(ref)} no longer exists")
+    why = _land(state, ref, old, tip)
+    state.blocked = why is not None
+    return (True, None) if why is None else (False, _wait(state, tip, why))
+
+
+def _land(state: _State, ref: str, old: str, new: str) -> str | None:
+    """Move `ref` from `old` to `new`; None when done, else why the result must wait."""
+    repo = state.repo
+    for _ in range(5):
+        checkout = next((w.path for w in repo.worktrees() if w.branch == _short(ref)), None)
+        if checkout is not None and (why := _advance_checkout(repo, checkout, old, new)):
+            return why
+        if repo.set_ref(ref, new, old, f"novaproc: merge run {state.run_id}"):
+            return None
+        if checkout is not None:
+            _advance_checkout(repo, checkout, new, old)  # put the checkout back
+        current = repo.rev(ref)
+        if current is None:
+            return f"{_short(ref)} was deleted meanwhile"
+        merged = repo.merge(current, new, f"Merge novaproc run {state.run_id} into {_short(ref)}")
+        if merged.commit is None:
+            return (f"{_short(ref)} moved meanwhile and conflicts with the result in "
+                    + ", ".join(merged.conflicts))
+        state.notes.append(f"{_short(ref)} moved while merging; merged onto its new tip (not re-verified)")
+        old, new = current, merged.commit
+    return f"{_short(ref)} keeps moving"
+
+
+def _advance_checkout(repo: Repo, checkout: Path, old: str, new: str) -> str | None:
+    """Update the checkout at `checkout` from `old` to `new` as `git merge --ff-only` would:
+    uncommitted changes elsewhere stay; if any is in the way nothing changes. None when done."""
+    gitdir = Path(repo.git("rev-parse", "--path-format=absolute", "--git-dir", cwd=checkout).strip())
+    busy = [what for marker, (what, _) in IN_PROGRESS.items() if (gitdir / marker).exists()]
+    if busy:
+        return f"your checkout at {checkout} is in the middle of {busy[0]}"
+    repo.run("update-index", "-q", "--refresh", cwd=checkout)
+    code, _, _ = repo.run("read-tree", "-m", "-u", old, new, cwd=checkout)
+    if code == 0:
+        return None
+    touched = set(repo.changed(old, new))
+    dirty = [p for p in repo.dirty_paths(checkout)
+             if p in touched or any(t.startswith(p + "/") for t in touched)]
+    return (f"your checkout at {checkout} has uncommitted changes the update would overwrite"
+            + (f" ({', '.join(dirty[:5])})" if dirty else ""))
+
+
+def _wait(state: _State, tip: str, why: str | None = None) -> str:
+    branch = f"nova/{state.run_id}/merged"
+    state.repo.set_ref(f"refs/heads/{branch}", tip, reason="novaproc: merged result waits")
+    if why:
+        state.notes.append(f"{why}; the merged result waits on branch {branch}. Commit or stash those "
+                           f"changes, then run: git merge {branch}")
+    return branch
+
+
+def _delete_merged_branches(state: _State) -> None:
+    refs = [f"refs/heads/nova/{state.run_id}/{s.task}" for s in state.steps]
+    state.repo.delete_refs(refs)
+
+
+def _outcome(state: _State, ref: str, tip: str, moved: bool, waiting: str | None) -> MergeOutcome:
+    run = state.run_id
+    for task, files in state.conflicts.items():
+        state.notes.append(f"{task}: conflicts with the merged result in {', '.join(files)}; its result "
+                           f"is kept on branch nova/{run}/{task} (merge it by hand, or declare those files "
+                           "in `writes` so the tasks run one after another)")
+    for culprit in state.culprits:
+        state.notes.append(f"verify fails with {culprit}'s result: it was left out (branch nova/{run}/"
+                           f"{culprit}); {_short(ref)} holds the rest, verified")
+    kept = tuple(f"nova/{run}/{t}" for t in state.left_out
+                 if state.repo.rev(f"refs/heads/nova/{run}/{t}") is not None)
+    if state.blocked or state.conflicts:
+        code = ExitCode.MERGE
+    elif state.culprits or state.verify_broken_before:
+        code = ExitCode.VERIFY
+    else:
+        code = ExitCode.OK
+    return MergeOutcome(tip, tuple(s.task for s in state.steps), dict(state.conflicts), dict(state.left_out),
+                        state.culprits[0] if state.culprits else None, tuple(state.reruns), moved, waiting,
+                        kept, code, tuple(state.notes))
+
+
+def _short(ref: str) -> str:
+    return ref.removeprefix("refs/heads/")
