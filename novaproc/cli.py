@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", nargs="?", type=Path, default=Path("."), help="default: here")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(handler=cmd_init)
+
+    from .cli_runs import add_parsers as add_run_commands
+
+    add_run_commands(sub)
     return parser
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -16,6 +16,7 @@ from .errors import ConfigError, did_you_mean
 from .taskfile import read_toml_file
 
 DEFAULT_WORKTREE_DIR = "/tmp/nova-worktrees"
+MAX_SLOTS = 4096
 ENV_KEYS = {
     "NOVA_MAX_PARALLEL": "max_parallel",
     "NOVA_WORKTREE_DIR": "worktree_dir",
@@ -28,7 +29,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    max_parallel: int = Field(default=4, ge=1, le=4096)
+    max_parallel: int = Field(default=4, ge=1, le=MAX_SLOTS)
     worktree_dir: str = DEFAULT_WORKTREE_DIR
     state_dir: str | None = None
     isolation: Literal["worktree", "none"] | None = None
@@ -43,7 +44,7 @@ class Settings(BaseModel):
     undeclared_writes: Literal["warn", "fail"] = "warn"
     worktree_setup: str | None = None
     worktree_include: tuple[str, ...] = ()
-    resources: dict[str, int] = Field(default_factory=dict)
+    resources: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
 
     def resolved_isolation(self, in_git: bool) -> str:
         return self.isolation or ("worktree" if in_git else "none")
@@ -87,9 +88,9 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         if value is None or value == "":
             continue
         if key == "max_parallel":
-            if not value.strip().isdigit():
-                raise ConfigError("environment", f"{var}={value!r} is not a whole number >= 1",
-                                  field=var)
+            if not value.strip().isdigit() or not 1 <= int(value) <= MAX_SLOTS:
+                raise ConfigError("environment", f"{var}={value!r} is not a whole number from 1 "
+                                  f"to {MAX_SLOTS}", field=var)
             layer[key] = int(value)
         else:
             layer[key] = value

@@ -242,7 +242,7 @@ class Repo:
 
     def add_worktree(self, path: Path, commit: str, branch: str | None = None) -> Worktree:
         """A new worktree at `path` checked out at `commit`, on `branch` (reset if it exists)."""
-        args = ["worktree", "add", "-q", "--no-track", *(["-B", branch] if branch else ["--detach"])]
+        args = ["worktree", "add", "-q", *(["--no-track", "-B", branch] if branch else ["--detach"])]
         code, _, err = self.run(*args, str(path), commit)
         if code != 0 and ("already registered" in err or ("already exists" in err and not path.exists())):
             self.git("worktree", "prune")  # a half-written record left by a crash

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import paths
@@ -190,7 +190,7 @@ def simulate(
     free, held = slots, defaultdict(int)
     now, running = 0.0, []  # heap of (end time, index, id)
     while not schedule.finished():
-        for tid in schedule.ready():
+        for tid in schedule.iter_ready():
             task = by_id[tid]
             need = min(task.cpu, slots)
             if need > free or not _resources_fit(task, held, resources):
@@ -241,8 +241,16 @@ class Schedule:
         return cls(plan.graph, plan.hard_edges, plan.priority)
 
     def ready(self) -> list[str]:
-        """Ready tasks, best first (a snapshot: safe to start some while iterating)."""
-        return [tid for _, tid in self._ready]
+        """Ready tasks, best first."""
+        return list(self.iter_ready())
+
+    def iter_ready(self) -> Iterator[str]:
+        """Ready tasks, best first, from a snapshot: safe to start some while iterating, and
+        cheap when the caller stops after the first few."""
+        return (tid for _, tid in self._ready.copy())
+
+    def has_ready(self) -> bool:
+        return bool(self._ready)
 
     def start(self, tid: str) -> None:
         i = bisect.bisect_left(self._ready, (self._key[tid], tid))
@@ -253,32 +261,41 @@ class Schedule:
 
     def finish(self, tid: str, ok: bool, *, state: TaskState | None = None) -> list[str]:
         """Record the end of `tid` (as `state`, by default done or failed); returns the tasks
-        this skips (hard dependents of a task that did not succeed)."""
+        this skips (hard dependents, transitively, of a task that did not succeed)."""
         self.state[tid] = state or (TaskState.DONE if ok else TaskState.FAILED)
         self._open -= 1
-        skipped: list[str] = []
-        self._release(tid, ok, skipped)
+        skipped = [] if ok else self._skip_dependents(tid)
+        self._release(tid)
         return skipped
 
-    def _release(self, tid: str, ok: bool, skipped: list[str]) -> None:
-        for nxt in sorted(self.graph.succs[tid], key=self.graph.index.__getitem__):
-            if self.state[nxt] != TaskState.QUEUED:
-                continue
-            if not ok and (tid, nxt) in self.hard_edges:
-                self._remove_ready(nxt)
-                self.state[nxt] = TaskState.SKIPPED
-                self._open -= 1
-                skipped.append(nxt)
-                self._release(nxt, False, skipped)
-                continue
-            self._missing[nxt] -= 1
-            if self._missing[nxt] == 0:
-                bisect.insort(self._ready, (self._key[nxt], nxt))
+    def _skip_dependents(self, failed: str) -> list[str]:
+        """Mark every task that depends (hard edges, transitively) on `failed` as skipped."""
+        skipped: list[str] = []
+        stack = [failed]
+        while stack:
+            current = stack.pop()
+            for nxt in sorted(self.graph.succs[current], key=self.graph.index.__getitem__):
+                if (current, nxt) in self.hard_edges and self.state[nxt] == TaskState.QUEUED:
+                    self.state[nxt] = TaskState.SKIPPED
+                    self._open -= 1
+                    skipped.append(nxt)
+                    stack.append(nxt)
+        return skipped
 
-    def _remove_ready(self, tid: str) -> None:
-        i = bisect.bisect_left(self._ready, (self._key[tid], tid))
-        if i < len(self._ready) and self._ready[i][1] == tid:
-            del self._ready[i]
+    def _release(self, tid: str) -> None:
+        """`tid` has ended: its successors have one predecessor fewer to wait for. A skipped
+        task passes the release on only once its own predecessors have ended, so an order
+        (two tasks writing one file) holds even through a skipped task between them."""
+        stack = [tid]
+        while stack:
+            for nxt in sorted(self.graph.succs[stack.pop()], key=self.graph.index.__getitem__):
+                self._missing[nxt] -= 1
+                if self._missing[nxt] > 0:
+                    continue
+                if self.state[nxt] == TaskState.SKIPPED:
+                    stack.append(nxt)
+                elif self.state[nxt] == TaskState.QUEUED:
+                    bisect.insort(self._ready, (self._key[nxt], nxt))
 
     def cancel_rest(self) -> list[str]:
         """Mark every task that has not started as cancelled; returns them."""
@@ -308,8 +325,9 @@ def _strategy(tasks: Sequence[Task], graph: TaskGraph, conflicts: Sequence[Confl
         return "sequential", "max_parallel is 1: one task at a time", False
     if not any(graph.preds.values()):
         return "simple_parallel", f"{n} independent tasks - safe for parallel execution", False
-    reason = "Tasks have dependencies"
-    if conflicts:
+    has_deps = any(t.depends_on for t in tasks)
+    reason = "Tasks have dependencies" if has_deps else "Conflicting tasks run in declared order"
+    if conflicts and has_deps:
         reason += f"; {len(conflicts)} conflicting pair(s) run in declared order"
     return "dag", reason, False
 
@@ -321,7 +339,11 @@ def _conflict_reason(conflicts: Sequence[Conflict], n: int) -> str:
     shown = sorted({p for c in conflicts for p in c.paths})
     listed = ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
     verb = "modify" if all(c.why == "write/write" for c in conflicts) else "touch"
-    return f"{'Both' if n == 2 else 'All'} tasks {verb} {listed}"
+    involved = sorted({t for c in conflicts for t in (c.first, c.second)})
+    if len(involved) == n:
+        return f"{'Both' if n == 2 else 'All'} tasks {verb} {listed}"
+    names = ", ".join(involved[:4]) + (" ..." if len(involved) > 4 else "")
+    return f"Tasks {names} {verb} {listed}; the rest form one dependency chain"
 
 
 def _warnings(tasks: Sequence[Task], isolation: str, strategy: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ for the views and the journal. Nothing here prints.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import time
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 
 from .config import Settings
 from .errors import ExitCode, InternalError
-from .messages import Event, Finished, Job, Started, TaskState
+from .messages import Event, Finished, Job, RunState, Started, TaskState
 from .plan import Plan, Schedule
 from .pool import WorkerPool
 from .taskfile import Task
@@ -52,7 +53,6 @@ class TaskRecord:
     error: str | None = None
     value: Any = None
     reason: str | None = None  # why it waits
-    deadline: float | None = None  # monotonic, for the timeout
     timed_out: bool = False
     pid: int | None = None
 
@@ -69,6 +69,12 @@ class RunOutcome:
     @property
     def speedup(self) -> float:
         return self.task_time / self.wall if self.wall > 0 else 1.0
+
+    @property
+    def state(self) -> RunState:
+        if self.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
+            return RunState.CANCELLED
+        return RunState.DONE if self.exit_code == ExitCode.OK else RunState.FAILED
 
 
 class Supervisor:
@@ -88,7 +94,9 @@ class Supervisor:
         self.records = {t.id: TaskRecord(t) for t in plan.tasks}
         self._used_slots = 0
         self._held: dict[str, int] = {}
-        self._retry_at: dict[str, float] = {}
+        self._retry_at: dict[str, float] = {}  # task -> when its next attempt may start
+        self._deadlines: dict[str, float] = {}  # running task -> when its timeout strikes
+        self._waiting: set[str] = set()  # ready tasks held back by a resource, load or lock
         self._stop_signal: int | None = None
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe()
@@ -114,7 +122,8 @@ class Supervisor:
                 self.pool.shutdown()
         outcome = self._outcome(time.time() - started)
         self._emit("run_finished", data={
-            "exit_code": int(outcome.exit_code), "wall": round(outcome.wall, 3),
+            "exit_code": int(outcome.exit_code), "state": str(outcome.state),
+            "wall": round(outcome.wall, 3),
             "task_time": round(outcome.task_time, 3), "speedup": round(outcome.speedup, 2),
             "estimated_speedup": round(outcome.estimated_speedup, 2)})
         return outcome
@@ -125,7 +134,7 @@ class Supervisor:
             return
         now = self._clock()
         due = [t for t, at in self._retry_at.items() if at <= now]
-        for tid in due + self.schedule.ready():
+        for tid in itertools.chain(due, self.schedule.iter_ready()):
             if self._used_slots >= self.slots:
                 return
             task = self.records[tid].task
@@ -153,16 +162,14 @@ class Supervisor:
         """Name the impossible state instead of waiting forever."""
         if self._used_slots or self._retry_at or self.schedule.finished():
             return
-        if self.schedule.ready():
+        if self.schedule.has_ready():
             return  # waiting for another process's lock: we poll
         raise InternalError(f"stuck: no task running or ready, states {self.schedule.state}")
 
     def _next_timeout(self) -> float | None:
-        now = self._clock()
-        times = [r.deadline for r in self.records.values() if r.deadline is not None]
-        times += list(self._retry_at.values())
-        timeout = max(0.0, min(times) - now) if times else None
-        if any(r.reason for r in self.records.values() if r.state == TaskState.WAITING):
+        times = [*self._deadlines.values(), *self._retry_at.values()]
+        timeout = max(0.0, min(times) - self._clock()) if times else None
+        if self._waiting:  # a lock of another process or the load may free up: try again soon
             timeout = LOCK_RETRY if timeout is None else min(timeout, LOCK_RETRY)
         return timeout
 
@@ -179,13 +186,14 @@ class Supervisor:
             self.schedule.start(task.id)
         rec.attempts += 1
         rec.reason, rec.timed_out = None, False
+        self._waiting.discard(task.id)
         self._used_slots += self._need(task)
         for name, n in task.resources.items():
             self._held[name] = self._held.get(name, 0) + n
         self.pool.submit(self._job(task, rec.attempts))
         rec.state = TaskState.RUNNING
         if task.timeout is not None:
-            rec.deadline = self._clock() + task.timeout
+            self._deadlines[task.id] = self._clock() + task.timeout
 
     def _job(self, task: Task, attempt: int) -> Job:
         cwd = self.root / task.cwd if task.cwd else self.root
@@ -208,7 +216,7 @@ class Supervisor:
                        {"attempt": rec.attempts, "pid": report.pid})
             return
         self._release(rec.task)
-        rec.deadline = None
+        self._deadlines.pop(rec.task.id, None)
         rec.exit_code, rec.signal, rec.value = report.exit_code, report.signal, report.value
         rec.error = f"timed out after {rec.task.timeout:g}s" if rec.timed_out else report.error
         if report.started_at:
@@ -253,6 +261,7 @@ class Supervisor:
 
     def _wait_for(self, tid: str, reason: str) -> None:
         rec = self.records[tid]
+        self._waiting.add(tid)
         if rec.reason != reason:
             rec.state, rec.reason = TaskState.WAITING, reason
             self._emit("task_state", tid, TaskState.WAITING, {"reason": reason})
@@ -270,8 +279,9 @@ class Supervisor:
     def _on_timers(self) -> None:
         self._drain_wakeups()
         now = self._clock()
-        for rec in self.records.values():
-            if rec.deadline is not None and now >= rec.deadline and not rec.timed_out:
+        for tid, deadline in list(self._deadlines.items()):
+            rec = self.records[tid]
+            if now >= deadline and not rec.timed_out:
                 rec.timed_out = True
                 self._emit("message", rec.task.id, data={
                     "level": "warning", "text": f"{rec.task.id}: timed out after "
@@ -287,6 +297,7 @@ class Supervisor:
             del self._retry_at[tid]
             rec = self.records[tid]
             self._end(rec, TaskState.CANCELLED, time.time())
+        self._waiting.clear()
         for tid in self.schedule.cancel_rest():
             self.records[tid].state = TaskState.CANCELLED
             self._emit("task_state", tid, TaskState.CANCELLED, {"reason": why})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -40,7 +41,7 @@ def parse_duration(value: object) -> float:
         seconds = float(value)
     else:
         raise ValueError(f'invalid duration {value!r}; use seconds or a form like "90s", "10m", "1h30m"')
-    if seconds <= 0:
+    if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"a duration must be positive, got {value!r}")
     return seconds
 
@@ -151,7 +152,8 @@ def _read_toml(path: Path, name: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(name, f"TOML syntax error: {e}") from None
+        where = "" if "line" in str(e) else f" (line {text.count(chr(10)) + 1})"
+        raise ConfigError(name, f"TOML syntax error: {e}{where}") from None
     except RecursionError:
         raise ConfigError(name, "TOML nesting is too deep to be a tasks file") from None
 
@@ -229,7 +231,10 @@ def _normalize_paths(file: str, tid: str, fields: dict[str, Any], root: str) -> 
                               task=tid, field=field) from None
     cwd = fields.get("cwd")
     if isinstance(cwd, str):
-        norm = paths.normalize(cwd, root) if not cwd.startswith("/") else cwd
+        try:
+            norm = paths.normalize(cwd, root) if not cwd.startswith("/") else cwd
+        except paths.PathEscapes:
+            norm = "/"
         if norm.startswith("/"):
             raise ConfigError(file, f"{cwd!r} must be a folder inside the task's workspace",
                               task=tid, field="cwd")
