@@ -212,7 +212,7 @@ def render_locks(rows: Sequence[LockInfo], now: float) -> str:
     """A table, in the order waiters are served: holders, then the line."""
     header = ("WHAT", "MODE", "STATE", "PID", "RUN", "TASK/COMMAND", "SINCE")
     lines = [header] + [(r.what, r.mode, r.state, str(r.pid), r.run_id or "-",
-                         (r.task if r.run_id else r.command) or r.task,
+                         (r.task if r.run_id else r.command) or "-",
                          _since(r.since, now)) for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)) + "  " + line[-1]

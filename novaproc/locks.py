@@ -21,7 +21,7 @@ or after its owner died; table.lock is never deleted.
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
 import os
 import secrets
 import select
@@ -29,12 +29,13 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import portalocker
 from portalocker.portalocker import FlockLocker
 
+from . import paths
 from .errors import BusyError, EnvironmentFault, InternalError
 from .locktable import (
     Blocked,
@@ -46,14 +47,16 @@ from .locktable import (
     LockTable,
     Mode,
     Owner,
+    decode_entries,
+    encode_entry,
+    encode_header,
 )
 
 __all__ = ["Blocked", "Blocker", "Grant", "LockInfo", "LockManager", "LockRequest", "Mode", "Owner",
-           "default_lock_dir", "prepare_lock_dir", "snapshot"]
+           "default_lock_dir", "prepare_lock_dir", "run_request", "snapshot", "task_request"]
 
 ENV_LOCK_DIR = "NOVA_LOCK_DIR"
 POLL_INTERVAL = 0.1  # seconds: a waiter's safety net; releases ring the bell, deaths wake a pidfd
-FORMAT = 1
 _MUTEX = "table.lock"
 # flock, not lockf: locks belong to an open file, so two managers of one process exclude each other
 _LOCKER = FlockLocker()
@@ -136,9 +139,20 @@ class _Folder:
                 raise InternalError("lock folder used after close or in a forked child")
             _LOCKER.lock(self._fds[_MUTEX], _EX)
             try:
+                self._check_still_there()
                 yield
             finally:
                 _LOCKER.unlock(self._fds[_MUTEX])
+
+    def _check_still_there(self) -> None:
+        """Somebody deleting the folder under live owners would split the table in two: refuse."""
+        try:
+            same = os.stat(self.path / _MUTEX).st_ino == os.fstat(self._fds[_MUTEX]).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise EnvironmentFault(f"the lock folder {self.path} was deleted or replaced while novaproc "
+                                   "held locks in it; stop the novaproc processes that use it and retry")
 
     def bump(self) -> None:
         """Say the set of owner files changed, so others list the folder again."""
@@ -237,7 +251,7 @@ class _Folder:
         if cached is not None and cached[0] == raw:
             return cached[1]
         try:
-            entries = _decode(raw, token)
+            entries = decode_entries(raw, token)
         except (ValueError, KeyError, TypeError):
             return None
         self._parsed[token] = (raw, entries)
@@ -251,28 +265,6 @@ def _read_all(fd: int) -> bytes:
         size *= 4
         raw = os.pread(fd, size, 0)
     return raw
-
-
-def _encode_header(owner: Owner) -> bytes:
-    """The owner file up to its entries; entries follow as JSON rows, then "]}"."""
-    head = {"format": FORMAT, "pid": owner.pid, "run_id": owner.run_id, "label": owner.label}
-    return json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"entries":['
-
-
-def _encode_entry(e: Entry) -> bytes:
-    row = [e.ticket, e.request.key, e.request.label, e.request.exclusive, e.request.shared,
-           e.request.resources, e.request.capacities, e.held, e.since]
-    return json.dumps(row, separators=(",", ":")).encode()
-
-
-def _decode(raw: bytes, token: str) -> list[Entry]:
-    data = json.loads(raw)
-    if data["format"] != FORMAT:
-        raise ValueError(f"owner file format {data['format']}")
-    holder = Owner(pid=data["pid"], run_id=data["run_id"], label=data["label"])
-    return [Entry(ticket=t, owner=token, holder=holder, held=held, since=since,
-                  request=LockRequest(key, label, tuple(x), tuple(s), res, caps))
-            for t, key, label, x, s, res, caps, held, since in data["entries"]]
 
 
 # ---------------------------------------------------------------------------- manager
@@ -294,7 +286,7 @@ class LockManager:
         self._token = f"{os.getpid()}-{secrets.token_hex(6)}"
         self._mine: dict[str, Entry] = {}  # by request key
         self._rows: dict[str, bytes] = {}  # encoded entries, by request key
-        self._header = _encode_header(self.owner)
+        self._header = encode_header(self.owner)
         self._fds: dict[str, int] = {}  # "owner" and "bell"
         self._written = 0
         weakref.finalize(self, _close_all, self._fds)
@@ -380,9 +372,11 @@ class LockManager:
         """Release everything, delete this owner's files and wake the waiters. Idempotent."""
         if "owner" not in self._fds:
             return
-        with self._folder.locked():
-            self._mine.clear()
-            self._rows.clear()
+        woken: set[str] = set()
+        self._mine.clear()
+        self._rows.clear()
+        # when its folder is gone there is nothing left to tidy
+        with contextlib.suppress(EnvironmentFault), self._folder.locked():
             woken = self._next_in_line()
             self._folder.forget(self._token)
         self._folder.ring(woken)
@@ -437,7 +431,7 @@ class LockManager:
 
     def _keep(self, entry: Entry) -> None:
         self._mine[entry.request.key] = entry
-        self._rows[entry.request.key] = _encode_entry(entry)
+        self._rows[entry.request.key] = encode_entry(entry)
         self._save()
 
     def _save(self) -> None:
@@ -490,6 +484,32 @@ class _PidWatch:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+
+
+def task_request(key: str, label: str, *, root: str, writes: Iterable[str] = (), reads: Iterable[str] = (),
+                 resources: Mapping[str, int] | None = None,
+                 capacities: Mapping[str, int] | None = None) -> LockRequest:
+    """A task's lock set from its declared paths (repo-relative or absolute, globs allowed).
+
+    Paths become canonical the way every novaproc process names them, so two runs of different
+    repositories agree on a shared absolute file. Raises paths.PathEscapes for '../' out of root.
+    """
+    def canonical(declared: Iterable[str]) -> tuple[str, ...]:
+        return tuple(paths.canonical(paths.normalize(p, root), root) for p in declared)
+
+    return LockRequest(key, label, exclusive=canonical(writes), shared=canonical(reads),
+                       resources=dict(resources or {}), capacities=dict(capacities or {}))
+
+
+def run_request(tasks_file: str, run_id: str) -> LockRequest:
+    """What a run holds for its whole life, so `run --if-busy` sees another live run of the file.
+
+    A resource, not a path lock: a task that writes the folder holding the tasks file must not
+    wait for its own run. `acquire(run_request(...), timeout=0)` is --if-busy skip (BusyError,
+    exit 75); `acquire(run_request(...))` is --if-busy wait.
+    """
+    digest = hashlib.sha256(os.path.realpath(tasks_file).encode()).hexdigest()[:16]
+    return LockRequest(f"run {run_id}", resources={f"run.{digest}": 1})
 
 
 def snapshot(lock_dir: Path | None = None) -> list[LockInfo]:

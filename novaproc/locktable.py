@@ -7,11 +7,13 @@ folder finds a conflict up or down the tree. Named resources are counted semapho
 are served first come, first served by ticket: an entry may hold when no earlier entry, held
 or waiting, conflicts with it, so a later request never overtakes a conflicting earlier one
 and a whole lock set is granted at once or not at all (waits only point to earlier tickets:
-no deadlock). locks.py keeps the table in files shared by processes; this module decides.
+no deadlock). locks.py keeps the table in files shared by processes; this module decides,
+and says how one owner's entries are written down (encode_entry, decode_entries).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
@@ -341,6 +343,35 @@ class LockTable:
             rows += [LockInfo(what, mode, e.held, e.holder.pid, e.holder.run_id, e.request.label,
                               e.holder.label, e.since, e.ticket) for what, mode in items]
         return rows
+
+
+# --------------------------------------------------------------------- owner files
+
+FORMAT = 1  # of an owner file: {"format", "pid", "run_id", "label", "entries": [rows]}
+
+
+def encode_header(owner: Owner) -> bytes:
+    """An owner file up to its entries; the entries follow as JSON rows, then "]}"."""
+    head = {"format": FORMAT, "pid": owner.pid, "run_id": owner.run_id, "label": owner.label}
+    return json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"entries":['
+
+
+def encode_entry(e: Entry) -> bytes:
+    """One entry as a JSON row: written once when it changes, joined into the owner file."""
+    row = [e.ticket, e.request.key, e.request.label, e.request.exclusive, e.request.shared,
+           e.request.resources, e.request.capacities, e.held, e.since]
+    return json.dumps(row, separators=(",", ":")).encode()
+
+
+def decode_entries(raw: bytes, token: str) -> list[Entry]:
+    """The entries of owner `token` from its file; ValueError/KeyError/TypeError when torn."""
+    data = json.loads(raw)
+    if data["format"] != FORMAT:
+        raise ValueError(f"owner file format {data['format']}")
+    holder = Owner(pid=data["pid"], run_id=data["run_id"], label=data["label"])
+    return [Entry(ticket=t, owner=token, holder=holder, held=held, since=since,
+                  request=LockRequest(key, label, tuple(x), tuple(s), res, caps))
+            for t, key, label, x, s, res, caps, held, since in data["entries"]]
 
 
 def _blocker(entry: Entry, what: str, mode: str) -> Blocker:

@@ -22,9 +22,19 @@ from pathlib import Path
 
 import pytest
 
-from novaproc import locks
+from novaproc import locks, paths
 from novaproc.errors import BusyError, EnvironmentFault, ExitCode, InternalError
-from novaproc.locks import Blocked, Grant, LockManager, LockRequest, Owner, prepare_lock_dir, snapshot
+from novaproc.locks import (
+    Blocked,
+    Grant,
+    LockManager,
+    LockRequest,
+    Owner,
+    prepare_lock_dir,
+    run_request,
+    snapshot,
+    task_request,
+)
 
 HOLDER = """
 import os, subprocess, sys, time
@@ -272,6 +282,45 @@ def test_a_forked_child_cannot_use_or_release_its_parents_locks(managers: list[L
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert isinstance(b.try_acquire(x("/p")), Blocked)  # the child's exit dropped nothing
+
+
+def test_task_paths_become_the_same_locks_however_they_are_spelled(tmp_path: Path,
+                                                                   managers: list[LockManager]) -> None:
+    repo, shared = tmp_path / "repo", tmp_path / "cache"
+    (repo / "src").mkdir(parents=True)
+    shared.mkdir()
+    (repo / "cache-link").symlink_to(shared)
+    a, b, _ = managers
+    request = task_request("t1", "fix", root=str(repo), writes=["src/*.py", f"{shared}/db.sqlite"],
+                           reads=["docs/"], resources={"docker": 1}, capacities={"docker": 2})
+    assert request.exclusive == (str(shared / "db.sqlite"), str(repo / "src"))
+    assert request.shared == (str(repo / "docs"),)
+    assert isinstance(a.try_acquire(request), Grant)
+    via_link = task_request("t2", "other", root=str(repo), writes=["cache-link/db.sqlite"])
+    assert isinstance(b.try_acquire(via_link), Blocked)
+    with pytest.raises(paths.PathEscapes):
+        task_request("t3", "bad", root=str(repo), writes=["../elsewhere"])
+
+
+def test_run_request_finds_another_live_run_of_the_same_tasks_file(tmp_path: Path,
+                                                                     managers: list[LockManager]) -> None:
+    (tmp_path / "tasks.toml").touch()
+    a, b, _ = managers
+    a.acquire(run_request(str(tmp_path / "tasks.toml"), "r1"), timeout=0)
+    spelled_otherwise = str(tmp_path / "." / "tasks.toml")
+    with pytest.raises(BusyError, match=r"held by run run0 \(pid"):
+        b.acquire(run_request(spelled_otherwise, "r2"), timeout=0)  # --if-busy skip
+    b.acquire(run_request(str(tmp_path / "other.toml"), "r2"), timeout=0)
+    a.close()
+    b.acquire(run_request(spelled_otherwise, "r3"), timeout=5)  # --if-busy wait
+
+
+def test_a_lock_folder_deleted_under_live_owners_is_an_error_not_a_split_table(lock_dir: Path) -> None:
+    with LockManager(lock_dir) as manager:
+        for path in lock_dir.iterdir():
+            path.unlink()
+        with pytest.raises(EnvironmentFault, match="deleted or replaced"):
+            manager.try_acquire(x("/p"))
 
 
 # ---------------------------------------------------------------------- many processes
