@@ -1,7 +1,7 @@
 """The one adapter to git: plumbing commands run through GitPython, and the per-repository locks.
 
-Owns every call into git (`Repo`), the start-of-run check (`check_ready`), what worktrees
-of a run share (included files, `worktree_setup`), and the recovery of stale lock files.
+Owns every call into git (`Repo`), the start-of-run check (`check_ready`), and what the
+worktrees of tasks and of verify share (the folder checks, included files, `worktree_setup`).
 Only `repo.git.*`-style commands are used: GitPython's object and index APIs are slower.
 """
 
@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -89,6 +90,7 @@ class Merged:
     commit: str | None
     conflicts: tuple[str, ...] = ()
     how: str = "merge"  # contained, fast-forward, merge, conflict
+    tree: str | None = None  # the tree of a new merge commit
 
 
 class Repo:
@@ -108,23 +110,33 @@ class Repo:
     # -- running git --------------------------------------------------------------------------
 
     def run(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            retries: int = 4) -> tuple[int, str, str]:
+            retries: int = 4, stdin: str | None = None) -> tuple[int, str, str]:
         """(exit code, stdout, stderr) of `git args`; retried while another git holds a lock."""
         command = ["git", "-C", str(cwd or self.root), *_BASE_ARGS, *args]
         for attempt in range(retries + 1):
-            try:
-                code, out, err = self._git.execute(
-                    command, with_extended_output=True, with_exceptions=False, env=env)
-            except self._errors:
-                raise EnvironmentFault("git is not installed or not on PATH; install git >= 2.38") from None
+            code, out, err = self._execute(command, env, stdin)
             if code == 0 or attempt == retries or not any(t in err for t in _TRANSIENT):
                 return code, out, err
             time.sleep(0.05 * 2**attempt)
         raise AssertionError("unreachable")
 
-    def git(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    def _execute(self, command: list[str], env: dict[str, str] | None,
+                 stdin: str | None) -> tuple[int, str, str]:
+        try:
+            if stdin is None:
+                return self._git.execute(command, with_extended_output=True, with_exceptions=False, env=env)
+            with tempfile.TemporaryFile() as feed:
+                feed.write(stdin.encode())
+                feed.seek(0)
+                return self._git.execute(command, with_extended_output=True, with_exceptions=False, env=env,
+                                         istream=feed)
+        except self._errors:
+            raise EnvironmentFault("git is not installed or not on PATH; install git >= 2.38") from None
+
+    def git(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            stdin: str | None = None) -> str:
         """stdout of `git args`, raising EnvironmentFault (with what to do) when it fails."""
-        code, out, err = self.run(*args, cwd=cwd, env=env)
+        code, out, err = self.run(*args, cwd=cwd, env=env, stdin=stdin)
         if code != 0:
             raise fault(args, code, err, cwd or self.root)
         return out
@@ -172,13 +184,18 @@ class Repo:
             args += ["-p", parent]
         return self.git(*args, env=self.identity()).strip()
 
-    def merge(self, ours: str, theirs: str, message: str) -> Merged:
-        """`theirs` merged into `ours` without a checkout (merge-tree --write-tree)."""
-        base = self.run("merge-base", ours, theirs, retries=0)[1].strip()
-        if ours == theirs or base == theirs:
-            return Merged(ours, how="contained")
-        if base == ours:
-            return Merged(theirs, how="fast-forward")
+    def merge(self, ours: str, theirs: str, message: str, *, ours_tree: str | None = None) -> Merged:
+        """`theirs` merged into `ours` without a checkout (merge-tree --write-tree).
+
+        Give `ours_tree` when `ours` is a merge commit made after `theirs` existed, so it cannot
+        be an ancestor of `theirs`: one ancestry check is saved (merging many results is faster).
+        """
+        if ours_tree is None:
+            base = self.run("merge-base", ours, theirs, retries=0)[1].strip()
+            if ours == theirs or base == theirs:
+                return Merged(ours, how="contained")
+            if base == ours:
+                return Merged(theirs, how="fast-forward")
         code, out, err = self.run("merge-tree", "--write-tree", "-z", "--name-only", "--no-messages",
                                   ours, theirs, retries=0)
         if code not in (0, 1):
@@ -186,7 +203,9 @@ class Repo:
         tree, *files = [f for f in out.split("\0") if f]
         if code == 1:
             return Merged(None, tuple(dict.fromkeys(files)), how="conflict")
-        return Merged(self.commit_tree(tree, [ours, theirs], message))
+        if tree == ours_tree and self.is_ancestor(theirs, ours):
+            return Merged(ours, how="contained")
+        return Merged(self.commit_tree(tree, [ours, theirs], message), tree=tree)
 
     def set_ref(self, ref: str, new: str, old: str | None = None, reason: str = "novaproc") -> bool:
         """Point `ref` at `new`; with `old`, only if it still points there (compare-and-swap)."""
@@ -199,8 +218,9 @@ class Repo:
         return True
 
     def delete_refs(self, refs: Sequence[str]) -> None:
-        for ref in refs:
-            self.run("update-ref", "-d", ref)
+        """Delete `refs` (missing ones are fine) in one transaction."""
+        if refs:
+            self.git("update-ref", "--stdin", stdin="".join(f"delete {ref}\n" for ref in refs))
 
     def refs(self, prefix: str) -> dict[str, str]:
         """{refname: commit} for refs under `prefix` (e.g. "refs/heads/nova/")."""
@@ -277,8 +297,10 @@ class Repo:
         folder.mkdir(exist_ok=True)
         with _flock(folder / f"{run_id}.lock", fcntl.LOCK_SH):
             yield
+        self.live_runs()  # removes the marker unless another holder still has it
 
     def live_runs(self) -> set[str]:
+        """Runs whose holder is alive; the markers of the others are removed."""
         live: set[str] = set()
         for lock in sorted((self.common_dir / RUNS_DIR).glob("*.lock")):
             with lock.open("a") as f:
@@ -382,41 +404,3 @@ def ensure_private_dir(path: Path) -> Path:
         raise EnvironmentFault(f"worktree_dir {path} belongs to another user (uid {info.st_uid}); "
                                "set worktree_dir (or NOVA_WORKTREE_DIR) to a folder of your own")
     return path.resolve()
-
-
-def remove_stale_locks(repo: Repo, min_age: float = 5.0) -> list[Path]:
-    """Remove `index.lock` files left by a crashed git: older than `min_age` seconds, not open
-    in any process, and no git process working in this repository. Returns what was removed."""
-    dirs = [repo.common_dir, *(p for p in (repo.common_dir / "worktrees").glob("*") if p.is_dir())]
-    locks = [d / "index.lock" for d in dirs if (d / "index.lock").exists()]
-    locks = [lock for lock in locks if time.time() - lock.stat().st_mtime >= min_age]
-    if not locks or _git_busy(repo, locks):
-        return []
-    for lock in locks:
-        lock.unlink(missing_ok=True)
-    return locks
-
-
-def _git_busy(repo: Repo, locks: Sequence[Path]) -> bool:
-    """True when a process holds one of `locks` open or a git process works in the repository
-    (or when /proc cannot tell: then nothing is removed)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    lock_names = {str(lock) for lock in locks}
-    places = [str(repo.root), str(repo.common_dir), *(str(w.path) for w in repo.worktrees())]
-    for pid in (p for p in proc.iterdir() if p.name.isdigit() and int(p.name) != os.getpid()):
-        is_git = False
-        try:
-            is_git = (pid / "comm").read_text().strip().startswith("git")
-            if any(os.readlink(fd) in lock_names for fd in (pid / "fd").iterdir()):
-                return True
-            cwd = os.readlink(pid / "cwd") if is_git else ""
-            if is_git and any(cwd == p or cwd.startswith(p + "/") for p in places):
-                return True
-        except FileNotFoundError:
-            continue  # the process ended meanwhile
-        except PermissionError:
-            if is_git:  # another user's git: it might be working here
-                return True
-    return False

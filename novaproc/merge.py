@@ -100,7 +100,7 @@ def merge_results(repo_root: Path, *, run_id: str, target: str, base: str,
 
 def _merge_all(state: _State, start: str, items: Sequence[tuple[str, str]], rerun: Rerun | None) -> str:
     """Merge results one by one onto `start`; returns the merged commit."""
-    repo, tip = state.repo, start
+    repo, tip, tip_tree = state.repo, start, None
     state.steps.clear()
     for task, commit in items:
         if task in state.left_out:
@@ -109,7 +109,7 @@ def _merge_all(state: _State, start: str, items: Sequence[tuple[str, str]], reru
             state.left_out[task] = f"its result builds on {blocker}'s, which is left out"
             continue
         message = f"Merge nova task {task} (run {state.run_id})"
-        merged = first = repo.merge(tip, commit, message)
+        merged = first = repo.merge(tip, commit, message, ours_tree=tip_tree)
         if first.commit is None and rerun is not None:
             state.reruns.append(task)
             commit = rerun(task, tip) or ""
@@ -120,7 +120,7 @@ def _merge_all(state: _State, start: str, items: Sequence[tuple[str, str]], reru
             state.conflicts[task] = merged.conflicts
             state.left_out[task] = "conflicts in " + ", ".join(merged.conflicts)
             continue
-        tip = merged.commit
+        tip, tip_tree = merged.commit, merged.tree
         state.steps.append(_Step(task, commit, tip))
     return tip
 
@@ -286,6 +286,9 @@ def _wait(state: _State, tip: str, why: str | None = None) -> str:
     if why:
         state.notes.append(f"{why}; the merged result waits on branch {branch}. Commit or stash those "
                            f"changes, then run: git merge {branch}")
+    else:
+        state.notes.append(f"the unverified merged result waits on branch {branch}; fix verify on the "
+                           f"target first, or take it with: git merge {branch}")
     return branch
 
 

@@ -14,8 +14,10 @@ of the repository, and `clean`, which removes what finished or crashed runs left
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shutil
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -29,7 +31,6 @@ from .gitrepo import (
     Worktree,
     bring_in,
     ensure_private_dir,
-    remove_stale_locks,
     run_setup,
 )
 from .paths import GLOB_CHARS
@@ -331,3 +332,41 @@ def _merged_elsewhere(repo: Repo) -> set[str]:
             out = repo.git("for-each-ref", "--format=%(refname)", f"--merged={ref}", "refs/heads/nova/")
             merged.update(out.split())
     return merged
+
+
+def remove_stale_locks(repo: Repo, min_age: float = 5.0) -> list[Path]:
+    """Remove `index.lock` files left by a crashed git: older than `min_age` seconds, not open
+    in any process, and no git process working in this repository. Returns what was removed."""
+    dirs = [repo.common_dir, *(p for p in (repo.common_dir / "worktrees").glob("*") if p.is_dir())]
+    locks = [d / "index.lock" for d in dirs if (d / "index.lock").exists()]
+    locks = [lock for lock in locks if time.time() - lock.stat().st_mtime >= min_age]
+    if not locks or _git_busy(repo, locks):
+        return []
+    for lock in locks:
+        lock.unlink(missing_ok=True)
+    return locks
+
+
+def _git_busy(repo: Repo, locks: Sequence[Path]) -> bool:
+    """True when a process holds one of `locks` open or a git process works in the repository
+    (or when /proc cannot tell: then nothing is removed)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    lock_names = {str(lock) for lock in locks}
+    places = [str(repo.root), str(repo.common_dir), *(str(w.path) for w in repo.worktrees())]
+    for pid in (p for p in proc.iterdir() if p.name.isdigit() and int(p.name) != os.getpid()):
+        is_git = False
+        try:
+            is_git = (pid / "comm").read_text().strip().startswith("git")
+            if any(os.readlink(fd) in lock_names for fd in (pid / "fd").iterdir()):
+                return True
+            cwd = os.readlink(pid / "cwd") if is_git else ""
+            if is_git and any(cwd == p or cwd.startswith(p + "/") for p in places):
+                return True
+        except FileNotFoundError:
+            continue  # the process ended meanwhile
+        except PermissionError:
+            if is_git:  # another user's git: it might be working here
+                return True
+    return False

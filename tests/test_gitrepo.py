@@ -1,26 +1,17 @@
 """The git adapter on real repositories: readiness, merges without a checkout, compare-and-swap
-refs, the per-repository lock, included files, stale lock files, the worktree folder checks."""
+refs, the per-repository lock, included files, the worktree folder checks."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from novaproc.errors import EnvironmentFault
-from novaproc.gitrepo import (
-    Repo,
-    SetupFailed,
-    bring_in,
-    check_ready,
-    ensure_private_dir,
-    remove_stale_locks,
-    run_setup,
-)
+from novaproc.gitrepo import Repo, SetupFailed, bring_in, check_ready, ensure_private_dir, run_setup
 
 
 @pytest.fixture(autouse=True)
@@ -160,22 +151,6 @@ def test_run_setup_failure_says_what_failed(tmp_path: Path) -> None:
     assert (tmp_path / "made").exists()
     with pytest.raises(SetupFailed, match=r"exit 3.*boom"):
         run_setup(tmp_path, "echo boom; exit 3")
-
-
-def test_stale_index_lock_is_removed_but_a_held_one_is_not(repo: Path) -> None:
-    lock = repo / ".git" / "index.lock"
-    lock.write_text("")
-    assert remove_stale_locks(Repo(repo)) == []  # too young: a git may be starting
-    old = time.time() - 60
-    os.utime(lock, (old, old))
-    holder = subprocess.Popen(["sleep", "30"], stdin=lock.open("rb"))
-    try:
-        assert remove_stale_locks(Repo(repo)) == [] and lock.exists()
-    finally:
-        holder.kill()
-        holder.wait()
-    assert remove_stale_locks(Repo(repo)) == [lock]
-    assert not lock.exists()
 
 
 def test_worktree_dir_is_private(tmp_path: Path) -> None:

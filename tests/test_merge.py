@@ -197,12 +197,14 @@ def test_uncommitted_changes_the_update_does_not_touch_stay(repo: Path, tmp_path
     run = Run(repo, tmp_path)
     results = [("a", run.task("a", write("a.txt", "from the task\n")))]
     (repo / "b.txt").write_text("user edit\n")
+    (repo / "c.txt").write_text("staged edit\n")
+    git(repo, "add", "c.txt")
     (repo / "notes.txt").write_text("untracked\n")
     outcome = run.merge(results)
     assert outcome.exit_code == ExitCode.OK and outcome.target_moved
     assert (repo / "a.txt").read_text() == "from the task\n"
     assert (repo / "b.txt").read_text() == "user edit\n" and (repo / "notes.txt").exists()
-    assert git(repo, "status", "--porcelain") == "M b.txt\n?? notes.txt"
+    assert git(repo, "status", "--porcelain") == "M b.txt\nM  c.txt\n?? notes.txt"
 
 
 def test_a_target_not_checked_out_moves_without_touching_the_checkout(repo: Path, tmp_path: Path) -> None:

@@ -7,13 +7,14 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from novaproc.errors import EnvironmentFault
-from novaproc.gitrepo import MergeConflict, SetupFailed
-from novaproc.workspace import Workspaces, clean, undeclared
+from novaproc.gitrepo import MergeConflict, Repo, SetupFailed
+from novaproc.workspace import Workspaces, clean, remove_stale_locks, undeclared
 
 
 @pytest.fixture(autouse=True)
@@ -240,3 +241,19 @@ def test_undeclared_paths() -> None:
     assert undeclared(changed, (".",)) == ()
     assert undeclared(changed, ("src", "top.txt")) == ("docs/x.md", "srcx/c.py")
     assert undeclared(changed, ("src/*.py", "docs/", "/abs/elsewhere")) == ("srcx/c.py", "top.txt")
+
+
+def test_stale_index_lock_is_removed_but_a_held_one_is_not(repo: Path) -> None:
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("")
+    assert remove_stale_locks(Repo(repo)) == []  # too young: a git may be starting
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    holder = subprocess.Popen(["sleep", "30"], stdin=lock.open("rb"))
+    try:
+        assert remove_stale_locks(Repo(repo)) == [] and lock.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert remove_stale_locks(Repo(repo)) == [lock]
+    assert not lock.exists()

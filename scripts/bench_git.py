@@ -1,0 +1,148 @@
+"""Benchmark of task isolation and merging on a generated repository of 50,000 files.
+
+Measures, on the same repository and disk:
+  - the average isolation cost per task (Workspaces.prepare + commit + release) over 50 small
+    tasks run 4 at a time, counting the pool's creation and removal (close) too;
+  - a plain `git worktree add` + `git worktree remove` per task, for comparison;
+  - merge_results on 50 disjoint results (merge-tree + commit-tree + compare-and-swap).
+Targets: the first at most 1/5 of the second; the merges under 1 s.
+
+    python scripts/bench_git.py          # the repository is generated once under /tmp and reused
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from novaproc.merge import merge_results
+from novaproc.workspace import Workspaces
+
+REPO = Path(os.environ.get("NOVA_BENCH_REPO", "/tmp/nova-bench-50k"))
+WORKTREES = Path(os.environ.get("NOVA_WORKTREE_DIR", "/tmp/nova-worktrees"))
+FILES, TASKS, SLOTS = 50_000, 50, 4
+FRESH_SAMPLES = int(os.environ.get("NOVA_BENCH_FRESH", "3"))
+
+Row = tuple[str, float, str]
+
+
+def git(*args: str, cwd: Path = REPO) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def ensure_repo() -> str:
+    """The generated repository's base commit; generated once (fast-import, then a checkout)."""
+    if (REPO / ".git").is_dir() and git("rev-parse", "-q", "--verify", "refs/tags/bench-base"):
+        return git("rev-parse", "bench-base")
+    REPO.mkdir(parents=True, exist_ok=True)
+    git("init", "-q", "-b", "main")
+    git("config", "user.name", "bench")
+    git("config", "user.email", "bench@localhost")
+    feed = subprocess.Popen(["git", "fast-import", "--quiet"], cwd=REPO, stdin=subprocess.PIPE)
+    assert feed.stdin is not None
+    for i in range(FILES):
+        data = f"file {i}\n{'x' * 200}\n".encode()
+        feed.stdin.write(b"blob\nmark :%d\ndata %d\n%s\n" % (i + 1, len(data), data))
+    feed.stdin.write(b"commit refs/heads/main\ncommitter bench <bench@localhost> 0 +0000\ndata 4\nbase\n")
+    for i in range(FILES):
+        feed.stdin.write(b"M 100644 :%d %s\n" % (i + 1, path_of(i).encode()))
+    feed.stdin.close()
+    if feed.wait() != 0:
+        sys.exit("git fast-import failed")
+    git("reset", "-q", "--hard", "main")
+    git("tag", "bench-base")
+    return git("rev-parse", "bench-base")
+
+
+def path_of(i: int) -> str:
+    return f"d{i // 100:03d}/sub{(i // 10) % 10}/f{i:05d}.txt"
+
+
+def bench_pool(base: str) -> tuple[list[Row], list[tuple[str, str | None]]]:
+    """50 tasks, 4 at a time: prepare 4, each edits one file, then commit and release each."""
+    os.sync()
+    run_id = f"bench{os.getpid()}"
+    phase = {"prepare": 0.0, "commit": 0.0, "release": 0.0, "close": 0.0}
+    steady: list[float] = []
+    results: list[tuple[str, str | None]] = []
+    ws = Workspaces(REPO, run_id=run_id, worktree_dir=WORKTREES, base=base)
+    for wave in range(0, TASKS, SLOTS):
+        ids = [f"t{i}" for i in range(wave, min(wave + SLOTS, TASKS))]
+        for i, task in zip(range(wave, wave + SLOTS), ids, strict=False):
+            t0 = time.perf_counter()
+            path = ws.prepare(task)
+            phase["prepare"] += (took := time.perf_counter() - t0)
+            (path / path_of(i * 997 % FILES)).write_text(f"changed by {task}\n")
+            steady.append(took if wave else 0.0)
+        for task in ids:
+            t0 = time.perf_counter()
+            results.append((task, ws.commit(task, (), task).commit))
+            t1 = time.perf_counter()
+            ws.release(task, keep=False)
+            t2 = time.perf_counter()
+            phase["commit"] += t1 - t0
+            phase["release"] += t2 - t1
+            if wave:
+                steady[-len(ids) + ids.index(task)] += t2 - t0
+    t0 = time.perf_counter()
+    ws.close()
+    phase["close"] = time.perf_counter() - t0
+    total = sum(phase.values())
+    reused = [s for s in steady if s]
+    rows = [(f"pool: prepare+commit+release per task ({TASKS} tasks, {SLOTS} slots, incl. pool setup)",
+             total / TASKS, " ".join(f"{k} {v / TASKS:.3f}" for k, v in phase.items()) + " (s/task)"),
+            ("pool: per task on a reused worktree (steady state)", statistics.mean(reused),
+             f"median {statistics.median(reused):.3f}")]
+    return rows, results
+
+
+def bench_fresh(base: str) -> Row:
+    """A plain `git worktree add` (full checkout) + `git worktree remove` per task."""
+    times = []
+    for i in range(FRESH_SAMPLES):
+        os.sync()
+        path = WORKTREES / f"bench-fresh-{os.getpid()}-{i}"
+        t0 = time.perf_counter()
+        git("worktree", "add", "-q", "--detach", str(path), base)
+        git("worktree", "remove", "--force", str(path))
+        times.append(time.perf_counter() - t0)
+    spread = f"{len(times)} samples, min {min(times):.2f} max {max(times):.2f}"
+    return "fresh: git worktree add + remove per task", statistics.mean(times), spread
+
+
+def bench_merge(base: str, results: list[tuple[str, str | None]]) -> Row:
+    """merge_results of the 50 disjoint results onto a scratch branch (no checkout to update)."""
+    target = f"bench-target-{os.getpid()}"
+    git("branch", "-f", target, base)
+    t0 = time.perf_counter()
+    outcome = merge_results(REPO, run_id=f"bench{os.getpid()}", target=target, base=base, results=results,
+                            on_conflict="fail", worktree_dir=WORKTREES)
+    took = time.perf_counter() - t0
+    git("branch", "-D", target)
+    return (f"merge {len(results)} disjoint results", took,
+            f"exit {int(outcome.exit_code)}, {len(outcome.merged)} merged (target < 1 s)")
+
+
+def run() -> list[Row]:
+    base = ensure_repo()
+    WORKTREES.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pool_rows, results = bench_pool(base)
+    fresh = bench_fresh(base)
+    ratio = pool_rows[0][1] / fresh[1]
+    return [*pool_rows, fresh, ("ratio pool / fresh", ratio, "target <= 0.20"), bench_merge(base, results)]
+
+
+def main() -> None:
+    os.environ.setdefault("GIT_CONFIG_GLOBAL", "/dev/null")
+    rows = run()
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:8.3f}  {note}")
+
+
+if __name__ == "__main__":
+    main()
