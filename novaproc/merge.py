@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import DEFAULT_WORKTREE_DIR
-from .errors import ExitCode, InternalError
+from .errors import ExitCode, InternalError, NovaError
 from .gitrepo import IN_PROGRESS, Repo, SetupFailed, Worktree, bring_in, ensure_private_dir, run_setup
 
 Rerun = Callable[[str, str], str | None]
@@ -112,7 +112,7 @@ def _merge_all(state: _State, start: str, items: Sequence[tuple[str, str]], reru
         merged = first = repo.merge(tip, commit, message, ours_tree=tip_tree)
         if first.commit is None and rerun is not None:
             state.reruns.append(task)
-            commit = rerun(task, tip) or ""
+            commit = _rerun(state, rerun, task, tip)
             merged = repo.merge(tip, commit, message) if commit else first
             state.notes.append(f"{task}: conflicted in {', '.join(first.conflicts)}; ran again on the merged "
                                "result, " + ("and merged" if merged.commit else "and still could not merge"))
@@ -123,6 +123,15 @@ def _merge_all(state: _State, start: str, items: Sequence[tuple[str, str]], reru
         tip, tip_tree = merged.commit, merged.tree
         state.steps.append(_Step(task, commit, tip))
     return tip
+
+
+def _rerun(state: _State, rerun: Rerun, task: str, tip: str) -> str:
+    """The task's new result on top of `tip`, or "" when it could not run again."""
+    try:
+        return rerun(task, tip) or ""
+    except NovaError as e:
+        state.notes.append(f"{task}: could not run again on the merged result: {e}")
+        return ""
 
 
 def _builds_on_left_out(state: _State, items: Sequence[tuple[str, str]], commit: str) -> str | None:

@@ -87,6 +87,7 @@ class Workspaces:
         self._kept: dict[str, _Slot] = {}
         self._spares: list[_Slot] = []
         self._spare_names = 0
+        self._closed = False
         self._stack = ExitStack()
         self._stack.enter_context(self._repo.hold_run(run_id))  # tells `clean` this run is live
 
@@ -110,6 +111,8 @@ class Workspaces:
         """A worktree for `task_id` holding the base merged with `parents` (result commits),
         plus the included files, after `worktree_setup`. Raises MergeConflict when the parents
         conflict, SetupFailed when the setup fails (the worktree is then the task's: release it)."""
+        if self._closed:
+            raise InternalError(f"prepare({task_id!r}) after the run's workspaces were closed")
         if task_id in self._active or task_id in self._kept:
             self._recycle(self._active.pop(task_id, None) or self._kept.pop(task_id))  # a retry
         start = self._start(task_id, parents)
@@ -160,6 +163,7 @@ class Workspaces:
             self._spares.clear()
             self._repo.run("worktree", "prune")
         self._stack.close()
+        self._closed = True
         return [s.wt.path for s in (*self._kept.values(), *self._active.values())]
 
     # -- the pool -----------------------------------------------------------------------------

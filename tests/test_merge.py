@@ -120,6 +120,26 @@ def test_a_dependent_builds_on_its_dependency(repo: Path, tmp_path: Path) -> Non
     assert (repo / "use.txt").read_text() == "GENERATED\n"
 
 
+def test_declared_conflicting_writes_run_in_order_and_the_later_sees_the_earlier(repo: Path,
+                                                                                 tmp_path: Path) -> None:
+    run = Run(repo, tmp_path)
+    first = run.task("first", append("shared.txt", "first"))
+    assert first is not None
+    second = run.task("second", append("shared.txt", "second"), (first,))
+    outcome = run.merge([("first", first), ("second", second)])
+    assert outcome.exit_code == ExitCode.OK and outcome.reruns == ()
+    assert (repo / "shared.txt").read_text() == "s\nfirst\nsecond\n"
+
+
+def test_a_rerun_that_fails_keeps_the_branch(repo: Path, tmp_path: Path) -> None:
+    run = Run(repo, tmp_path)
+    results = [(t, run.task(t, append("shared.txt", f"from {t}"))) for t in ("x", "y")]
+    outcome = run.merge(results, rerun=lambda task, base: None)
+    assert outcome.exit_code == ExitCode.MERGE and outcome.reruns == ("y",)
+    assert outcome.conflicts == {"y": ("shared.txt",)} and outcome.kept_branches == ("nova/r1/y",)
+    assert (repo / "shared.txt").read_text() == "s\nfrom x\n"
+
+
 def test_undeclared_conflict_is_rerun_on_the_merged_result(repo: Path, tmp_path: Path) -> None:
     run = Run(repo, tmp_path)
     results = [(t, run.task(t, append("shared.txt", f"from {t}"))) for t in ("x", "y")]
@@ -156,6 +176,16 @@ def test_verify_names_the_culprit_and_lands_the_rest(repo: Path, tmp_path: Path)
     assert any("verify fails with bad's result" in n for n in outcome.notes)
     assert "== verify" in log.read_text()
     assert leftovers(repo) == (1, ["nova/r1/bad"])
+
+
+def test_verify_failing_without_the_results_moves_nothing(repo: Path, tmp_path: Path) -> None:
+    run = Run(repo, tmp_path)
+    before = git(repo, "rev-parse", "main")
+    results = [(t, run.task(t, write(f"{t}.txt", "ok\n"))) for t in ("a", "b")]
+    outcome = run.merge(results, verify="false")
+    assert outcome.exit_code == ExitCode.VERIFY and outcome.culprit is None and not outcome.target_moved
+    assert git(repo, "rev-parse", "main") == before and outcome.waiting_branch == "nova/r1/merged"
+    assert any("even without this run's results" in n for n in outcome.notes)
 
 
 def test_verify_passing_lands_everything(repo: Path, tmp_path: Path) -> None:
