@@ -36,6 +36,7 @@ IN_PROGRESS = {
     "REVERT_HEAD": ("a revert", "finish or abort it (git revert --abort)"),
     "BISECT_LOG": ("a bisect", "end it (git bisect reset)"),
 }
+_STALE_RECORD = ("already registered", "already checked out", "missing but")
 LOCK_NAME = "nova-worktrees.lock"
 RUNS_DIR = "nova-runs"
 
@@ -264,8 +265,8 @@ class Repo:
         """A new worktree at `path` checked out at `commit`, on `branch` (reset if it exists)."""
         args = ["worktree", "add", "-q", *(["--no-track", "-B", branch] if branch else ["--detach"])]
         code, _, err = self.run(*args, str(path), commit)
-        if code != 0 and ("already registered" in err or ("already exists" in err and not path.exists())):
-            self.git("worktree", "prune")  # a half-written record left by a crash
+        if code != 0 and any(stale in err for stale in _STALE_RECORD):
+            self.git("worktree", "prune")  # a record left by a crash, its folder gone
             code, _, err = self.run(*args[:3], "-f", *args[3:], str(path), commit)
         if code != 0:
             raise fault(("worktree", "add"), code, err, self.root,

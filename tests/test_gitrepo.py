@@ -110,6 +110,20 @@ def test_failed_git_command_is_an_environment_fault(repo: Path) -> None:
         Repo(repo).git("cat-file", "-p", "nonexistent")
 
 
+def test_add_worktree_recovers_from_a_stale_record_and_an_existing_branch(repo: Path, tmp_path: Path) -> None:
+    r = Repo(repo)
+    head = git(repo, "rev-parse", "HEAD")
+    path = tmp_path / "wt" / "run-task"
+    first = r.add_worktree(path, head, "nova/run/task")
+    subprocess.run(["rm", "-rf", str(path)], check=True)  # a crash left the record, not the folder
+    (first.admin / "half-written").mkdir()
+    again = r.add_worktree(path, head, "nova/run/task")  # same branch again: reset, not refused
+    assert (again.path / "a.txt").read_text() == "a\n"
+    assert git(again.path, "symbolic-ref", "--short", "HEAD") == "nova/run/task"
+    r.remove_worktree(path)
+    assert git(repo, "worktree", "list").count("\n") == 0
+
+
 def test_worktree_lock_is_exclusive_across_open_files(repo: Path) -> None:
     got = threading.Event()
 
