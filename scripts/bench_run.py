@@ -1,0 +1,145 @@
+"""Benchmark of `novaproc run` beside its peers: xargs -P, GNU parallel, make -j and a plain
+shell loop, on the same batches, in one run, reported as ratios.
+
+Batches: 1,000 trivial tasks (`true`) and 200 x `sleep 0.05`, at -j2 and -j4. Also: start-up
+time, the supervisor's peak memory and the cost of psutil sampling.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+Row = tuple[str, float, str]
+
+
+def _tasks_file(folder: Path, n: int, argv: list[str], *, throttle: bool) -> Path:
+    lines = ["[run]", 'isolation = "none"']
+    if not throttle:
+        lines += ["cpu_limit = 100", "memory_limit = 100"]
+    cmd = "[" + ", ".join(f'"{a}"' for a in argv) + "]"
+    lines += [f"[tasks.t{i}]\ncmd = {cmd}" for i in range(n)]
+    path = folder / f"tasks-{n}-{'-'.join(argv)}-{throttle}.toml".replace(" ", "_")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _makefile(folder: Path, n: int, command: str) -> Path:
+    path = folder / f"Makefile-{n}-{command.replace(' ', '_')}"
+    targets = " ".join(f"t{i}" for i in range(n))
+    body = [f".PHONY: all {targets}", f"all: {targets}"] + [f"t{i}:\n\t@{command}" for i in range(n)]
+    path.write_text("\n".join(body) + "\n")
+    return path
+
+
+def _time(cmd: list[str] | str, *, env: dict[str, str] | None = None, repeat: int = 3) -> float:
+    """Best wall time of `repeat` runs (the least disturbed by the rest of the machine)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(cmd, shell=isinstance(cmd, str), env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _peers(folder: Path, n: int, command: str, jobs: int) -> dict[str, list[str] | str]:
+    seq = f"seq {n}"
+    peers: dict[str, list[str] | str] = {
+        "xargs -P": f"{seq} | xargs -P{jobs} -I{{}} {command}",
+        "make -j": ["make", "-s", f"-j{jobs}", "-f", str(_makefile(folder, n, command))],
+        "shell loop": f"for i in $({seq}); do {command}; done",
+    }
+    if shutil.which("parallel"):
+        peers["GNU parallel"] = f"{seq} | parallel -j{jobs} '{command}' >/dev/null"
+    return peers
+
+
+def batch(folder: Path, n: int, command: str, jobs: int, env: dict[str, str]) -> list[Row]:
+    rows: list[Row] = []
+    for throttle in (False, True):
+        tasks = _tasks_file(folder, n, command.split(), throttle=throttle)
+        t = _time([sys.executable, "-m", "novaproc", "run", "-q", f"-j{jobs}", str(tasks)], env=env)
+        label = "novaproc" + (" (default throttle)" if throttle else "")
+        rows.append((f"{n} x {command} -j{jobs}: {label}", t, "s"))
+    ours = rows[0][1]
+    for name, cmd in _peers(folder, n, command, jobs).items():
+        t = _time(cmd)
+        rows.append((f"{n} x {command} -j{jobs}: {name}", t, f"s (novaproc/{name} = {ours / t:.2f}x)"))
+    if command.startswith("sleep"):
+        ideal = n * float(command.split()[1]) / jobs
+        rows.append((f"{n} x {command} -j{jobs}: ideal", ideal,
+                     f"s (novaproc {100 * (ours / ideal - 1):+.1f}% over ideal)"))
+    else:
+        rows.append((f"{n} x {command} -j{jobs}: novaproc per task", 1000 * ours / n, "ms"))
+    return rows
+
+
+def startup(folder: Path, env: dict[str, str]) -> list[Row]:
+    one = _tasks_file(folder, 1, ["true"], throttle=False)
+    return [
+        ("start-up: novaproc --version",
+         _time([sys.executable, "-m", "novaproc", "--version"], repeat=5), "s"),
+        ("start-up: novaproc plan (1 task)", _time([sys.executable, "-m", "novaproc", "plan", str(one)],
+                                                   env=env, repeat=5), "s"),
+        ("start-up: novaproc run (1 x true)", _time([sys.executable, "-m", "novaproc", "run", "-q",
+                                                     str(one)], env=env, repeat=5), "s"),
+        ("start-up: python -c pass", _time([sys.executable, "-c", "pass"], repeat=5), "s"),
+    ]
+
+
+def peak_memory(folder: Path, env: dict[str, str]) -> list[Row]:
+    if not Path("/usr/bin/time").exists():
+        return [("supervisor peak RSS", float("nan"), "(needs /usr/bin/time)")]
+    tasks = _tasks_file(folder, 1000, ["true"], throttle=False)
+    out = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "novaproc", "run", "-q",
+                          "-j4", str(tasks)], env=env, capture_output=True, text=True, check=True)
+    return [("supervisor peak RSS, 1,000 tasks -j4", int(out.stderr.strip().splitlines()[-1]) / 1024, "MiB")]
+
+
+def sampling_cost() -> list[Row]:
+    import psutil
+
+    from novaproc.throttle import PsutilSampler
+
+    sampler = PsutilSampler(min_span=0.0)
+    n = 200
+    start = time.perf_counter()
+    for _ in range(n):
+        sampler()
+    per_sample = (time.perf_counter() - start) / n
+    me = psutil.Process()
+    start = time.perf_counter()
+    for _ in range(n):
+        me.children(recursive=True)
+    per_scan = (time.perf_counter() - start) / n
+    return [("throttle sample (cpu + memory)", per_sample * 1e3, "ms; at 2 Hz "
+             f"{per_sample * 2 * 100:.3f}% of a core"),
+            ("recursive children() scan", per_scan * 1e3, "ms")]
+
+
+def run(quick: bool = False) -> list[Row]:
+    folder = Path(tempfile.mkdtemp(prefix="nova-bench-"))
+    env = {**os.environ, "NOVA_STATE_DIR": str(folder / "state")}
+    rows = startup(folder, env)
+    for jobs in (2, 4):
+        rows += batch(folder, 200 if quick else 1000, "true", jobs, env)
+        rows += batch(folder, 50 if quick else 200, "sleep 0.05", jobs, env)
+    rows += peak_memory(folder, env)
+    rows += sampling_cost()
+    shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    for name, value, unit in run("--quick" in sys.argv):
+        print(f"{name:<52} {value:10.3f} {unit}")
+
+
+if __name__ == "__main__":
+    main()
