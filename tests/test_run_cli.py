@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import run_cli, write_tasks
+from conftest import clean_env, run_cli, write_tasks
 from test_supervisor import max_overlap, read_stamps, stamp_cmd
 
 # no CPU/memory throttle: a busy CI machine must not serialise tasks whose overlap is asserted
@@ -375,6 +375,46 @@ def test_a_program_that_does_not_exist_fails_the_task(tmp_path, cmd):
         assert "not found" in result.tasks()["ghost"]["error"]
 
 
+def test_tasks_never_read_the_clis_stdin(tmp_path):
+    (tmp_path / "reader.py").write_text("import sys\n\ndef slurp():\n    return sys.stdin.read()\n")
+    path = write_tasks(tmp_path, RUN_TABLE + task("cat", "cat") + call_task("py", "reader:slurp"))
+    out_path = tmp_path / "out.jsonl"
+    with out_path.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "novaproc", "run", str(path), "--json"],
+                                cwd=tmp_path, env=clean_env({"NOVA_STATE_DIR": str(tmp_path / "state")}),
+                                stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
+    try:  # stdin stays open and empty: a task reading it would wait forever
+        code = proc.wait(60)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdin.close()
+    output = out_path.read_text()
+    assert code == 0, output
+    tasks = json.loads(output.splitlines()[-1])["tasks"]
+    assert tasks["cat"]["state"] == tasks["py"]["state"] == "done"
+    assert tasks["py"]["value"] == ""
+
+
+def test_a_task_with_a_lot_of_output_finishes_and_keeps_it_all(tmp_path):
+    cmd = [sys.executable, "-c", "import sys\nfor i in range(200000): print(f'line {i:07d}')"]
+    result = nova(tmp_path, RUN_TABLE + task("loud", cmd))
+    assert result.code == 0, result
+    log = result.log("loud").splitlines()
+    assert len(log) == 200000 and log[-1] == "line 0199999"
+
+
+def test_many_short_tasks_each_run_exactly_once(tmp_path):
+    runs = tmp_path / "runs.txt"
+    text = RUN_TABLE + "".join(task(f"t{i:03d}", f"echo {i} >> {runs}") for i in range(150))
+    result = nova(tmp_path, text, "-j", "4")
+    assert result.code == 0, result
+    assert sorted(map(int, runs.read_text().split())) == list(range(150))
+    assert set(result.states().values()) == {"done"}
+    ends = [e for e in result.lines() if e["event"] == "task_state" and e["state"] == "done"]
+    assert len(ends) == 150
+
+
 # ---------------------------------------------------------------- resources, cpu, conflicts
 
 
@@ -458,6 +498,28 @@ def test_timeout_with_retries_retries_a_timed_out_attempt(tmp_path):
     result = nova(tmp_path, RUN_TABLE + task("slow_once", cmd, timeout=0.5, retries=1))
     assert result.code == 0, result
     assert result.tasks()["slow_once"]["attempts"] == 2
+
+
+SLOW_CALL = '''
+import subprocess
+import time
+
+
+def linger(mark):
+    subprocess.Popen(["sleep", mark])
+    subprocess.Popen(["setsid", "sleep", mark])
+    time.sleep(60)
+'''
+
+
+def test_a_timeout_kills_a_call_task_and_what_it_started(tmp_path):
+    mark = marker()
+    (tmp_path / "slow.py").write_text(SLOW_CALL)
+    result = nova(tmp_path, RUN_TABLE + call_task("lingers", "slow:linger", args=[mark], timeout=0.5))
+    assert result.code == 1, result
+    rec = result.tasks()["lingers"]
+    assert rec["state"] == "failed" and "timed out" in rec["error"]
+    assert_gone(mark)
 
 
 # ---------------------------------------------------------------- exit code 2: nothing runs
