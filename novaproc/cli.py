@@ -6,6 +6,7 @@ Every NovaError becomes one line on stderr and its exit code; nothing else print
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -108,9 +109,17 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
                     from .errors import did_you_mean
                     raise UsageError(f"--only: unknown task {tid!r}{did_you_mean(tid, ids)}")
             tasks = select(tasks, args.only)
+        isolation = settings.resolved_isolation(taskfile.in_git)
+        if isolation == "worktree" and not taskfile.in_git:
+            isolation = "none"
+            fallback = (f'isolation "worktree" needs a git repository; {taskfile.root} is not in one, '
+                        "so tasks run in place",)
+        else:
+            fallback = ()
         plan = make_plan(tasks, root=str(taskfile.root), slots=settings.max_parallel,
-                         isolation=settings.resolved_isolation(taskfile.in_git),
-                         history=past, resources=settings.resources)
+                         isolation=isolation, history=past, resources=settings.resources)
+        if fallback:
+            plan = dataclasses.replace(plan, warnings=plan.warnings + fallback)
     except CycleFound as e:
         raise ConfigError(str(tasks_path), f"dependency cycle: {e}; remove one of these "
                           "dependencies", field="depends_on", task=e.cycle[0]) from None

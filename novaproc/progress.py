@@ -170,6 +170,7 @@ def summary(outcome: RunOutcome) -> str:
         lines.append(f"... and {len(rest)} more ({counts})")
     lines.append(f"wall {format_duration(outcome.wall)}, task time {format_duration(outcome.task_time)}, "
                  f"speedup {outcome.speedup:.2f}x (estimated {outcome.estimated_speedup:.1f}x)")
+    lines += [f"note: {note}" for note in outcome.notes]
     return "\n".join(lines)
 
 
@@ -185,6 +186,7 @@ def summary_json(outcome: RunOutcome) -> dict[str, object]:
         "event": "summary", "run_id": outcome.run_id, "exit_code": int(outcome.exit_code),
         "wall": round(outcome.wall, 3), "task_time": round(outcome.task_time, 3),
         "speedup": round(outcome.speedup, 2), "estimated_speedup": round(outcome.estimated_speedup, 2),
+        "notes": list(outcome.notes),
         "tasks": {tid: {"state": str(r.state), "attempts": r.attempts, "duration": round(r.run_time, 3),
                         "exit_code": r.exit_code, "error": r.error, "value": r.value}
                   for tid, r in outcome.records.items()},

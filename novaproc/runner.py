@@ -7,6 +7,7 @@ through the same door.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,8 +45,19 @@ class Run:
                 self._consumers.remove(consume)
 
     def execute(self) -> RunOutcome:
+        isolation = None
+        if self.plan.isolation == "worktree":
+            from .isolation import WorktreeIsolation
+
+            isolation = WorktreeIsolation(self.taskfile.root, self.settings, self.run_id,
+                                          self.journal.folder)
+            if isolation.dirty:
+                self._emit(Event("message", self.run_id, time.time(), data={
+                    "level": "warning", "text": f"{len(isolation.dirty)} uncommitted change(s) in "
+                    f"{self.taskfile.root} are not part of the run's base: tasks see the last commit"}))
         supervisor = Supervisor(self.plan, self.settings, run_id=self.run_id, root=self.taskfile.root,
-                                log_path=self.journal.start_log, emit=self._emit, pool=self.pool)
+                                log_path=self.journal.start_log, emit=self._emit, pool=self.pool,
+                                isolation=isolation)
         return supervisor.run()
 
     def close(self) -> None:

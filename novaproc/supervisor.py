@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import Settings
-from .errors import ExitCode, InternalError
+from .errors import ExitCode, InternalError, NovaError
 from .messages import Event, Finished, Job, RunState, Started, TaskState
 from .plan import Plan, Schedule
 from .pool import WorkerPool
@@ -27,6 +27,56 @@ from .taskfile import Task
 from .throttle import Throttle
 
 LOCK_RETRY = 0.05  # seconds between tries of a lock held by another process
+
+
+class Isolation(Protocol):
+    """Where a task runs and what becomes of its changes (in place, or a git worktree)."""
+
+    def prepare(self, task: Task, parents: list[str]) -> Path:
+        """The folder `task` runs in, holding the results `parents` (commits). Raises NovaError
+        when it cannot be made: the task then fails with that message."""
+
+    def finish(self, task: Task, ok: bool) -> Finish:
+        """After an attempt: keep its result (ok) or its folder for inspection (not ok)."""
+
+    def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None]) -> Landing:
+        """Bring the results (task, commit), in dependency order, to the target."""
+
+    def close(self) -> list[str]:
+        """End of the run; returns notes such as folders kept for inspection."""
+
+
+@dataclass(frozen=True)
+class Finish:
+    commit: str | None = None  # the attempt's result, if it changed anything
+    problem: str | None = None  # fails the task although its command succeeded
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class Landing:
+    exit_code: ExitCode = ExitCode.OK
+    notes: tuple[str, ...] = ()
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class InPlace:
+    """Tasks run in the repository itself (isolation "none"): nothing to keep or merge."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def prepare(self, task: Task, parents: list[str]) -> Path:
+        return self.root
+
+    def finish(self, task: Task, ok: bool) -> Finish:
+        return Finish()
+
+    def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None]) -> Landing:
+        return Landing()
+
+    def close(self) -> list[str]:
+        return []
 
 
 class Gate(Protocol):
@@ -55,6 +105,7 @@ class TaskRecord:
     reason: str | None = None  # why it waits
     timed_out: bool = False
     pid: int | None = None
+    commit: str | None = None  # its result, in worktree isolation
 
 
 @dataclass(frozen=True)
@@ -65,6 +116,7 @@ class RunOutcome:
     task_time: float
     estimated_speedup: float
     records: dict[str, TaskRecord] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def speedup(self) -> float:
@@ -83,13 +135,15 @@ class Supervisor:
     def __init__(self, plan: Plan, settings: Settings, *, run_id: str, root: Path,
                  log_path: Callable[[str, int], Path], emit: Callable[[Event], None],
                  pool: WorkerPool | None = None, throttle: Throttle | None = None,
-                 gate: Gate | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 gate: Gate | None = None, isolation: Isolation | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.plan, self.settings, self.run_id, self.root = plan, settings, run_id, root
         self._log_path, self._emit_event, self._clock = log_path, emit, clock
         self.slots = settings.max_parallel
         self.pool = pool or WorkerPool(self.slots, settings.kill_grace)
         self.throttle = throttle or Throttle(settings.cpu_limit, settings.memory_limit)
         self.gate = gate
+        self.isolation = isolation or InPlace(root)
         self.schedule = Schedule.of(plan)
         self.records = {t.id: TaskRecord(t) for t in plan.tasks}
         self._used_slots = 0
@@ -97,6 +151,7 @@ class Supervisor:
         self._retry_at: dict[str, float] = {}  # task -> when its next attempt may start
         self._deadlines: dict[str, float] = {}  # running task -> when its timeout strikes
         self._waiting: set[str] = set()  # ready tasks held back by a resource, load or lock
+        self._rerunning: set[str] = set()  # ended tasks run again by the merge protocol
         self._stop_signal: int | None = None
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe()
@@ -115,18 +170,45 @@ class Supervisor:
                 while not self.schedule.finished():
                     self._start_ready()
                     self._check_progress()
-                    for report in self.pool.wait(self._next_timeout(), wake=[self._wake_r]):
-                        self._on_report(report)
-                    self._on_timers()
+                    self._step(self._next_timeout())
+                landing = self._land()
             finally:
                 self.pool.shutdown()
-        outcome = self._outcome(time.time() - started)
+                notes = self.isolation.close()
+        outcome = self._outcome(time.time() - started, landing, notes)
         self._emit("run_finished", data={
             "exit_code": int(outcome.exit_code), "state": str(outcome.state),
             "wall": round(outcome.wall, 3),
             "task_time": round(outcome.task_time, 3), "speedup": round(outcome.speedup, 2),
             "estimated_speedup": round(outcome.estimated_speedup, 2)})
         return outcome
+
+    def _step(self, timeout: float | None) -> None:
+        """Wait for the next reports (or timer) and act on them."""
+        for report in self.pool.wait(timeout, wake=[self._wake_r]):
+            self._on_report(report)
+        self._on_timers()
+
+    def _land(self) -> Landing:
+        """Bring the results to the target, unless the run was interrupted."""
+        if self._stopping and self._stop_signal is not None:
+            return Landing(notes=("interrupted: results were not merged; they stay on their branches",))
+        results = [(t, self.records[t].commit) for t in self.plan.graph.order if self.records[t].commit]
+        landing = self.isolation.land(results, self._rerun)  # type: ignore[arg-type]
+        if landing.data:
+            self._emit("merge", data={**landing.data, "exit_code": int(landing.exit_code)})
+        return landing
+
+    def _rerun(self, task_id: str, base: str) -> str | None:
+        """Run `task_id` again, now, on top of `base` (merge conflict protocol); its new result."""
+        rec = self.records[task_id]
+        self._emit("message", task_id, data={"level": "info", "text": f"{task_id}: its result "
+                   "conflicts with the merged result so far; running it again on top of it"})
+        self._rerunning.add(task_id)
+        if self._launch(rec, [base]):
+            while task_id in self.pool.busy():
+                self._step(self._next_timeout())
+        return rec.commit if rec.state == TaskState.DONE else None
 
     def _start_ready(self) -> None:
         """Start as many ready tasks as slots, resources, load and locks allow, best first."""
@@ -184,19 +266,48 @@ class Supervisor:
             del self._retry_at[task.id]
         else:
             self.schedule.start(task.id)
-        rec.attempts += 1
-        rec.reason, rec.timed_out = None, False
         self._waiting.discard(task.id)
+        self._launch(rec, self._parents(task.id))
+
+    def _launch(self, rec: TaskRecord, parents: list[str]) -> bool:
+        """Prepare the task's folder and hand an attempt to a worker; False if it could not."""
+        task = rec.task
+        rec.attempts += 1
+        rec.reason, rec.timed_out, rec.commit = None, False, None
         self._used_slots += self._need(task)
         for name, n in task.resources.items():
             self._held[name] = self._held.get(name, 0) + n
-        self.pool.submit(self._job(task, rec.attempts))
         rec.state = TaskState.RUNNING
+        try:
+            folder = self.isolation.prepare(task, parents)
+        except NovaError as e:
+            self._on_report(Finished(task.id, rec.attempts, None, error=str(e), ended_at=time.time()))
+            return False
+        self.pool.submit(self._job(task, rec.attempts, folder))
         if task.timeout is not None:
             self._deadlines[task.id] = self._clock() + task.timeout
+        return True
 
-    def _job(self, task: Task, attempt: int) -> Job:
-        cwd = self.root / task.cwd if task.cwd else self.root
+    def _parents(self, tid: str) -> list[str]:
+        """The results a task starts from: those of what it waits for, looking through tasks
+        that produced none (they changed nothing, or failed before an order-only edge)."""
+        found: list[str] = []
+        seen: set[str] = set()
+        stack = sorted(self.plan.graph.preds[tid], key=self.plan.graph.index.__getitem__)
+        while stack:
+            pred = stack.pop()
+            if pred in seen:
+                continue
+            seen.add(pred)
+            commit = self.records[pred].commit
+            if commit:
+                found.append(commit)
+            else:
+                stack.extend(self.plan.graph.preds[pred])
+        return found
+
+    def _job(self, task: Task, attempt: int, folder: Path) -> Job:
+        cwd = folder / task.cwd if task.cwd else folder
         env = {**task.env, "NOVA_RUN_ID": self.run_id}
         common = {"task_id": task.id, "attempt": attempt, "log_path": str(self._log_path(task.id, attempt)),
                   "cwd": str(cwd), "env": env, "kill_grace": self.settings.kill_grace}
@@ -222,11 +333,31 @@ class Supervisor:
         if report.started_at:
             rec.run_time += max(0.0, report.ended_at - report.started_at)
         ok = report.ok and not rec.timed_out
+        ok = self._keep_result(rec, ok)
+        if rec.task.id in self._rerunning:  # the merge protocol waits for it; the plan is done
+            self._rerunning.discard(rec.task.id)
+            rec.state = TaskState.DONE if ok else TaskState.FAILED
+            self._emit("task_state", rec.task.id, rec.state, {"attempt": rec.attempts, "rerun": True})
+            return
         if not ok and not self._stopping and rec.attempts <= rec.task.retries:
             self._retry(rec)
             return
         state = TaskState.DONE if ok else TaskState.CANCELLED if self._stopping else TaskState.FAILED
         self._end(rec, state, report.ended_at or time.time())
+
+    def _keep_result(self, rec: TaskRecord, ok: bool) -> bool:
+        """Commit what a successful attempt changed (or keep a failed one's folder)."""
+        try:
+            finish = self.isolation.finish(rec.task, ok)
+        except NovaError as e:
+            finish = Finish(problem=f"novaproc could not keep its result: {e}")
+        if finish.warning:
+            self._emit("message", rec.task.id, data={"level": "warning", "text": finish.warning})
+        if finish.problem:
+            rec.error = finish.problem
+            return False
+        rec.commit = finish.commit
+        return ok
 
     def _retry(self, rec: TaskRecord) -> None:
         backoff = min(0.2 * 2 ** (rec.attempts - 1), 5.0)
@@ -239,6 +370,8 @@ class Supervisor:
         skipped = self.schedule.finish(rec.task.id, state == TaskState.DONE, state=state)
         data: dict[str, Any] = {"attempt": rec.attempts, "duration": round(rec.run_time, 3),
                                 "exit_code": rec.exit_code}
+        if rec.commit:
+            data["commit"] = rec.commit
         if rec.signal:
             data["signal"] = rec.signal
         if rec.error:
@@ -337,17 +470,17 @@ class Supervisor:
 
     # ------------------------------------------------------------ results
 
-    def _outcome(self, wall: float) -> RunOutcome:
+    def _outcome(self, wall: float, landing: Landing, notes: list[str]) -> RunOutcome:
         # skipped tasks do not count: their cause failed the run already, or was allowed to fail
         failed = any(r.state in (TaskState.FAILED, TaskState.CANCELLED) and not r.task.allow_failure
                      for r in self.records.values())
         if self._stop_signal is not None:
             code = ExitCode.SIGINT if self._stop_signal == signal.SIGINT else ExitCode.SIGTERM
         else:
-            code = ExitCode.FAILED if failed else ExitCode.OK
+            code = ExitCode.FAILED if failed else landing.exit_code
         task_time = sum(r.run_time for r in self.records.values())
         return RunOutcome(self.run_id, code, wall, task_time, self.plan.estimated_speedup,
-                          dict(self.records))
+                          dict(self.records), (*landing.notes, *notes))
 
     def _emit(self, kind: str, task_id: str | None = None, state: TaskState | None = None,
               data: dict[str, Any] | None = None) -> None:

@@ -1,0 +1,82 @@
+"""Worktree isolation for a run: each task in its own git worktree and branch, its changes
+committed there, and the results merged into the target at the end.
+
+The supervisor sees only its Isolation interface; this module adapts the run's Workspaces
+and the merge protocol to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import Settings
+from .errors import UsageError
+from .gitrepo import Repo, check_ready
+from .merge import merge_results
+from .supervisor import Finish, Landing
+from .taskfile import Task
+from .workspace import Workspaces
+
+
+class WorktreeIsolation:
+    """Tasks with isolation "worktree" run in worktrees; tasks with "none" in the checkout."""
+
+    def __init__(self, root: Path, settings: Settings, run_id: str, log_dir: Path) -> None:
+        status = check_ready(root)
+        self.root, self.settings, self.run_id, self.log_dir = status.root, settings, run_id, log_dir
+        self.target = settings.target or status.branch
+        if self.target is None and settings.merge == "auto":
+            raise UsageError(f"{root}: HEAD is detached, so there is no branch to merge into; "
+                             "check out a branch, or set target (or merge = \"off\")")
+        self.base = Repo(self.root).rev(self.target) if settings.target else status.head
+        if self.base is None:
+            raise UsageError(f"target {self.target!r} is not a branch of {self.root}")
+        self.dirty = Repo(self.root).dirty_paths(self.root)
+        self.ws = Workspaces(self.root, run_id=run_id, worktree_dir=Path(settings.worktree_dir),
+                             base=self.base, setup=settings.worktree_setup,
+                             include=settings.worktree_include)
+
+    def _isolated(self, task: Task) -> bool:
+        return (task.isolation or "worktree") == "worktree"
+
+    def prepare(self, task: Task, parents: list[str]) -> Path:
+        return self.ws.prepare(task.id, parents) if self._isolated(task) else self.root
+
+    def finish(self, task: Task, ok: bool) -> Finish:
+        if not self._isolated(task):
+            return Finish()
+        if not ok:
+            self.ws.release(task.id, keep=True)
+            return Finish()
+        result = self.ws.commit(task.id, task.writes, task.label)
+        if not result.undeclared:
+            self.ws.release(task.id, keep=False)
+            return Finish(result.commit)
+        files = ", ".join(result.undeclared[:5]) + (" ..." if len(result.undeclared) > 5 else "")
+        text = f"{task.id} changed files outside its writes: {files}"
+        if self.settings.undeclared_writes == "fail":
+            self.ws.release(task.id, keep=True)
+            return Finish(problem=text + ' (undeclared_writes = "fail")')
+        self.ws.release(task.id, keep=False)
+        return Finish(result.commit, warning=text)
+
+    def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None]) -> Landing:
+        if self.settings.merge == "off" or not results:
+            branches = [f"nova/{self.run_id}/{t}" for t, _ in results]
+            notes = (f"merge is off: results stay on {', '.join(branches)}",) if branches else ()
+            return Landing(notes=notes)
+        outcome = merge_results(
+            self.root, run_id=self.run_id, target=self.target or "HEAD", base=self.base,
+            results=results, on_conflict=self.settings.on_conflict, rerun=rerun,
+            verify=self.settings.verify, worktree_dir=Path(self.settings.worktree_dir),
+            setup=self.settings.worktree_setup, include=self.settings.worktree_include,
+            verify_log=self.log_dir / "verify.log")
+        data = {"commit": outcome.commit, "merged": list(outcome.merged),
+                "conflicts": {t: list(f) for t, f in outcome.conflicts.items()},
+                "left_out": outcome.left_out, "culprit": outcome.culprit,
+                "reruns": list(outcome.reruns), "waiting_branch": outcome.waiting_branch}
+        return Landing(outcome.exit_code, outcome.notes, data)
+
+    def close(self) -> list[str]:
+        return [f"kept for inspection: {path}" for path in self.ws.close()]
