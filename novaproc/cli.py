@@ -66,8 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="one JSON object per event")
     output.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    p.add_argument("--background", action="store_true",
+                   help="detach: print the run id and return at once (see status, logs, wait)")
     p.add_argument("--config", type=Path, help="settings file (default: nova.toml at the root)")
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # a background run's child
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("resume", help="continue a failed, cancelled or crashed run",
+                       description="Continue a run: tasks that succeeded with an unchanged "
+                       "definition keep their results; the rest run.", epilog=EXIT_CODES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="the run id (a unique prefix will do)")
+    p.add_argument("--json", action="store_true", help="one JSON object per event")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
+    p.add_argument("--state-dir", type=Path, help="where runs are kept (default: .nova at the root)")
+    p.set_defaults(handler=cmd_resume, junit=None)
 
     p = sub.add_parser("init", help="write a starter nova.toml and tasks.toml",
                        description="Write a starter nova.toml and tasks.toml in a folder.")
@@ -138,7 +151,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .progress import render_plan, write_junit
+    from .progress import render_plan
 
     flags = {"max_parallel": args.max_parallel, "fail_fast": args.fail_fast,
              "merge": "off" if args.no_merge else None}
@@ -146,10 +159,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(plan.to_json(), indent=2) if args.json else render_plan(plan))
         return ExitCode.OK
-    from .runner import start_run
+    from .runner import start_background, start_run
 
+    if args.background:
+        print(start_background(taskfile, [a for a in sys.argv[1:] if a != "--background"]))
+        return ExitCode.OK
     run = start_run(taskfile, settings, plan, argv=sys.argv[1:])
-    view = _view(args, plan, run.log_path)
+    if args.ready_fd is not None:
+        run.detach(args.ready_fd)
+    return _execute(run, args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .cli_runs import state_dir
+    from .journal import load_run
+    from .runner import resume_run
+
+    record = load_run(state_dir(args), args.run)
+    from .taskfile import load_tasks
+
+    present = {t.id for t in load_tasks(record.tasks_file).tasks}
+    ns = argparse.Namespace(config=None, only=[t.id for t in record.tasks if t.id in present] or None)
+    taskfile, settings, plan = load_plan(Path(record.tasks_file), ns, {})
+    return _execute(resume_run(record, taskfile, settings, plan), args)
+
+
+def _execute(run, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from .progress import write_junit
+
+    view = _view(args, run.plan, run.log_path)
     run.emit_to(view.handle)
     try:
         outcome = run.execute()
@@ -167,7 +205,7 @@ def _view(args: argparse.Namespace, plan, log_path):  # type: ignore[no-untyped-
     total = len(plan.tasks)
     if args.json:
         return progress.JsonView(sys.stdout, sys.stderr, total)
-    if args.quiet:
+    if getattr(args, "quiet", False):
         return progress.QuietView(sys.stdout, sys.stderr, total)
     if sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb":
         return progress.LiveView(sys.stdout, sys.stderr, total, log_path,

@@ -14,7 +14,7 @@ from .config import Settings
 from .errors import UsageError
 from .gitrepo import Repo, check_ready
 from .merge import merge_results
-from .supervisor import Finish, Landing
+from .seams import Finish, Landing
 from .taskfile import Task
 from .workspace import Workspaces
 

@@ -121,6 +121,7 @@ class _Folder:
         self.path = path
         self.thread_lock = threading.Lock()
         self._fds: dict[str, int] = {}  # _MUTEX and the owner files of others, by token
+        self._bells: dict[str, int] = {}  # write ends of others' bells, by token
         self._parsed: dict[str, tuple[bytes, list[Entry]]] = {}
         self._generation = -1
         self._tokens: tuple[str, ...] = ()
@@ -129,6 +130,7 @@ class _Folder:
         except OSError as e:
             raise EnvironmentFault(f"cannot open {path / _MUTEX}: {e.strerror}") from None
         weakref.finalize(self, _close_all, self._fds)
+        weakref.finalize(self, _close_all, self._bells)
         _FOLDERS.add(self)
 
     @contextlib.contextmanager
@@ -187,30 +189,38 @@ class _Folder:
         for suffix in (".owner", ".bell"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path / f"{token}{suffix}")
-        fd = self._fds.pop(token, None)
-        if fd is not None:
-            os.close(fd)
+        for fds in (self._fds, self._bells):
+            fd = fds.pop(token, None)
+            if fd is not None:
+                os.close(fd)
         self._parsed.pop(token, None)
         self.bump()
 
     def ring(self, tokens: Iterable[str]) -> None:
         """Wake the owners of `tokens` from select(): something they wait for may be free."""
         for token in tokens:
+            fd = self._bells.get(token)
+            if fd is None:
+                try:
+                    fd = self._bells[token] = os.open(self.path / f"{token}.bell",
+                                                      os.O_WRONLY | os.O_NONBLOCK | _OPEN)
+                except OSError:
+                    continue  # no bell, or nobody listens to it: its owner is gone
             try:
-                fd = os.open(self.path / f"{token}.bell", os.O_WRONLY | os.O_NONBLOCK | _OPEN)
-            except OSError:
-                continue  # no bell or nobody listening: it is gone
-            with contextlib.suppress(OSError):
                 os.write(fd, b"!")
-            os.close(fd)
+            except BlockingIOError:
+                pass  # full of rings it has not read yet
+            except OSError:
+                os.close(self._bells.pop(token))
 
     def close(self) -> None:
-        _close_all(self._fds)
+        self.abandon()
         self._parsed.clear()
 
     def abandon(self) -> None:
         """In a forked child: drop our copies of the descriptors, never the parent's locks."""
         _close_all(self._fds)
+        _close_all(self._bells)
 
     def _forget_if_dead(self, token: str) -> None:
         if self.alive(token):
@@ -228,9 +238,11 @@ class _Folder:
             names = os.listdir(self.path)
             self._tokens = tuple(sorted(n[: -len(".owner")] for n in names if n.endswith(".owner")))
             self._generation = generation
-            for gone in set(self._fds) - set(self._tokens) - {_MUTEX}:
-                os.close(self._fds.pop(gone))
-                self._parsed.pop(gone, None)
+            for fds in (self._fds, self._bells):
+                for gone in set(fds) - set(self._tokens) - {_MUTEX}:
+                    os.close(fds.pop(gone))
+            for gone in set(self._parsed) - set(self._tokens):
+                del self._parsed[gone]
         return self._tokens
 
     def _fd(self, token: str) -> int | None:
@@ -423,6 +435,8 @@ class LockManager:
             self._save()
             woken = self._next_in_line()
         self._folder.ring(woken)
+        if woken - {self._token}:
+            os.sched_yield()  # let the woken waiter run now, rather than barge past it for the table
 
     def _next_in_line(self) -> set[str]:
         """Owners of the waiting entries that may hold now: only they are worth waking."""

@@ -297,6 +297,17 @@ class Schedule:
                 elif self.state[nxt] == TaskState.QUEUED:
                     bisect.insort(self._ready, (self._key[nxt], nxt))
 
+    def assume_done(self, tid: str) -> None:
+        """Record `tid` as succeeded without running it: a resumed run keeps its result."""
+        if self.state[tid] != TaskState.QUEUED:
+            raise ValueError(f"task {tid!r} is already {self.state[tid]}")
+        i = bisect.bisect_left(self._ready, (self._key[tid], tid))
+        if i < len(self._ready) and self._ready[i][1] == tid:
+            del self._ready[i]
+        self.state[tid] = TaskState.DONE
+        self._open -= 1
+        self._release(tid)
+
     def cancel_rest(self) -> list[str]:
         """Mark every task that has not started as cancelled; returns them."""
         rest = [t for t, s in self.state.items() if s == TaskState.QUEUED]

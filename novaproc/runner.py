@@ -7,13 +7,18 @@ through the same door.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .config import Settings
-from .journal import Journal, RunMeta, TaskMeta
-from .messages import Event
+from .errors import EnvironmentFault, UsageError
+from .journal import Journal, RunMeta, RunRecord, TaskMeta, kept_results
+from .messages import Event, RunState
 from .plan import Plan
 from .pool import WorkerPool
 from .supervisor import RunOutcome, Supervisor
@@ -23,8 +28,10 @@ from .taskfile import TaskFile
 class Run:
     """One run from start to outcome. Create with `start_run`; `close` always."""
 
-    def __init__(self, taskfile: TaskFile, settings: Settings, plan: Plan, journal: Journal) -> None:
+    def __init__(self, taskfile: TaskFile, settings: Settings, plan: Plan, journal: Journal,
+                 kept: Mapping[str, tuple[str | None, float]] | None = None) -> None:
         self.taskfile, self.settings, self.plan, self.journal = taskfile, settings, plan, journal
+        self.kept = dict(kept or {})
         self.run_id = journal.run_id
         self._consumers: list[Callable[[Event], None]] = []
         # the forkserver starts before any view thread exists: forking a threaded process is unsafe
@@ -57,8 +64,18 @@ class Run:
                     f"{self.taskfile.root} are not part of the run's base: tasks see the last commit"}))
         supervisor = Supervisor(self.plan, self.settings, run_id=self.run_id, root=self.taskfile.root,
                                 log_path=self.journal.start_log, emit=self._emit, pool=self.pool,
-                                isolation=isolation)
+                                isolation=isolation, kept=self.kept)
         return supervisor.run()
+
+    def detach(self, ready_fd: int) -> None:
+        """A background run's supervisor: output to the run's folder, then tell the launcher
+        the run id (closing the pipe it waits on)."""
+        log = os.open(self.journal.folder / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.write(ready_fd, self.run_id.encode())
+        os.close(ready_fd)
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -66,13 +83,48 @@ class Run:
 
 
 def start_run(taskfile: TaskFile, settings: Settings, plan: Plan, *, argv: list[str]) -> Run:
-    meta = RunMeta(
-        tasks_file=str(taskfile.path), root=str(taskfile.root), argv=tuple(argv),
-        description=_description(plan),
-        tasks=tuple(TaskMeta(t.id, t.label, t.definition_hash(), str(t.kind), tuple(t.env))
-                    for t in plan.tasks))
+    meta = RunMeta(tasks_file=str(taskfile.path), root=str(taskfile.root), argv=tuple(argv),
+                   description=_description(plan), tasks=_task_metas(plan))
     journal = Journal.create(settings.state_path(taskfile.root), meta)
     return Run(taskfile, settings, plan, journal)
+
+
+def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: Plan) -> Run:
+    """Continue `record`'s run (`plan`: its tasks as the file holds them now): tasks that
+    succeeded with an unchanged definition (and whose dependencies are kept too) keep their
+    results; the rest run."""
+    if record.status in (RunState.RUNNING, RunState.DONE):
+        raise UsageError(f"run {record.id} is {record.status}: there is nothing to resume")
+    hashes = {t.id: t.definition_hash() for t in plan.tasks}
+    kept = kept_results(record, hashes, {t.id: t.depends_on for t in plan.tasks})
+    journal = Journal.reopen(settings.state_path(taskfile.root), record.id, tasks=_task_metas(plan))
+    return Run(taskfile, settings, plan, journal,
+               {tid: (t.commit, t.duration or 0.0) for tid, t in kept.items()})
+
+
+def start_background(taskfile: TaskFile, args: list[str]) -> str:
+    """Start `novaproc <args>` detached (own session, no terminal) and return its run id once
+    its journal exists, so `status` and `wait` know it at once."""
+    ready_r, ready_w = os.pipe()
+    with tempfile.TemporaryFile() as err:
+        child = subprocess.Popen([sys.executable, "-m", "novaproc", *args, "--ready-fd", str(ready_w)],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                 pass_fds=(ready_w,), start_new_session=True)
+        os.close(ready_w)
+        with os.fdopen(ready_r, "rb") as ready:
+            run_id = ready.read().decode()
+        if not run_id:
+            child.wait()
+            err.seek(0)
+            why = err.read().decode(errors="replace").strip().splitlines()
+            raise EnvironmentFault(f"the background run of {taskfile.path} did not start"
+                                   + (f": {why[-1]}" if why else ""))
+    return run_id
+
+
+def _task_metas(plan: Plan) -> tuple[TaskMeta, ...]:
+    return tuple(TaskMeta(t.id, t.label, t.definition_hash(), str(t.kind), tuple(t.env))
+                 for t in plan.tasks)
 
 
 def _description(plan: Plan) -> str:

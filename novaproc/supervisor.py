@@ -13,79 +13,21 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .config import Settings
 from .errors import ExitCode, InternalError, NovaError
 from .messages import Event, Finished, Job, RunState, Started, TaskState
 from .plan import Plan, Schedule
 from .pool import WorkerPool
+from .seams import Finish, Gate, InPlace, Isolation, Landing
 from .taskfile import Task
 from .throttle import Throttle
 
 LOCK_RETRY = 0.05  # seconds between tries of a lock held by another process
-
-
-class Isolation(Protocol):
-    """Where a task runs and what becomes of its changes (in place, or a git worktree)."""
-
-    def prepare(self, task: Task, parents: list[str]) -> Path:
-        """The folder `task` runs in, holding the results `parents` (commits). Raises NovaError
-        when it cannot be made: the task then fails with that message."""
-
-    def finish(self, task: Task, ok: bool) -> Finish:
-        """After an attempt: keep its result (ok) or its folder for inspection (not ok)."""
-
-    def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None]) -> Landing:
-        """Bring the results (task, commit), in dependency order, to the target."""
-
-    def close(self) -> list[str]:
-        """End of the run; returns notes such as folders kept for inspection."""
-
-
-@dataclass(frozen=True)
-class Finish:
-    commit: str | None = None  # the attempt's result, if it changed anything
-    problem: str | None = None  # fails the task although its command succeeded
-    warning: str | None = None
-
-
-@dataclass(frozen=True)
-class Landing:
-    exit_code: ExitCode = ExitCode.OK
-    notes: tuple[str, ...] = ()
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-class InPlace:
-    """Tasks run in the repository itself (isolation "none"): nothing to keep or merge."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def prepare(self, task: Task, parents: list[str]) -> Path:
-        return self.root
-
-    def finish(self, task: Task, ok: bool) -> Finish:
-        return Finish()
-
-    def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None]) -> Landing:
-        return Landing()
-
-    def close(self) -> list[str]:
-        return []
-
-
-class Gate(Protocol):
-    """Something a task must hold while it runs, beyond slots: path locks, for instance."""
-
-    def try_acquire(self, task: Task) -> str | None:
-        """Take what `task` needs now and return None, or return why it must wait."""
-
-    def release(self, task: Task) -> None: ...
 
 
 @dataclass
@@ -136,6 +78,7 @@ class Supervisor:
                  log_path: Callable[[str, int], Path], emit: Callable[[Event], None],
                  pool: WorkerPool | None = None, throttle: Throttle | None = None,
                  gate: Gate | None = None, isolation: Isolation | None = None,
+                 kept: Mapping[str, tuple[str | None, float]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.plan, self.settings, self.run_id, self.root = plan, settings, run_id, root
         self._log_path, self._emit_event, self._clock = log_path, emit, clock
@@ -154,6 +97,7 @@ class Supervisor:
         self._rerunning: set[str] = set()  # ended tasks run again by the merge protocol
         self._stop_signal: int | None = None
         self._stopping = False
+        self._kept = dict(kept or {})  # task -> (result commit, duration) kept from earlier
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
@@ -165,6 +109,7 @@ class Supervisor:
         self._emit("run_started", data={"pid": os.getpid(), "strategy": self.plan.strategy,
                                         "estimated_speedup": round(self.plan.estimated_speedup, 2),
                                         "max_parallel": self.slots, "tasks": len(self.records)})
+        self._keep_earlier_results()
         with self._signals():
             try:
                 while not self.schedule.finished():
@@ -182,6 +127,16 @@ class Supervisor:
             "task_time": round(outcome.task_time, 3), "speedup": round(outcome.speedup, 2),
             "estimated_speedup": round(outcome.estimated_speedup, 2)})
         return outcome
+
+    def _keep_earlier_results(self) -> None:
+        """A resumed run: what succeeded before, unchanged, counts as done with its result."""
+        for tid in self.plan.graph.order:
+            if tid in self._kept:
+                self.schedule.assume_done(tid)
+                rec = self.records[tid]
+                rec.state, (rec.commit, duration) = TaskState.DONE, self._kept[tid]
+                self._emit("task_state", tid, TaskState.DONE, {
+                    "kept": True, "commit": rec.commit, "duration": duration, "exit_code": 0})
 
     def _step(self, timeout: float | None) -> None:
         """Wait for the next reports (or timer) and act on them."""
