@@ -435,8 +435,6 @@ class LockManager:
             self._save()
             woken = self._next_in_line()
         self._folder.ring(woken)
-        if woken - {self._token}:
-            os.sched_yield()  # let the woken waiter run now, rather than barge past it for the table
 
     def _next_in_line(self) -> set[str]:
         """Owners of the waiting entries that may hold now: only they are worth waking."""
