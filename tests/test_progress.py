@@ -229,7 +229,7 @@ def run_in_pty(tmp_path: Path, text: str, env: dict[str, str] | None = None,
     return code, b"".join(chunks).decode("utf-8", "replace")
 
 
-LIVE_TASKS = (RUN_TABLE + task("talker", "echo line-from-talker; sleep 0.8")
+LIVE_TASKS = (RUN_TABLE + task("talker", "echo line-from-talker; sleep 1")
               + task("second", "sleep 0.5", depends_on=[]))
 
 

@@ -5,6 +5,7 @@ a unique marker in their command line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import subprocess
@@ -110,7 +111,8 @@ def assert_gone(mark: str, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             left = [p.info["cmdline"] for p in marker_procs(mark)]
             for p in marker_procs(mark):  # do not leak them into the rest of the suite
-                p.kill()
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
             raise AssertionError(f"processes with marker {mark} remain: {left}")
         time.sleep(0.05)
 

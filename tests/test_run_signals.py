@@ -5,6 +5,7 @@ CLI's descendants taken while it ran."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import signal
@@ -101,6 +102,13 @@ def wait_for_files(*paths: Path, timeout: float = DEADLINE) -> None:
         time.sleep(0.05)
 
 
+def cmdline(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:  # it exited meanwhile (a `touch`, say)
+        return ""
+
+
 def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     out = []
     for p in procs:
@@ -116,9 +124,10 @@ def assert_all_exit(procs: list[psutil.Process], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while alive(procs):
         if time.monotonic() > deadline:
-            left = [(p.pid, p.cmdline()) for p in alive(procs)]
+            left = [(p.pid, cmdline(p)) for p in alive(procs)]
             for p in alive(procs):
-                p.kill()
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
             raise AssertionError(f"processes outlived the run: {left}")
         time.sleep(0.05)
 
@@ -201,7 +210,7 @@ def test_sigkill_to_the_cli_leaves_no_task_or_worker_behind(tmp_path, live):
     run = live(text, "-j", "3")
     wait_for_files(*ready)
     family = run.descendants()
-    assert len(marker_sleeps := [p for p in family if mark in " ".join(p.cmdline())]) >= 4, marker_sleeps
+    assert len([p for p in family if mark in cmdline(p)]) >= 4, [cmdline(p) for p in family]
     run.proc.kill()
     run.proc.wait()
     assert_gone(mark, timeout=10)
