@@ -65,7 +65,12 @@ def wait_until(predicate, timeout: float = DEADLINE, what: str = "condition"):
 
 
 def assert_gone(mark: str, timeout: float = 10.0) -> None:
-    wait_until(lambda: not marker_procs(mark), timeout, f"no process with marker {mark}")
+    try:
+        wait_until(lambda: not marker_procs(mark), timeout, f"no process with marker {mark}")
+    finally:
+        for proc in marker_procs(mark):  # never leak them into the rest of the suite
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def make_job(tmp_path: Path, tid: str = "t", **fields) -> Job:
@@ -418,15 +423,9 @@ def test_a_killed_worker_leaves_no_setsid_descendant_behind(tmp_path, pool):
     p.submit(make_job(tmp_path, "victim", shell=f"sleep {mark} & setsid sleep {mark}; wait"))
     reports.until_started("victim")
     wait_until(lambda: len(sleepers(mark)) == 2, what="the victim's processes")
-    survivors = sleepers(mark)
-    try:
-        kill_worker_of(reports, "victim")
-        assert not reports.until_finished("victim").ok
-        assert_gone(mark, timeout=3)
-    finally:
-        for proc in survivors:  # do not leak them from this test whatever happened
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+    kill_worker_of(reports, "victim")
+    assert not reports.until_finished("victim").ok
+    assert_gone(mark, timeout=3)
 
 
 @pytest.mark.xfail(strict=True, reason="WorkerPool._worker_died reports started_at=0, so the time the "
