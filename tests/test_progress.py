@@ -229,8 +229,9 @@ def run_in_pty(tmp_path: Path, text: str, env: dict[str, str] | None = None,
     return code, b"".join(chunks).decode("utf-8", "replace")
 
 
-LIVE_TASKS = (RUN_TABLE + task("talker", "echo line-from-talker; sleep 1")
-              + task("second", "sleep 0.5", depends_on=[]))
+LIVE_TASKS = (RUN_TABLE + "resources = {db = 1}\n"
+              + task("talker", "echo line-from-talker; sleep 1", resources=["db"])
+              + task("second", "sleep 0.1", resources=["db"]))
 
 
 def test_live_view_on_a_terminal_finishes_with_the_summary(tmp_path):
@@ -238,6 +239,7 @@ def test_live_view_on_a_terminal_finishes_with_the_summary(tmp_path):
     assert code == 0, out
     assert "line-from-talker" in out  # a running task's last line of output is shown
     assert "/2]" in out  # the [i/N] counter
+    assert "resource db in use" in out  # why a task waits
     plain = ANSI.sub("", out)
     assert re.search(r"speedup \d+\.\d\dx", plain)
     tail = [ln.strip() for ln in plain.replace("\r", "\n").splitlines() if ln.strip()]
