@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -396,6 +397,24 @@ def test_tasks_never_read_the_clis_stdin(tmp_path):
     tasks = json.loads(output.splitlines()[-1])["tasks"]
     assert tasks["cat"]["state"] == tasks["py"]["state"] == "done"
     assert tasks["py"]["value"] == ""
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # whatever the test runner was started with
+
+
+@pytest.mark.xfail(strict=True, reason="pool._worker_main sets SIGINT to SIG_IGN in the worker and "
+                   "every task it spawns inherits it: a Python task never gets KeyboardInterrupt")
+def test_tasks_start_with_default_signal_handling(tmp_path):
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    path = write_tasks(tmp_path, RUN_TABLE + task("probe", [sys.executable, "-c", probe]))
+    proc = subprocess.run([sys.executable, "-m", "novaproc", "run", str(path), "-q"], cwd=tmp_path,
+                          env=clean_env({"NOVA_STATE_DIR": str(tmp_path / "state")}),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                          preexec_fn=_default_sigint)
+    assert proc.returncode == 0, proc.stderr
+    (run,) = (tmp_path / "state" / "runs").iterdir()
+    assert (run / "logs" / "probe.log").read_text().strip() == "True"
 
 
 def test_a_task_with_a_lot_of_output_finishes_and_keeps_it_all(tmp_path):
