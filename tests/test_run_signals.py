@@ -283,3 +283,21 @@ def test_a_killed_worker_fails_its_task_and_the_rest_of_the_run_finishes(tmp_pat
     assert "worker" in error and "died" in error and "SIGKILL" in error
     assert sorted(stamps.read_text().split()) == ["bystander", "later"]
     assert_gone(mark)
+
+
+@pytest.mark.xfail(strict=True, reason="WorkerPool._worker_died kills only the task's process group: "
+                   "a descendant that called setsid outlives a killed worker")
+def test_a_killed_worker_leaves_no_setsid_descendant_behind(tmp_path, live):
+    mark = marker()
+    worker_file = tmp_path / "worker.pid"
+    text = RUN_TABLE + task("victim", f"setsid sleep {mark} & echo $PPID > {worker_file}.tmp; "
+                                      f"mv {worker_file}.tmp {worker_file}; sleep {mark}")
+    run = live(text)
+    wait_for_files(worker_file)
+    deadline = time.monotonic() + DEADLINE
+    while len([p for p in psutil.process_iter(["cmdline"]) if mark in " ".join(p.info["cmdline"] or ())]) < 2:
+        assert time.monotonic() < deadline, "the victim's sleeps did not start"
+        time.sleep(0.05)
+    psutil.Process(int(worker_file.read_text())).kill()
+    assert run.finish() == 1, run.stderr()
+    assert_gone(mark, timeout=5)
