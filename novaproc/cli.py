@@ -159,6 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(plan.to_json(), indent=2) if args.json else render_plan(plan))
         return ExitCode.OK
+    if args.junit and not args.junit.resolve().parent.is_dir():
+        raise UsageError(f"--junit {args.junit}: folder {args.junit.resolve().parent} does not exist")
     from .runner import start_background, start_run
 
     if args.background:
@@ -193,10 +195,22 @@ def _execute(run, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-d
         outcome = run.execute()
     finally:
         run.close()
-    view.close(outcome)
     if args.junit:
-        write_junit(outcome, args.junit, run.log_path)
+        try:
+            write_junit(outcome, args.junit, run.log_path)
+        except OSError as e:
+            print(f"novaproc: error: cannot write the JUnit report {args.junit}: {e.strerror}",
+                  file=sys.stderr)
+    try:
+        view.close(outcome)
+    except BrokenPipeError:  # `run ... | head`: the exit code still tells how the run went
+        _silence_stdout()
     return outcome.exit_code
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away: drop further output instead of failing at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _view(args: argparse.Namespace, plan, log_path):  # type: ignore[no-untyped-def]
@@ -230,9 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(e.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.SIGINT)
-    except BrokenPipeError:
-        # the reader went away (`novaproc status | head`): not our error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # the reader went away (`novaproc status | head`): not our error
+        _silence_stdout()
         return int(ExitCode.OK)
     except Exception:
         import traceback

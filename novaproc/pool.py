@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import importlib
 import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .messages import Finished, Job, Started
@@ -51,8 +53,9 @@ def _worker_main(conn: multiprocessing.connection.Connection) -> None:
     answered with a Finished record."""
     os.setsid()
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    # no SIG_IGN here: an ignored signal stays ignored across exec, in every task. The own
+    # session already keeps a terminal's Ctrl-C away; the supervisor decides what to stop.
     signal.signal(signal.SIGTERM, _die_with_tree)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
             job = conn.recv()
@@ -106,6 +109,9 @@ def _run_command(job: Job, log: Any, conn: multiprocessing.connection.Connection
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     except FileNotFoundError as e:
+        if not os.path.isdir(job.cwd):
+            log.write(f"novaproc: working folder {job.cwd} does not exist\n".encode())
+            return 0, 126, None, f"working folder not found: {job.cwd}"
         missing = e.filename or (job.argv or ("?",))[0]
         log.write(f"novaproc: {missing}: program not found\n".encode())
         return 0, 127, None, f"program not found: {missing}"
@@ -118,18 +124,41 @@ def _run_command(job: Job, log: Any, conn: multiprocessing.connection.Connection
     return proc.pid, (code if code >= 0 else None), (-code if code < 0 else None), None
 
 
-def _wait_child_or_orphaned(pid: int, conn: multiprocessing.connection.Connection) -> None:
-    """Block until the task process `pid` exits. If the supervisor dies first (its end of
-    the pipe closes), end the task's whole tree and this worker: nothing outlives novaproc."""
+def _wait_child_or_orphaned(pid: int, conn: multiprocessing.connection.Connection,
+                            output: int | None = None) -> bytes:
+    """Block until the task process `pid` exits, collecting what it writes to `output` (read
+    as it comes, so a big result cannot block the writer). If the supervisor dies first (its
+    end of the pipe closes), end the task's whole tree and this worker: nothing outlives
+    novaproc."""
     pidfd = os.pidfd_open(pid)
+    chunks: list[bytes] = []
+    watched: list[Any] = [pidfd, conn] + ([output] if output is not None else [])
     try:
-        ready = multiprocessing.connection.wait([pidfd, conn])
-        while pidfd not in ready:
-            if conn in ready and _supervisor_gone(conn):
-                _die_with_tree(signal.SIGTERM, None)
-            ready = multiprocessing.connection.wait([pidfd])
+        while True:
+            ready = multiprocessing.connection.wait(watched)
+            if output in ready and not _read_into(output, chunks):
+                watched.remove(output)
+            if pidfd in ready:
+                break
+            if conn in ready:
+                if _supervisor_gone(conn):
+                    _die_with_tree(signal.SIGTERM, None)
+                watched.remove(conn)
     finally:
         os.close(pidfd)
+    if output is not None and output in watched:
+        os.set_blocking(output, False)
+        with contextlib.suppress(BlockingIOError):
+            while _read_into(output, chunks):
+                pass
+    return b"".join(chunks)
+
+
+def _read_into(fd: int, chunks: list[bytes]) -> bool:
+    """Read what `fd` has into `chunks`; False at end of file."""
+    data = os.read(fd, 65536)
+    chunks.append(data)
+    return bool(data)
 
 
 def _supervisor_gone(conn: multiprocessing.connection.Connection) -> bool:
@@ -150,9 +179,10 @@ def _run_call(job: Job, log: Any, conn: multiprocessing.connection.Connection,
         os._exit(_call_in_child(job, log.fileno(), write_fd))
     os.close(write_fd)
     conn.send(Started(job.task_id, job.attempt, pid, started))
-    _wait_child_or_orphaned(pid, conn)
-    with os.fdopen(read_fd, "rb") as f:
-        payload = f.read()
+    try:
+        payload = _wait_child_or_orphaned(pid, conn, read_fd)
+    finally:
+        os.close(read_fd)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     report = json.loads(payload) if payload else {}
@@ -230,6 +260,23 @@ def _kill_tree(root: int, grace: float) -> None:
             pass
 
 
+def kill_marked(name: str, value: str) -> int:
+    """SIGKILL every process whose environment has `name`=`value`. What a task starts inherits
+    its marks (NOVA_JOB for one attempt, NOVA_RUN_ID for a run), wherever it was reparented:
+    this finds them when the tree is lost, as when a worker or a supervisor was killed outright."""
+    import psutil
+
+    killed = 0
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(name) == value:
+                proc.kill()
+                killed += 1
+        except psutil.Error:
+            continue
+    return killed
+
+
 # ---------------------------------------------------------------- supervisor side
 
 
@@ -239,8 +286,8 @@ class _Slot:
     conn: multiprocessing.connection.Connection
     job: Job | None = None
     task_pid: int | None = None
+    started_at: float = 0.0
     kill_at: float | None = None  # when SIGKILL follows a SIGTERM already sent
-    stopping: bool = field(default=False)
 
 
 class WorkerPool:
@@ -258,13 +305,19 @@ class WorkerPool:
 
         forkserver.ensure_running()
         self._slots: list[_Slot] = []
+        self._token, self._jobs = f"{os.getpid()}-{secrets.token_hex(4)}", 0
 
     def idle(self) -> int:
         return self.size - sum(1 for s in self._slots if s.job is not None)
 
     def submit(self, job: Job) -> None:
+        for dead in [s for s in self._slots if s.job is None and not s.process.is_alive()]:
+            self._slots.remove(dead)  # died while idle (OOM killer, say): holds no task, replace it
+            dead.conn.close()
         slot = next((s for s in self._slots if s.job is None), None) or self._spawn()
-        slot.job, slot.task_pid, slot.kill_at = job, None, None
+        self._jobs += 1
+        job = dataclasses.replace(job, env={**job.env, "NOVA_JOB": f"{self._token}.{self._jobs}"})
+        slot.job, slot.task_pid, slot.started_at, slot.kill_at = job, None, 0.0, None
         slot.conn.send(job)
 
     def _spawn(self) -> _Slot:
@@ -300,7 +353,7 @@ class WorkerPool:
             while slot.job is not None and slot.conn.poll():
                 report = slot.conn.recv()
                 if isinstance(report, Started):
-                    slot.task_pid = report.pid
+                    slot.task_pid, slot.started_at = report.pid, report.started_at
                 else:
                     slot.job = None
                 reports.append(report)
@@ -314,16 +367,17 @@ class WorkerPool:
         slot.process.join(0.1)
         code = slot.process.exitcode
         how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
-        if slot.task_pid:  # its task lost its guardian: end what we can find of it
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(slot.task_pid, signal.SIGKILL)
+        # its task lost its guardian: its processes now hang below init, found by their mark
+        kill_marked("NOVA_JOB", job.env["NOVA_JOB"])
         self._slots.remove(slot)
         slot.conn.close()
         return Finished(job.task_id, job.attempt, None, -code if code and code < 0 else None,
-                        error=f"its worker process died ({how})", ended_at=time.time())
+                        error=f"its worker process died ({how})", started_at=slot.started_at,
+                        ended_at=time.time())
 
-    def terminate(self, task_id: str, now: float, *, kill: bool = False) -> None:
+    def terminate(self, task_id: str, *, kill: bool = False) -> None:
         """Stop a task: SIGTERM its whole tree now, SIGKILL after the grace period."""
+        now = time.monotonic()
         for slot in self._slots:
             if slot.job is not None and slot.job.task_id == task_id:
                 self._signal_tree(slot, signal.SIGKILL if kill else signal.SIGTERM)

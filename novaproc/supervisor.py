@@ -146,9 +146,10 @@ class Supervisor:
 
     def _land(self) -> Landing:
         """Bring the results to the target, unless the run was interrupted."""
-        if self._stopping and self._stop_signal is not None:
-            return Landing(notes=("interrupted: results were not merged; they stay on their branches",))
         results = [(t, self.records[t].commit) for t in self.plan.graph.order if self.records[t].commit]
+        if self._stopping and self._stop_signal is not None:
+            note = "interrupted: results were not merged; they stay on their branches"
+            return Landing(notes=(note,) if results else ())
         landing = self.isolation.land(results, self._rerun)  # type: ignore[arg-type]
         if landing.data:
             self._emit("merge", data={**landing.data, "exit_code": int(landing.exit_code)})
@@ -369,12 +370,13 @@ class Supervisor:
         now = self._clock()
         for tid, deadline in list(self._deadlines.items()):
             rec = self.records[tid]
-            if now >= deadline and not rec.timed_out:
+            if now >= deadline:
+                del self._deadlines[tid]  # struck: the pool's kill timer takes over
                 rec.timed_out = True
                 self._emit("message", rec.task.id, data={
                     "level": "warning", "text": f"{rec.task.id}: timed out after "
                     f"{rec.task.timeout:g}s; sending SIGTERM, SIGKILL after {self.settings.kill_grace:g}s"})
-                self.pool.terminate(rec.task.id, now)
+                self.pool.terminate(rec.task.id)
 
     def _stop(self, why: str, *, kill: bool = False) -> None:
         """Start no more work and end what runs: SIGTERM, then SIGKILL after the grace period."""
@@ -389,9 +391,8 @@ class Supervisor:
         for tid in self.schedule.cancel_rest():
             self.records[tid].state = TaskState.CANCELLED
             self._emit("task_state", tid, TaskState.CANCELLED, {"reason": why})
-        now = self._clock()
         for tid in self.pool.busy():
-            self.pool.terminate(tid, now, kill=kill)
+            self.pool.terminate(tid, kill=kill)
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

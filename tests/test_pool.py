@@ -249,7 +249,7 @@ def test_worker_and_task_each_lead_their_own_session(tmp_path, pool):
     assert os.getsid(task_pid) == task_pid
     assert os.getsid(worker_pid) == worker_pid
     assert os.getsid(worker_pid) != os.getsid(0)
-    p.terminate("t", time.monotonic())
+    p.terminate("t")
     reports.until_finished("t")
     assert_gone(mark)
 
@@ -357,7 +357,7 @@ def test_terminate_ends_the_whole_tree_including_setsid_descendants(tmp_path, po
     reports.until_started("t")
     wait_until(ready.exists, what="the task to start its children")
     wait_until(lambda: len(sleepers(mark)) == 3, what="three marker processes")
-    p.terminate("t", time.monotonic())
+    p.terminate("t")
     finished = reports.until_finished("t")
     assert not finished.ok
     assert finished.signal == signal.SIGTERM
@@ -376,7 +376,7 @@ def test_terminate_escalates_to_sigkill_after_the_grace_period(tmp_path, pool):
     reports.until_started("t")
     wait_until(lambda: ready.exists() and marker_procs(mark), what="the task to start")
     sent = time.time()
-    p.terminate("t", time.monotonic())
+    p.terminate("t")
     finished = reports.until_finished("t")
     assert finished.signal == signal.SIGKILL or finished.exit_code == 128 + signal.SIGKILL
     assert finished.ended_at - sent >= 0.9  # SIGKILL only after the grace period
@@ -390,7 +390,7 @@ def test_terminate_with_kill_does_not_wait_for_the_grace_period(tmp_path, pool):
     p.submit(job)
     reports.until_started("t")
     wait_until(lambda: marker_procs(mark), what="the task to start")
-    p.terminate("t", time.monotonic(), kill=True)
+    p.terminate("t", kill=True)
     finished = reports.until_finished("t")  # well before the 60 s grace
     assert not finished.ok
     assert_gone(mark)
