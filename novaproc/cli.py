@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="one JSON object per event")
     output.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    p.add_argument("--if-busy", choices=("wait", "skip"), default="wait",
+                   help="another run of this file is live: wait for it (default) or exit 75")
     p.add_argument("--background", action="store_true",
                    help="detach: print the run id and return at once (see status, logs, wait)")
     p.add_argument("--config", type=Path, help="settings file (default: nova.toml at the root)")
@@ -167,6 +169,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(start_background(taskfile, [a for a in sys.argv[1:] if a != "--background"]))
         return ExitCode.OK
     run = start_run(taskfile, settings, plan, argv=sys.argv[1:])
+    try:
+        run.hold_tasks_file(args.if_busy)
+    except BaseException:
+        run.close()
+        raise
     if args.ready_fd is not None:
         run.detach(args.ready_fd)
     return _execute(run, args)

@@ -16,11 +16,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .config import Settings
-from .errors import EnvironmentFault, UsageError
+from .errors import BusyError, EnvironmentFault, UsageError
 from .journal import Journal, RunMeta, RunRecord, TaskMeta, kept_results
+from .locks import Blocked, LockManager, Owner, run_request
 from .messages import Event, RunState
 from .plan import Plan
 from .pool import WorkerPool
+from .seams import LockGate
 from .supervisor import RunOutcome, Supervisor
 from .taskfile import TaskFile
 
@@ -36,6 +38,20 @@ class Run:
         self._consumers: list[Callable[[Event], None]] = []
         # the forkserver starts before any view thread exists: forking a threaded process is unsafe
         self.pool = WorkerPool(settings.max_parallel, settings.kill_grace)
+        self.locks = LockManager(owner=Owner(run_id=self.run_id, label=f"novaproc run {taskfile.path}"))
+
+    def hold_tasks_file(self, if_busy: str) -> None:
+        """One live run per tasks file at a time: wait for another one, or (skip) exit 75."""
+        request = run_request(str(self.taskfile.path), self.run_id)
+        answer = self.locks.try_acquire(request)
+        if isinstance(answer, Blocked):
+            if if_busy == "skip":
+                self.locks.cancel(request)
+                raise BusyError(f"{self.taskfile.path} is busy: another run of it is live "
+                                f"({answer.describe()}); --if-busy skip")
+            self._emit(Event("message", self.run_id, time.time(), data={
+                "level": "warning", "text": f"waiting for the other run of this file: {answer.describe()}"}))
+            self.locks.acquire(request)
 
     def log_path(self, task_id: str) -> Path:
         return self.journal.log_path(task_id)
@@ -62,9 +78,10 @@ class Run:
                 self._emit(Event("message", self.run_id, time.time(), data={
                     "level": "warning", "text": f"{len(isolation.dirty)} uncommitted change(s) in "
                     f"{self.taskfile.root} are not part of the run's base: tasks see the last commit"}))
+        gate = LockGate(self.locks, self.taskfile.root, self.run_id, self.settings.resources)
         supervisor = Supervisor(self.plan, self.settings, run_id=self.run_id, root=self.taskfile.root,
                                 log_path=self.journal.start_log, emit=self._emit, pool=self.pool,
-                                isolation=isolation, kept=self.kept)
+                                isolation=isolation, gate=gate, kept=self.kept)
         return supervisor.run()
 
     def detach(self, ready_fd: int) -> None:
@@ -79,6 +96,7 @@ class Run:
 
     def close(self) -> None:
         self.pool.shutdown()
+        self.locks.close()
         self.journal.close()
 
 

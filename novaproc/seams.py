@@ -1,16 +1,18 @@
 """What the supervisor needs from the rest of a run, as narrow interfaces: where a task runs
 and what becomes of its changes (Isolation), and what it must hold while it runs (Gate), with
-the records they answer in and the in-place default.
+the records they answer in, the in-place default and the machine-wide lock gate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ExitCode
+from .kinds import SERIAL_KINDS
+from .locks import Blocked, Grant, LockManager, LockRequest, task_request
 from .taskfile import Task
 
 
@@ -71,3 +73,40 @@ class Gate(Protocol):
         """Take what `task` needs now and return None, or return why it must wait."""
 
     def release(self, task: Task) -> None: ...
+
+
+class LockGate:
+    """A run's tasks hold their path locks and resources machine-wide while they run, so
+    separate novaproc processes (and `novaproc lock`) queue instead of colliding."""
+
+    def __init__(self, manager: LockManager, root: Path, run_id: str,
+                 capacities: Mapping[str, int]) -> None:
+        self.manager, self.root, self.run_id, self.capacities = manager, root, run_id, capacities
+        self._requests: dict[str, LockRequest | None] = {}
+        self._grants: dict[str, Grant] = {}
+
+    def _request(self, task: Task) -> LockRequest | None:
+        if task.id not in self._requests:
+            resources = dict(task.resources)
+            if task.kind in SERIAL_KINDS:
+                resources[str(task.kind)] = 1
+            wanted = task.writes or task.reads or resources
+            self._requests[task.id] = task_request(
+                f"{self.run_id}/{task.id}", task.id, root=str(self.root), writes=task.writes,
+                reads=task.reads, resources=resources, capacities=self.capacities) if wanted else None
+        return self._requests[task.id]
+
+    def try_acquire(self, task: Task) -> str | None:
+        request = self._request(task)
+        if request is None:
+            return None  # nothing to lock: no cost
+        answer = self.manager.try_acquire(request)
+        if isinstance(answer, Blocked):
+            return answer.describe(str(self.root))
+        self._grants[task.id] = answer
+        return None
+
+    def release(self, task: Task) -> None:
+        grant = self._grants.pop(task.id, None)
+        if grant is not None:
+            self.manager.release(grant)
