@@ -90,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(handler=cmd_init)
 
+    p = sub.add_parser("clean", help="remove finished runs' worktrees and merged branches",
+                       description="Remove the worktrees of runs that are no longer live (kept "
+                       "ones too), prune stale worktree records and leftover index.lock files, "
+                       "and delete nova/* branches already merged (--all: every nova/* branch "
+                       "of a finished run).")
+    p.add_argument("--all", action="store_true", help="also delete unmerged nova/* branches")
+    p.add_argument("--config", type=Path, help="settings file (default: nova.toml at the root)")
+    p.set_defaults(handler=cmd_clean)
+
     from .cli_runs import add_parsers as add_run_commands
 
     add_run_commands(sub)
@@ -232,6 +241,29 @@ def _view(args: argparse.Namespace, plan, log_path):  # type: ignore[no-untyped-
         return progress.LiveView(sys.stdout, sys.stderr, total, log_path,
                                  {t.id: t.label for t in plan.tasks}, dict(plan.durations), plan.slots)
     return progress.PlainView(sys.stdout, sys.stderr, total)
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from .config import load_settings
+    from .paths import find_root
+    from .workspace import clean
+
+    root, in_git = find_root(Path.cwd())
+    if not in_git:
+        raise UsageError(f"{root} is not inside a git repository: there is nothing to clean")
+    settings = load_settings(root, config_file=args.config)
+    report = clean(root, worktree_dir=Path(settings.worktree_dir), all_branches=args.all)
+    for path in report.worktrees:
+        print(f"removed worktree {path}")
+    for branch in report.branches:
+        print(f"deleted branch {branch}")
+    for lock in report.locks:
+        print(f"removed stale lock {lock}")
+    if report.live_runs:
+        print(f"left alone: live run(s) {', '.join(report.live_runs)}")
+    if not (report.worktrees or report.branches or report.locks):
+        print("nothing to clean")
+    return ExitCode.OK
 
 
 def cmd_init(args: argparse.Namespace) -> int:
