@@ -231,7 +231,6 @@ def test_a_shell_command_that_does_not_exist_fails(tmp_path, pool):
     assert not finished.ok and finished.exit_code == 127
 
 
-@pytest.mark.xfail(strict=True, reason="a missing working folder is reported as 'program not found: <cwd>'")
 def test_a_missing_working_folder_is_not_reported_as_a_missing_program(tmp_path, pool):
     missing = tmp_path / "no-such-folder"
     finished = run_one(pool, make_job(tmp_path, argv=("true",), cwd=str(missing)))
@@ -311,8 +310,6 @@ def test_call_with_a_return_value_just_under_the_pipe_buffer(calls, pool):
     assert finished.ok and finished.value == "x" * 60_000
 
 
-@pytest.mark.xfail(strict=True, reason="pool._run_call reads the child's result pipe only after the child "
-                   "exits; a report over the pipe buffer (64 KiB) blocks the child's write: deadlock")
 def test_call_with_a_large_return_value_finishes(calls, pool):
     p, reports = pool(1)
     p.submit(make_job(calls, call="poolcalls:big", args=(200_000,)))
@@ -433,8 +430,6 @@ def test_a_killed_worker_fails_only_its_task_and_is_replaced(tmp_path, pool):
     assert_gone(mark)  # the task's own process group is killed with its worker
 
 
-@pytest.mark.xfail(strict=True, reason="WorkerPool._worker_died kills only the task's process group: "
-                   "a descendant that called setsid outlives a killed worker")
 def test_a_killed_worker_leaves_no_setsid_descendant_behind(tmp_path, pool):
     mark = marker()
     p, reports = pool(1)
@@ -446,8 +441,6 @@ def test_a_killed_worker_leaves_no_setsid_descendant_behind(tmp_path, pool):
     assert_gone(mark, timeout=3)
 
 
-@pytest.mark.xfail(strict=True, reason="WorkerPool._worker_died reports started_at=0, so the time the "
-                   "task ran before its worker died is lost from its duration and the run's task time")
 def test_a_task_whose_worker_died_keeps_its_start_time(tmp_path, pool):
     p, reports = pool(1)
     p.submit(make_job(tmp_path, "victim", shell=f"sleep {marker()}"))
@@ -458,8 +451,6 @@ def test_a_task_whose_worker_died_keeps_its_start_time(tmp_path, pool):
     assert died.ended_at >= died.started_at
 
 
-@pytest.mark.xfail(strict=True, reason="WorkerPool.submit reuses an idle slot without checking that its "
-                   "worker is alive: sending the job raises BrokenPipeError into the supervisor")
 def test_a_worker_that_died_while_idle_is_replaced(tmp_path, pool):
     p, reports = pool(1)
     p.submit(make_job(tmp_path, "first", shell="echo $PPID"))

@@ -180,8 +180,6 @@ def test_junit_report_parses_and_has_a_failure_for_a_failed_task(tmp_path):
     assert float(cases["good"].get("time")) >= 0.2
 
 
-@pytest.mark.xfail(strict=True, reason="cmd_run checks the --junit path only after the run: a missing "
-                   "folder ends a successful run in a traceback and 'internal error', exit 1")
 def test_a_junit_path_that_cannot_be_written_is_bad_usage(tmp_path):
     ran = tmp_path / "ran"
     result = nova(tmp_path, RUN_TABLE + task("a", f"touch {ran}"), "--junit",
@@ -191,8 +189,6 @@ def test_a_junit_path_that_cannot_be_written_is_bad_usage(tmp_path):
     assert not ran.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="cli.main turns the BrokenPipeError raised by view.close into "
-                   "exit 0, so a failed run piped into `head` reports success and --junit is not written")
 def test_a_reader_that_goes_away_does_not_hide_a_failure(tmp_path):
     path = write_tasks(tmp_path, RUN_TABLE + task("late_failure", "sleep 0.5; exit 1"))
     report = tmp_path / "junit.xml"

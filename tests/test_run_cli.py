@@ -403,8 +403,6 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # whatever the test runner was started with
 
 
-@pytest.mark.xfail(strict=True, reason="pool._worker_main sets SIGINT to SIG_IGN in the worker and "
-                   "every task it spawns inherits it: a Python task never gets KeyboardInterrupt")
 def test_tasks_start_with_default_signal_handling(tmp_path):
     probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
     path = write_tasks(tmp_path, RUN_TABLE + task("probe", [sys.executable, "-c", probe]))

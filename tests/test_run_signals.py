@@ -177,8 +177,6 @@ def test_a_signal_stops_the_run_with_its_exit_code_and_leaves_nothing(tmp_path, 
     assert_all_exit(family)
 
 
-@pytest.mark.xfail(strict=True, reason="Supervisor._land notes 'results were not merged; they stay on "
-                   "their branches' on any interrupted run, though a run in place (isolation none) has none")
 def test_an_interrupted_run_in_place_does_not_speak_of_branches(tmp_path, live):
     ready = tmp_path / "ready"
     run = live(RUN_TABLE + task("napping", f"touch {ready}; sleep {marker()}"))
@@ -285,8 +283,6 @@ def test_a_killed_worker_fails_its_task_and_the_rest_of_the_run_finishes(tmp_pat
     assert_gone(mark)
 
 
-@pytest.mark.xfail(strict=True, reason="WorkerPool._worker_died kills only the task's process group: "
-                   "a descendant that called setsid outlives a killed worker")
 def test_a_killed_worker_leaves_no_setsid_descendant_behind(tmp_path, live):
     mark = marker()
     worker_file = tmp_path / "worker.pid"

@@ -311,8 +311,6 @@ class CountingPool(WorkerPool):
         return super().wait(timeout, wake)
 
 
-@pytest.mark.xfail(strict=True, reason="Supervisor._next_timeout keeps a timed-out task's past deadline, "
-                   "so the loop polls with timeout 0 (busy) for the whole kill grace period")
 def test_the_loop_sleeps_while_it_waits_out_the_kill_grace(run):
     text = f"[tasks.stubborn]\ncmd = {toml_str(IGNORES_TERM)}\ntimeout = 0.2\n"
     pool = CountingPool(1, 2.0)
@@ -323,9 +321,6 @@ def test_the_loop_sleeps_while_it_waits_out_the_kill_grace(run):
     assert pool.waits < 50, f"the loop waited {pool.waits} times"
 
 
-@pytest.mark.xfail(strict=True, reason="Supervisor passes its injected clock's time to "
-                   "WorkerPool.terminate, which compares it with time.monotonic(): a clock ahead of "
-                   "monotonic never sends SIGKILL, one behind skips the grace period")
 @pytest.mark.parametrize("offset", [1e4, -1e4])
 def test_an_injected_clock_does_not_change_the_kill_grace(run, offset):
     text = f"[tasks.stubborn]\ncmd = {toml_str(IGNORES_TERM)}\ntimeout = 0.2\n"
