@@ -115,8 +115,8 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
     """Tasks file, settings and plan, with every input problem as a ConfigError."""
     from .config import load_settings
     from .graph import CycleFound
-    from .journal import history
     from .plan import make_plan, select
+    from .runs import history
     from .taskfile import load_tasks
 
     taskfile = load_tasks(tasks_path)
@@ -190,8 +190,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from .cli_runs import state_dir
-    from .journal import load_run
     from .runner import resume_run
+    from .runs import load_run
 
     record = load_run(state_dir(args), args.run)
     from .taskfile import load_tasks

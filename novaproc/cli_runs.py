@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EnvironmentFault, ExitCode, InternalError
-from .journal import RunRecord, list_runs, load_run, process_start_time, task_log_path
+from .journal import process_start_time, task_log_path
 from .messages import RunState, TaskState
 from .paths import find_root
+from .runs import RunRecord, list_runs, load_run
 
 POLL_SECONDS = 0.2
 CANCEL_TIMEOUT = 60.0

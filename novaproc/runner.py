@@ -17,11 +17,12 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import BusyError, EnvironmentFault, UsageError
-from .journal import Journal, RunMeta, RunRecord, TaskMeta, kept_results
+from .journal import Journal, RunMeta, TaskMeta
 from .locks import Blocked, LockManager, Owner, run_request
 from .messages import Event, RunState
 from .plan import Plan
 from .pool import WorkerPool
+from .runs import RunRecord, kept_results
 from .seams import LockGate
 from .supervisor import RunOutcome, Supervisor
 from .taskfile import TaskFile
@@ -115,7 +116,7 @@ def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: 
         raise UsageError(f"run {record.id} is {record.status}: there is nothing to resume")
     hashes = {t.id: t.definition_hash() for t in plan.tasks}
     kept = kept_results(record, hashes, {t.id: t.depends_on for t in plan.tasks})
-    journal = Journal.reopen(settings.state_path(taskfile.root), record.id, tasks=_task_metas(plan))
+    journal = Journal.reopen(record, tasks=_task_metas(plan))
     return Run(taskfile, settings, plan, journal,
                {tid: (t.commit, t.duration or 0.0) for tid, t in kept.items()})
 

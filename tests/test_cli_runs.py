@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from novaproc.journal import Journal, RunMeta, TaskMeta, load_run, process_start_time
+from novaproc.journal import Journal, RunMeta, TaskMeta, process_start_time
 from novaproc.messages import Event, RunState, TaskState
+from novaproc.runs import load_run
 
 # A stand-in supervisor: journals a run with tasks "work" and "later", prints the run id, writes
 # output to work's log, and ends as a real one does: finished after `lines` lines with `code`,

@@ -20,14 +20,11 @@ from novaproc.journal import (
     JournalCorrupt,
     RunMeta,
     TaskMeta,
-    history,
-    kept_results,
-    list_runs,
-    load_run,
     process_start_time,
     write_atomic,
 )
 from novaproc.messages import Event, RunState, TaskState
+from novaproc.runs import history, kept_results, list_runs, load_run
 
 TASKS = (TaskMeta("build", "build it", "h-build"), TaskMeta("test", "", "h-test"),
          TaskMeta("docs", "", "h-docs"))
@@ -279,7 +276,7 @@ def test_reopen_drops_a_torn_tail_and_records_the_new_supervisor(
     path.write_bytes(path.read_bytes()[:-20])  # the supervisor died writing run_finished
     assert load_run(tmp_path, run_id).status is RunState.CRASHED
     changed = (TaskMeta("build", hash="h-build"), TaskMeta("test", hash="h-test2"), TaskMeta("new", hash="n"))
-    with Journal.reopen(tmp_path, run_id[:4], tasks=changed) as j:
+    with Journal.reopen(load_run(tmp_path, run_id[:4]), tasks=changed) as j:
         assert load_run(tmp_path, run_id).status is RunState.RUNNING
         emit(j, "task_state", "test", TaskState.RUNNING, at=2000, attempt=1)
         emit(j, "task_state", "test", TaskState.DONE, at=2001, attempt=1, exit_code=0, duration=1.0)
@@ -295,10 +292,10 @@ def test_reopen_drops_a_torn_tail_and_records_the_new_supervisor(
 def test_reopen_refuses_a_run_that_is_still_going(tmp_path: Path) -> None:
     with Journal.create(tmp_path, meta(tmp_path)) as j:
         with pytest.raises(UsageError, match="still running"):
-            Journal.reopen(tmp_path, j.run_id)
+            Journal.reopen(load_run(tmp_path, j.run_id))
         with pytest.raises(UsageError, match="being written by another"):
-            Journal.reopen(tmp_path, j.run_id, force=True)
-    Journal.reopen(tmp_path, j.run_id, force=True).close()  # a handoff once the writer let go
+            Journal.reopen(load_run(tmp_path, j.run_id), force=True)
+    Journal.reopen(load_run(tmp_path, j.run_id), force=True).close()  # a handoff once the writer let go
 
 
 def test_kept_results_are_the_successes_with_an_unchanged_definition(
@@ -316,7 +313,8 @@ def test_kept_results_are_the_successes_with_an_unchanged_definition(
 def test_a_success_under_an_older_definition_is_not_kept_after_a_resume(
         tmp_path: Path, dead_pid: tuple[int, int]) -> None:
     run_id = finished_run(tmp_path, tmp_path, dead_pid)
-    Journal.reopen(tmp_path, run_id, pid=dead_pid[0], tasks=(TaskMeta("build", hash="edited"),)).close()
+    edited = (TaskMeta("build", hash="edited"),)
+    Journal.reopen(load_run(tmp_path, run_id), pid=dead_pid[0], tasks=edited).close()
     r = load_run(tmp_path, run_id)  # the resumed supervisor died before build ran again
     assert r.status is RunState.CRASHED and r.task("build").hash == "edited"
     assert kept_results(r, {"build": "edited"}) == {}
