@@ -181,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         run.hold_tasks_file(args.if_busy)
     except BaseException:
-        run.close()
+        run.close()  # idempotent
         raise
     if args.ready_fd is not None:
         run.detach(args.ready_fd)

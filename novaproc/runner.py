@@ -8,6 +8,7 @@ through the same door.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,8 @@ class Run:
         if isinstance(answer, Blocked):
             if if_busy == "skip":
                 self.locks.cancel(request)
+                self.close()
+                shutil.rmtree(self.journal.folder, ignore_errors=True)  # nothing ran: no run to list
                 raise BusyError(f"{self.taskfile.path} is busy: another run of it is live "
                                 f"({answer.describe()}); --if-busy skip")
             self._emit(Event("message", self.run_id, time.time(), data={
