@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 JOURNAL_VERSION = 1
 RUN_FILE, EVENTS_FILE, LOGS_DIR = "run.json", "events.jsonl", "logs"
+DURATIONS_FILE = "durations.json"
 DURABLE_KINDS = frozenset({"task_state", "run_started", "run_resumed", "run_finished"})
 SYNC_NOW_KINDS = frozenset({"run_started", "run_resumed", "run_finished"})
 GROUP_COMMIT = 0.02  # seconds a task event may wait for its fsync
@@ -207,6 +208,12 @@ class Journal:
             except OSError as e:
                 raise EnvironmentFault(f"cannot write the run journal {self.folder / EVENTS_FILE}: "
                                        f"{e.strerror}") from None
+
+    def save_durations(self, durations: Mapping[str, tuple[str, float]]) -> None:
+        """Keep task id -> (definition hash, seconds) of the tasks that succeeded, so the plans
+        of later runs read one small file instead of replaying this whole journal."""
+        data = {tid: {"hash": h, "duration": round(d, 3)} for tid, (h, d) in durations.items()}
+        write_atomic(self.folder / DURATIONS_FILE, json.dumps(data))
 
     def note(self, level: str, text: str) -> None:
         self.record(Event("message", self.run_id, time.time(), data={"level": level, "text": text}))

@@ -20,7 +20,7 @@ from .config import Settings
 from .errors import BusyError, EnvironmentFault, UsageError
 from .journal import Journal, RunMeta, TaskMeta
 from .locks import Blocked, LockManager, Owner, run_request
-from .messages import Event, RunState
+from .messages import Event, RunState, TaskState
 from .plan import Plan
 from .pool import WorkerPool
 from .runs import RunRecord, kept_results
@@ -86,7 +86,11 @@ class Run:
         supervisor = Supervisor(self.plan, self.settings, run_id=self.run_id, root=self.taskfile.root,
                                 log_path=self.journal.start_log, emit=self._emit, pool=self.pool,
                                 isolation=isolation, gate=gate, kept=self.kept)
-        return supervisor.run()
+        outcome = supervisor.run()
+        hashes = {t.id: t.definition_hash() for t in self.plan.tasks}
+        self.journal.save_durations({tid: (hashes[tid], r.run_time) for tid, r in outcome.records.items()
+                                     if r.state == TaskState.DONE and r.attempts})
+        return outcome
 
     def detach(self, ready_fd: int) -> None:
         """A background run's supervisor: output to the run's folder, then tell the launcher

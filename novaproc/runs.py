@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import EnvironmentFault, UsageError, did_you_mean
 from .journal import (
+    DURATIONS_FILE,
     EVENTS_FILE,
     JOURNAL_VERSION,
     RUN_FILE,
@@ -146,14 +147,29 @@ def history(state_dir: Path, tasks_file: Path, hashes: Mapping[str, str], *,
     seen: dict[str, list[float]] = {}
     for folder in _runs_of(Path(state_dir), target)[:scan]:
         try:
-            record = _load(folder)
+            durations = _durations(folder)
         except (EnvironmentFault, UsageError):
             continue  # a damaged old journal must not stop a plan
-        for t in record.tasks:
-            if (t.state is TaskState.DONE and t.duration is not None and t.done_hash
-                    and t.done_hash == hashes.get(t.id)):
-                seen.setdefault(t.id, []).append(t.duration)
+        for tid, (done_hash, seconds) in durations.items():
+            if done_hash == hashes.get(tid):
+                seen.setdefault(tid, []).append(seconds)
+        if len(seen) == len(hashes) and all(len(d) >= last for d in seen.values()):
+            break
     return {tid: statistics.median(durations[:last]) for tid, durations in seen.items()}
+
+
+def _durations(folder: Path) -> dict[str, tuple[str, float]]:
+    """Task id -> (hash, seconds) of the tasks that succeeded in the run in `folder`: from its
+    small durations file, or (a run that ended without one) by replaying its journal."""
+    try:
+        data = json.loads((folder / DURATIONS_FILE).read_text(encoding="utf-8"))
+        return {tid: (str(v["hash"]), float(v["duration"])) for tid, v in data.items()}
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return {t.id: (t.done_hash, t.duration) for t in _load(folder).tasks
+            if t.state is TaskState.DONE and t.duration is not None and t.done_hash}
 
 
 def kept_results(record: RunRecord, current_hashes: Mapping[str, str],
@@ -293,12 +309,12 @@ def _runs_of(state_dir: Path, tasks_file: str) -> list[Path]:
     """The folders of the runs of `tasks_file` (a real path), newest first; only run.json is read."""
     found = []
     for folder in _run_folders(state_dir):
-        try:
-            meta = _read_meta(folder / RUN_FILE)
-        except EnvironmentFault:
+        try:  # only two keys are needed: skip building the whole record
+            data = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+            if os.path.realpath(data["tasks_file"]) == tasks_file:
+                found.append((float(data["created"]), folder))
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        if os.path.realpath(meta.tasks_file) == tasks_file:
-            found.append((meta.created, folder))
     return [folder for _, folder in sorted(found, reverse=True)]
 
 
