@@ -14,16 +14,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import EnvironmentFault, ExitCode, InternalError
-from .journal import process_start_time, task_log_path
 from .messages import RunState, TaskState
 from .paths import find_root
-from .runs import RunRecord, list_runs, load_run
 
 POLL_SECONDS = 0.2
 CANCEL_TIMEOUT = 60.0
+
+if TYPE_CHECKING:  # the commands import the journal readers when they run: --help stays fast
+    from .runs import RunRecord
 
 
 def add_parsers(sub: Any) -> None:
@@ -74,6 +75,8 @@ def state_dir(args: argparse.Namespace) -> Path:
 # --- status -------------------------------------------------------------------------------------
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .runs import list_runs, load_run
+
     folder = state_dir(args)
     if args.run:
         record = load_run(folder, args.run)
@@ -182,6 +185,8 @@ def _warn(messages: Any) -> None:
 # --- logs ---------------------------------------------------------------------------------------
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from .runs import load_run
+
     folder = state_dir(args)
     record = load_run(folder, args.run)
     only = record.task(args.task).id if args.task else None
@@ -207,6 +212,8 @@ class _Tail:
         self.current: str | None = None
 
     def drain(self, record: RunRecord, task_ids: list[str]) -> None:
+        from .journal import task_log_path
+
         for tid in task_ids:
             data = self._read_new(task_log_path(record.folder, tid), self.offsets.get(tid, 0))
             if data is None or (not data and tid in self.offsets):
@@ -242,6 +249,8 @@ def wait_until_stopped(folder: Path, run_id: str, timeout: float | None = None, 
                        sleep: Callable[[float], None] = time.sleep,
                        clock: Callable[[], float] = time.monotonic) -> RunRecord | None:
     """The run once it is no longer running; None if `timeout` seconds pass first."""
+    from .runs import load_run
+
     deadline = None if timeout is None else clock() + timeout
     while True:
         record = load_run(folder, run_id)
@@ -261,6 +270,8 @@ def _exit_code(record: RunRecord) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    from .runs import load_run
+
     folder = state_dir(args)
     record = load_run(folder, args.run)
     if record.status is RunState.RUNNING and signal_supervisor(record, signal.SIGTERM):
@@ -289,6 +300,8 @@ def _report_cancel(record: RunRecord, asked: bool) -> int:
 
 
 def signal_supervisor(record: RunRecord, sig: int) -> bool:
+    from .journal import process_start_time
+
     """Send `sig` to the run's supervisor if it is still the process the journal names.
 
     A pidfd pins the process before its start time is checked, so a reused pid is never hit.

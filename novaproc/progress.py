@@ -11,11 +11,13 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .messages import Event
-from .plan import Plan
-from .supervisor import RunOutcome
+
+if TYPE_CHECKING:  # only types: `plan` must not pay for importing the run machinery
+    from .plan import Plan
+    from .supervisor import RunOutcome
 
 
 def format_duration(seconds: float) -> str:
