@@ -26,8 +26,8 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import secrets
+import shutil
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -103,25 +103,48 @@ def _task_env(job: Job) -> dict[str, str]:
 
 def _run_command(job: Job, log: Any, conn: multiprocessing.connection.Connection,
                  started: float) -> tuple[int, int | None, int | None, str | None]:
-    args: str | tuple[str, ...] = job.shell if job.shell is not None else job.argv  # type: ignore[assignment]
+    """Spawn the command in its own session, output to the log, and wait for it.
+
+    posix_spawn, not subprocess.Popen: half the cost per task (0.7 ms against 1.25 ms for
+    `true` here), which is most of novaproc's overhead on short tasks.
+    """
+    env = _task_env(job)
     try:
-        proc = subprocess.Popen(args, shell=job.shell is not None, cwd=job.cwd, env=_task_env(job),
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    except FileNotFoundError as e:
-        if not os.path.isdir(job.cwd):
-            log.write(f"novaproc: working folder {job.cwd} does not exist\n".encode())
-            return 0, 126, None, f"working folder not found: {job.cwd}"
-        missing = e.filename or (job.argv or ("?",))[0]
-        log.write(f"novaproc: {missing}: program not found\n".encode())
-        return 0, 127, None, f"program not found: {missing}"
+        os.chdir(job.cwd)  # the worker is single-threaded: the child inherits the folder
     except OSError as e:
-        log.write(f"novaproc: cannot start: {e}\n".encode())
-        return 0, 126, None, f"cannot start: {e.strerror or e}"
-    conn.send(Started(job.task_id, job.attempt, proc.pid, started))
-    _wait_child_or_orphaned(proc.pid, conn)
-    code = proc.wait()
-    return proc.pid, (code if code >= 0 else None), (-code if code < 0 else None), None
+        log.write(f"novaproc: working folder {job.cwd}: {e.strerror}\n".encode())
+        return 0, 126, None, f"working folder not found: {job.cwd}"
+    if job.shell is not None:
+        program, argv = "/bin/sh", ["/bin/sh", "-c", job.shell]
+    else:
+        argv = list(job.argv or ())
+        # looked up in the task's PATH, which posix_spawnp would ignore for the worker's
+        program = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH")) or ""
+        if not program:
+            log.write(f"novaproc: {argv[0]}: program not found\n".encode())
+            return 0, 127, None, f"program not found: {argv[0]}"
+    try:
+        pid = os.posix_spawn(program, argv, env, setsid=True, setsigdef=_DEFAULT_SIGNALS,
+                             file_actions=_stdio(log.fileno()))
+    except FileNotFoundError:
+        log.write(f"novaproc: {program}: program not found\n".encode())
+        return 0, 127, None, f"program not found: {program}"
+    except OSError as e:
+        log.write(f"novaproc: cannot start {program}: {e.strerror}\n".encode())
+        return 0, 126, None, f"cannot start {program}: {e.strerror or e}"
+    conn.send(Started(job.task_id, job.attempt, pid, started))
+    _wait_child_or_orphaned(pid, conn)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return pid, (code if code >= 0 else None), (-code if code < 0 else None), None
+
+
+# Python ignores SIGPIPE and SIGXFSZ for itself; a task starts with the defaults, as from a shell
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def _stdio(log_fd: int) -> list[tuple[Any, ...]]:
+    return [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)]
 
 
 def _wait_child_or_orphaned(pid: int, conn: multiprocessing.connection.Connection,
