@@ -1,0 +1,672 @@
+"""End to end: `novaproc run` in real git repositories, with worktree isolation (the default
+inside git). Each test makes its own repository in tmp_path and gives the CLI private state,
+worktree and lock folders, so tests running in parallel never share anything.
+
+The helpers at the top (Sandbox, make_repo, git, tasks_toml, ...) are shared with
+test_e2e_runs.py and test_e2e_locks.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+from conftest import clean_env
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+T = TypeVar("T")
+
+# no CPU/memory throttle: a busy CI machine must not hold tasks back; short kill grace
+RUN_TABLE: dict[str, object] = {"cpu_limit": 100, "memory_limit": 100, "kill_grace": 1}
+# git must not read the machine's or the user's configuration
+GIT_ENV = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
+RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+# ------------------------------------------------------------------------------- helpers
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    """`git ARGS` in `repo` without any outside configuration; its stdout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV
+    proc = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc.stdout
+
+
+def make_repo(path: Path, files: Mapping[str, str]) -> Path:
+    """A git repository at `path` on branch main whose first commit holds `files`."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.name", "Nova Test")
+    git(path, "config", "user.email", "nova-test@example.com")
+    write_files(path, files)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+def write_files(root: Path, files: Mapping[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def commit_all(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return rev(repo, "HEAD")
+
+
+def rev(repo: Path, what: str) -> str:
+    return git(repo, "rev-parse", "--verify", "-q", what).strip()
+
+
+def show(repo: Path, ref: str, path: str) -> str | None:
+    """The file `path` at `ref`, or None when it has none."""
+    proc = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=repo, capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV,
+                          check=False)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def nova_branches(repo: Path) -> list[str]:
+    return git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/nova/").split()
+
+
+def worktree_paths(repo: Path) -> list[Path]:
+    out = git(repo, "worktree", "list", "--porcelain")
+    return [Path(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("worktree ")]
+
+
+def is_ancestor(repo: Path, commit: str, of: str) -> bool:
+    return subprocess.run(["git", "merge-base", "--is-ancestor", commit, of], cwd=repo,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV,
+                          check=False).returncode == 0
+
+
+def toml_value(value: object) -> str:
+    """A TOML value: strings, numbers, booleans and lists as JSON writes them, tables inline."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+def tasks_toml(tasks: Mapping[str, Mapping[str, object]], **run: object) -> str:
+    """A tasks file: [run] (RUN_TABLE overridden by `run`), then one table per task."""
+    lines = ["[run]", *(f"{k} = {toml_value(v)}" for k, v in {**RUN_TABLE, **run}.items()), ""]
+    for tid, fields in tasks.items():
+        lines.append(f"[tasks.{json.dumps(tid)}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in fields.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def wait_until(check: Callable[[], T], what: str, timeout: float = 20.0, every: float = 0.02) -> T:
+    """Poll `check` until it returns something true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
+
+
+def wait_for_file(path: Path, timeout: float = 20.0) -> None:
+    """Until `path` exists (a guard in shell: tasks that wait never hang a test forever)."""
+    wait_until(path.exists, f"{path} to appear", timeout)
+
+
+def shell_wait_for(path: Path, limit: float = 30.0) -> str:
+    """A shell snippet that waits until `path` exists, at most `limit` seconds."""
+    return (f'i=0; while [ ! -e "{path}" ] && [ $i -lt {int(limit * 20)} ]; do sleep 0.05; '
+            "i=$((i+1)); done")
+
+
+def stamp(path: Path) -> str:
+    """A shell snippet that appends the current time (seconds, ns resolution) to `path`."""
+    return f'date +%s.%N >> "{path}"'
+
+
+def task_processes(run_id: str) -> list[psutil.Process]:
+    """Live processes carrying the run's mark in their environment (tasks and their descendants)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("NOVA_RUN_ID") == run_id:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return found
+
+
+class Ran:
+    """A finished CLI command: exit code, output, and (for --json) its events."""
+
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"<exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}>"
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.splitlines() if line.startswith("{")]
+
+    @property
+    def run_id(self) -> str:
+        for event in self.events:
+            return str(event["run_id"])
+        match = re.search(r"novaproc: run ([A-Za-z0-9_-]+):", self.out)
+        assert match, f"no run id in the output of {self!r}"
+        return match.group(1)
+
+    def event(self, kind: str) -> dict[str, Any]:
+        found = [e for e in self.events if e["event"] == kind]
+        assert found, f"no {kind} event in {self!r}"
+        return found[-1]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.event("summary")
+
+    @property
+    def notes(self) -> str:
+        return "\n".join(self.summary["notes"])
+
+    def states(self) -> dict[str, str]:
+        return {tid: t["state"] for tid, t in self.summary["tasks"].items()}
+
+
+class Spawned:
+    """A CLI command running in the background, its stdout lines collected by a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._new: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
+
+    def wait_event(self, match: Callable[[dict[str, Any]], bool], what: str,
+                   timeout: float = 20.0) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                hits = [e for e in self.events() if match(e)]
+                assert hits, f"exited {self.proc.returncode} before {what}: {''.join(self.lines)}"
+            return next((e for e in self.events() if match(e)), None)
+        return wait_until(found, what, timeout)
+
+    def finish(self, timeout: float = 60.0) -> Ran:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        self._reader.join(5)
+        assert self.proc.stderr is not None
+        return Ran(code, "".join(self.lines), self.proc.stderr.read())
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._reader.join(5)
+
+
+class Sandbox:
+    """Private novaproc folders for one test (state, worktrees, locks) and the CLI run with them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state, self.worktrees, self.locks = root / "state", root / "worktrees", root / "locks"
+        self.env = {"NOVA_STATE_DIR": str(self.state), "NOVA_WORKTREE_DIR": str(self.worktrees),
+                    "NOVA_LOCK_DIR": str(self.locks), **GIT_ENV}
+        self._spawned: list[Spawned] = []
+
+    def argv(self, *args: str | os.PathLike[str]) -> list[str]:
+        return [sys.executable, "-m", "novaproc", *map(str, args)]
+
+    def cli(self, *args: str | os.PathLike[str], cwd: Path | None = None, timeout: float = 60) -> Ran:
+        proc = subprocess.run(self.argv(*args), cwd=cwd or self.root, env=clean_env(self.env),
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+        return Ran(proc.returncode, proc.stdout, proc.stderr)
+
+    def spawn(self, *args: str | os.PathLike[str], cwd: Path | None = None) -> Spawned:
+        proc = subprocess.Popen(self.argv(*args), cwd=cwd or self.root, env=clean_env(self.env),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        spawned = Spawned(proc)
+        self._spawned.append(spawned)
+        return spawned
+
+    def run(self, tasks: Path, *args: str, cwd: Path | None = None, timeout: float = 60) -> Ran:
+        """`run TASKS --json ARGS`."""
+        return self.cli("run", tasks, "--json", *args, cwd=cwd or tasks.parent, timeout=timeout)
+
+    def status(self, run_id: str) -> dict[str, Any]:
+        ran = self.cli("status", run_id, "--json")
+        assert ran.code == 0, ran
+        return json.loads(ran.out)
+
+    def close(self) -> None:
+        """Kill whatever a failing test left running."""
+        for spawned in self._spawned:
+            spawned.kill()
+            spawned.proc.stdout and spawned.proc.stdout.close()
+            spawned.proc.stderr and spawned.proc.stderr.close()
+
+
+@pytest.fixture
+def box(tmp_path: Path):  # type: ignore[no-untyped-def]
+    sandbox = Sandbox(tmp_path)
+    yield sandbox
+    sandbox.close()
+
+
+def assert_no_leftovers(repo: Path, box: Sandbox) -> None:
+    """Only the main worktree, an empty worktree folder, no nova/* branch."""
+    assert worktree_paths(repo) == [repo.resolve()]
+    assert not box.worktrees.exists() or list(box.worktrees.iterdir()) == []
+    assert nova_branches(repo) == []
+
+
+def assert_clean(repo: Path) -> None:
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def simple_task(tid: str, text: str | None = None, **fields: object) -> dict[str, object]:
+    """A task writing `text` (default: its id) to <tid>.txt, declaring that file."""
+    return {"cmd": f"echo {text or tid} > {tid}.txt", "writes": [f"{tid}.txt"], **fields}
+
+
+# ------------------------------------------------------------------------------- merging
+
+def test_three_tasks_on_different_files_merge_into_a_clean_target(tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({t: simple_task(t) for t in ("a", "b", "c")})
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks, "README": "hello\n"})
+    base = rev(repo, "main")
+
+    ran = box.run(repo / "tasks.toml")
+
+    assert ran.code == 0, ran
+    assert ran.states() == {"a": "done", "b": "done", "c": "done"}
+    for t in ("a", "b", "c"):
+        assert show(repo, "main", f"{t}.txt") == f"{t}\n"
+        assert (repo / f"{t}.txt").read_text() == f"{t}\n"  # the checkout moved with the branch
+    assert is_ancestor(repo, base, "main")
+    assert_clean(repo)
+    assert_no_leftovers(repo, box)
+
+
+def test_a_dependent_sees_its_dependencys_change(tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({
+        "make": {"cmd": "sleep 0.2; echo made > made.txt", "writes": ["made.txt"]},
+        "use": {"cmd": "cat made.txt > used.txt", "writes": ["used.txt"], "depends_on": ["make"]},
+        "other": simple_task("other"),
+    })
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+
+    ran = box.run(repo / "tasks.toml")
+
+    assert ran.code == 0, ran
+    assert show(repo, "main", "used.txt") == "made\n"
+    assert show(repo, "main", "made.txt") == "made\n"
+    assert show(repo, "main", "other.txt") == "other\n"
+    assert_clean(repo)
+    assert_no_leftovers(repo, box)
+
+
+def test_tasks_declaring_the_same_writes_run_in_declared_order_on_each_others_results(
+        tmp_path: Path, box: Sandbox) -> None:
+    # the first is the slowest: run at once, the others would not see its line
+    tasks = tasks_toml({
+        "first": {"cmd": "sleep 0.3; echo first >> log.txt", "writes": ["log.txt"]},
+        "second": {"cmd": "cp log.txt seen-by-second.txt; echo second >> log.txt",
+                   "writes": ["log.txt", "seen-by-second.txt"]},
+        "third": {"cmd": "cp log.txt seen-by-third.txt; echo third >> log.txt",
+                  "writes": ["log.txt", "seen-by-third.txt"]},
+    })
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks, "log.txt": "base\n"})
+
+    ran = box.run(repo / "tasks.toml")
+
+    assert ran.code == 0, ran
+    assert show(repo, "main", "log.txt") == "base\nfirst\nsecond\nthird\n"
+    assert show(repo, "main", "seen-by-second.txt") == "base\nfirst\n"
+    assert show(repo, "main", "seen-by-third.txt") == "base\nfirst\nsecond\n"
+    assert ran.event("merge")["reruns"] == []  # ordered, so nothing conflicted
+    assert_clean(repo)
+    assert_no_leftovers(repo, box)
+
+
+def test_undeclared_conflicting_edits_are_run_again_and_both_kept(tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({
+        "one": {"cmd": "echo one >> shared.txt"},
+        "two": {"cmd": "sleep 0.1; echo two >> shared.txt"},
+    })
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks, "shared.txt": "base\n"})
+
+    ran = box.run(repo / "tasks.toml")
+
+    assert ran.code == 0, ran
+    assert show(repo, "main", "shared.txt") == "base\none\ntwo\n"
+    assert ran.event("merge")["reruns"] == ["two"]
+    assert_clean(repo)
+    assert_no_leftovers(repo, box)
+
+
+def test_on_conflict_fail_keeps_the_branch_and_names_the_file(tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({
+        "one": {"cmd": "echo one >> shared.txt"},
+        "two": {"cmd": "echo two >> shared.txt"},
+        "three": simple_task("three"),
+    }, on_conflict="fail")
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks, "shared.txt": "base\n"})
+
+    ran = box.cli("run", repo / "tasks.toml", cwd=repo)  # the plain view: what a person reads
+
+    assert ran.code == 3, ran
+    run_id = ran.run_id
+    assert "shared.txt" in ran.text
+    assert f"nova/{run_id}/two" in ran.text
+    assert f"nova/{run_id}/two" in nova_branches(repo)
+    assert show(repo, f"nova/{run_id}/two", "shared.txt") == "base\ntwo\n"
+    assert show(repo, "main", "shared.txt") == "base\none\n"  # the others merged
+    assert show(repo, "main", "three.txt") == "three\n"
+    assert_clean(repo)
+
+
+def test_verify_failing_because_of_one_task_names_it_and_lands_the_rest(tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({
+        "good1": simple_task("good1"),
+        "breaker": {"cmd": "echo oops > broken.txt", "writes": ["broken.txt"]},
+        "good2": simple_task("good2"),
+    }, verify="test ! -e broken.txt")
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+
+    ran = box.run(repo / "tasks.toml")
+
+    assert ran.code == 4, ran
+    assert ran.event("merge")["culprit"] == "breaker"
+    assert "breaker" in ran.notes
+    assert show(repo, "main", "good1.txt") == "good1\n"
+    assert show(repo, "main", "good2.txt") == "good2\n"
+    assert show(repo, "main", "broken.txt") is None
+    assert not (repo / "broken.txt").exists()
+    assert_clean(repo)
+    assert worktree_paths(repo) == [repo.resolve()]  # verify's worktree is gone too
+
+
+def test_a_target_moved_during_the_run_keeps_that_commit_and_the_results(
+        tmp_path: Path, box: Sandbox) -> None:
+    started, go = tmp_path / "started", tmp_path / "go"
+    tasks = tasks_toml({
+        "slow": {"cmd": f"touch {started}; {shell_wait_for(go)}; echo slow > slow.txt",
+                 "writes": ["slow.txt"]},
+        "quick": simple_task("quick"),
+    })
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+    run = box.spawn("run", repo / "tasks.toml", "--json", cwd=repo)
+    wait_for_file(started)
+
+    write_files(repo, {"theirs.txt": "theirs\n"})
+    theirs = commit_all(repo, "somebody else's commit")
+    go.touch()
+    ran = run.finish()
+
+    assert ran.code == 0, ran
+    assert is_ancestor(repo, theirs, "main")
+    assert show(repo, "main", "theirs.txt") == "theirs\n"
+    assert show(repo, "main", "slow.txt") == "slow\n"
+    assert show(repo, "main", "quick.txt") == "quick\n"
+    assert (repo / "slow.txt").read_text() == "slow\n"
+    assert_clean(repo)
+    assert_no_leftovers(repo, box)
+
+
+# ------------------------------------------------------------------------------- the user's checkout
+
+def test_a_dirty_checkout_in_the_way_is_never_overwritten(tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({"edit": {"cmd": "echo from-task > f.txt", "writes": ["f.txt"]}})
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks, "f.txt": "original\n"})
+    base = rev(repo, "main")
+    (repo / "f.txt").write_text("my uncommitted work\n")
+
+    ran = box.cli("run", repo / "tasks.toml", cwd=repo)
+
+    assert ran.code == 3, ran
+    assert (repo / "f.txt").read_text() == "my uncommitted work\n"
+    waiting = f"nova/{ran.run_id}/merged"
+    assert waiting in ran.text
+    assert show(repo, waiting, "f.txt") == "from-task\n"
+    assert rev(repo, "main") == base
+    assert git(repo, "status", "--porcelain") == " M f.txt\n"
+
+
+def test_uncommitted_changes_elsewhere_survive_a_merge(tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({"edit": {"cmd": "echo from-task > f.txt", "writes": ["f.txt"]}})
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks, "f.txt": "original\n", "g.txt": "g\n"})
+    (repo / "g.txt").write_text("my uncommitted work\n")
+    (repo / "notes.txt").write_text("untracked\n")
+
+    ran = box.run(repo / "tasks.toml")
+
+    assert ran.code == 0, ran
+    assert show(repo, "main", "f.txt") == "from-task\n"
+    assert (repo / "f.txt").read_text() == "from-task\n"
+    assert (repo / "g.txt").read_text() == "my uncommitted work\n"
+    assert (repo / "notes.txt").read_text() == "untracked\n"
+    assert show(repo, "main", "g.txt") == "g\n"
+    assert sorted(git(repo, "status", "--porcelain").splitlines()) == [" M g.txt", "?? notes.txt"]
+
+
+def test_no_merge_leaves_the_target_alone_and_the_results_on_branches(tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({t: simple_task(t) for t in ("a", "b")})
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+    base = rev(repo, "main")
+
+    ran = box.run(repo / "tasks.toml", "--no-merge")
+
+    assert ran.code == 0, ran
+    assert rev(repo, "main") == base
+    assert not (repo / "a.txt").exists()
+    run_id = ran.run_id
+    assert sorted(nova_branches(repo)) == [f"nova/{run_id}/a", f"nova/{run_id}/b"]
+    assert show(repo, f"nova/{run_id}/a", "a.txt") == "a\n"
+    assert show(repo, f"nova/{run_id}/b", "b.txt") == "b\n"
+    assert show(repo, f"nova/{run_id}/a", "b.txt") is None
+    assert_clean(repo)
+    assert worktree_paths(repo) == [repo.resolve()]
+
+
+@pytest.mark.parametrize("policy", ["warn", "fail"])
+def test_a_task_writing_outside_its_writes(tmp_path: Path, box: Sandbox, policy: str) -> None:
+    tasks = tasks_toml({
+        "sloppy": {"cmd": "echo a > a.txt; echo stray > stray.txt", "writes": ["a.txt"]},
+        "tidy": simple_task("tidy"),
+    }, undeclared_writes=policy)
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+
+    ran = box.run(repo / "tasks.toml")
+
+    assert "stray.txt" in ran.text
+    if policy == "warn":
+        assert ran.code == 0, ran
+        assert show(repo, "main", "stray.txt") == "stray\n"
+    else:
+        assert ran.code == 1, ran
+        assert ran.states()["sloppy"] == "failed"
+        assert "stray.txt" in ran.summary["tasks"]["sloppy"]["error"]
+        assert show(repo, "main", "stray.txt") is None
+        assert show(repo, "main", "a.txt") is None
+        assert ran.states()["tidy"] == "done"
+
+
+def test_sixteen_tasks_in_worktrees_at_once_all_succeed(tmp_path: Path, box: Sandbox) -> None:
+    ids = [f"t{i:02d}" for i in range(16)]
+    tasks = tasks_toml({t: {"cmd": f"sleep 0.2; echo {t} > {t}.txt", "writes": [f"{t}.txt"]} for t in ids})
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+
+    ran = box.run(repo / "tasks.toml", "-j", "16", timeout=90)
+
+    assert ran.code == 0, ran
+    assert set(ran.states().values()) == {"done"}
+    tree = git(repo, "ls-tree", "--name-only", "main").split()
+    assert sorted(t for t in tree if re.fullmatch(r"t\d\d\.txt", t)) == [f"{t}.txt" for t in ids]
+    assert_clean(repo)
+    assert_no_leftovers(repo, box)
+
+
+# ------------------------------------------------------------------------------- kept for inspection
+
+def test_a_failed_tasks_worktree_is_kept_and_listed_and_clean_removes_it(
+        tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({
+        "ok": simple_task("ok"),
+        "broken": {"cmd": "echo half-done > partial.txt; exit 3", "writes": ["partial.txt"]},
+    })
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+
+    ran = box.run(repo / "tasks.toml")
+
+    assert ran.code == 1, ran
+    kept = box.worktrees / f"{ran.run_id}-broken"
+    assert str(kept) in ran.notes
+    assert (kept / "partial.txt").read_text() == "half-done\n"
+    assert kept.resolve() in worktree_paths(repo)
+
+    cleaned = box.cli("clean", cwd=repo)
+
+    assert cleaned.code == 0, cleaned
+    assert str(kept) in cleaned.out
+    assert not kept.exists()
+    assert worktree_paths(repo) == [repo.resolve()]
+    everything = box.cli("clean", "--all", cwd=repo)
+    assert everything.code == 0, everything
+    assert nova_branches(repo) == []
+    assert show(repo, "main", "ok.txt") == "ok\n"
+
+
+def test_a_repository_in_the_middle_of_a_merge_is_refused(tmp_path: Path, box: Sandbox) -> None:
+    marker = tmp_path / "ran"
+    tasks = tasks_toml({"t": {"cmd": f"touch {marker}"}})
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks, "f.txt": "base\n"})
+    git(repo, "checkout", "-q", "-b", "side")
+    write_files(repo, {"f.txt": "side\n"})
+    commit_all(repo, "side")
+    git(repo, "checkout", "-q", "main")
+    write_files(repo, {"f.txt": "main\n"})
+    commit_all(repo, "main")
+    git(repo, "merge", "-q", "side", check=False)  # conflicts: the merge stays in progress
+    assert (repo / ".git" / "MERGE_HEAD").exists()
+
+    ran = box.cli("run", repo / "tasks.toml", cwd=repo)
+
+    assert ran.code != 0, ran
+    assert "middle of a merge" in ran.err
+    assert "Traceback" not in ran.text
+    assert not marker.exists()
+    assert (repo / ".git" / "MERGE_HEAD").exists()
+
+
+@pytest.mark.parametrize("asked", [None, "worktree"])
+def test_outside_git_isolation_falls_back_to_none(tmp_path: Path, box: Sandbox, asked: str | None) -> None:
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    extra = {"isolation": asked} if asked else {}
+    (folder / "tasks.toml").write_text(tasks_toml({"t": simple_task("t")}, **extra))
+
+    plan = box.cli("plan", folder / "tasks.toml", cwd=folder)
+    plan_json = box.cli("plan", folder / "tasks.toml", "--json", cwd=folder)
+    ran = box.run(folder / "tasks.toml")
+
+    assert plan.code == 0, plan
+    assert "Isolation: none" in plan.out
+    assert json.loads(plan_json.out)["isolation"] == "none"
+    if asked:
+        assert "git" in plan.out.split("Isolation: none", 1)[1]  # the warning says why
+        assert any("git" in w for w in json.loads(plan_json.out)["warnings"])
+    assert ran.code == 0, ran
+    assert (folder / "t.txt").read_text() == "t\n"  # in place
+    assert not box.worktrees.exists() or list(box.worktrees.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------- the property
+
+FILES = ("f0.txt", "f1.txt", "f2.txt")
+_examples = itertools.count()
+
+
+@st.composite
+def task_sets(draw: st.DrawFn) -> list[tuple[tuple[str, ...], bool, bool]]:
+    """Tasks as (files it appends its line to, whether it sleeps, whether it depends on the one before)."""
+    n = draw(st.integers(2, 5))
+    return [(tuple(sorted(draw(st.sets(st.sampled_from(FILES), min_size=1, max_size=2)))),
+             draw(st.booleans()), i > 0 and draw(st.booleans()))
+            for i in range(n)]
+
+
+def sequential_contents(tasks: Sequence[tuple[tuple[str, ...], bool, bool]]) -> dict[str, str]:
+    """The files after running the tasks one by one in declared order."""
+    contents = dict.fromkeys(FILES, "base\n")
+    for i, (files, _, _) in enumerate(tasks):
+        for f in files:
+            contents[f] += f"t{i}\n"
+    return contents
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tasks=task_sets())
+def test_property_a_parallel_run_equals_running_the_tasks_one_by_one(
+        tmp_path: Path, tasks: list[tuple[tuple[str, ...], bool, bool]]) -> None:
+    example = tmp_path / f"example-{next(_examples)}"
+    box = Sandbox(example)
+    table = {}
+    for i, (files, sleeps, after_previous) in enumerate(tasks):
+        appends = " && ".join(f"echo t{i} >> {f}" for f in files)
+        table[f"t{i}"] = {"cmd": ("sleep 0.1; " if sleeps else "") + appends, "writes": list(files),
+                          **({"depends_on": [f"t{i - 1}"]} if after_previous else {})}
+    repo = make_repo(example / "repo", {"tasks.toml": tasks_toml(table), **dict.fromkeys(FILES, "base\n")})
+
+    ran = box.run(repo / "tasks.toml")
+
+    assert ran.code == 0, ran
+    expected = sequential_contents(tasks)
+    assert {f: show(repo, "main", f) for f in FILES} == expected
+    assert {f: (repo / f).read_text() for f in FILES} == expected
+    assert_clean(repo)
+    assert_no_leftovers(repo, box)
