@@ -313,11 +313,11 @@ class CountingPool(WorkerPool):
 
 def test_the_loop_sleeps_while_it_waits_out_the_kill_grace(run):
     text = f"[tasks.stubborn]\ncmd = {toml_str(IGNORES_TERM)}\ntimeout = 0.2\n"
-    pool = CountingPool(1, 2.0)
-    outcome = run(text, kill_grace=2.0, pool=pool)
+    pool = CountingPool(1, 1.0)
+    outcome = run(text, kill_grace=1.0, pool=pool)
     assert outcome.records["stubborn"].error == "timed out after 0.2s"
-    assert outcome.records["stubborn"].run_time >= 2.0
-    # a few wake-ups (reports, the deadline, SIGKILL) - not a spin over the 2 s grace
+    assert outcome.records["stubborn"].run_time >= 1.0
+    # a few wake-ups (reports, the deadline, SIGKILL) - not a spin over the 1 s grace
     assert pool.waits < 50, f"the loop waited {pool.waits} times"
 
 
