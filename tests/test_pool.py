@@ -442,13 +442,15 @@ def test_a_killed_worker_leaves_no_setsid_descendant_behind(tmp_path, pool):
 
 
 def test_a_task_whose_worker_died_keeps_its_start_time(tmp_path, pool):
+    mark = marker()
     p, reports = pool(1)
-    p.submit(make_job(tmp_path, "victim", shell=f"sleep {marker()}"))
+    p.submit(make_job(tmp_path, "victim", shell=f"sleep {mark}"))
     started = reports.until_started("victim")
     kill_worker_of(reports, "victim")
     died = reports.until_finished("victim")
     assert died.started_at == started.started_at  # the same value, passed on
     assert died.ended_at >= died.started_at
+    assert_gone(mark)
 
 
 def test_a_worker_that_died_while_idle_is_replaced(tmp_path, pool):

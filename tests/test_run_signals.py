@@ -179,10 +179,12 @@ def test_a_signal_stops_the_run_with_its_exit_code_and_leaves_nothing(tmp_path, 
 
 def test_an_interrupted_run_in_place_does_not_speak_of_branches(tmp_path, live):
     ready = tmp_path / "ready"
-    run = live(RUN_TABLE + task("napping", f"touch {ready}; sleep {marker()}"))
+    mark = marker()
+    run = live(RUN_TABLE + task("napping", f"touch {ready}; sleep {mark}"))
     wait_for_files(ready)
     run.proc.send_signal(signal.SIGINT)
     assert run.finish() == 130, run.stderr()
+    assert_gone(mark)
     notes = " ".join(run.summary().get("notes", []))
     assert "branch" not in notes
 
