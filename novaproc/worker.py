@@ -60,7 +60,7 @@ def worker_main(conn: multiprocessing.connection.Connection) -> None:
         except BaseException as e:  # report, never escape
             result = Finished(job.task_id, job.attempt, None, error=f"novaproc could not run it: {e!r}")
         conn.send(result)
-    _kill_tree(os.getpid(), _Worker.grace)
+    _reap_leftovers()  # cheap when the last task left nothing behind, the usual case
 
 
 class _Worker:
