@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from test_e2e_worktree import (
+    RUN_ID,
     Sandbox,
     Spawned,
     git,
@@ -173,6 +175,37 @@ def test_a_run_waiting_for_another_run_of_its_file_says_so(tmp_path: Path, box: 
     assert "waiting for the other run" in done[1].err, done[1]
     assert any(e["event"] == "message" and "waiting for the other run" in e.get("text", "")
                for e in done[2].events), done[2]
+
+
+@pytest.mark.xfail(strict=True, reason="runner.start_background reports a child that did not start as "
+                   "EnvironmentFault (exit 1), dropping the child's own exit code 75")
+def test_a_background_run_of_a_busy_file_with_if_busy_skip_exits_75(tmp_path: Path, box: Sandbox) -> None:
+    tasks, first = busy_file(tmp_path, box)
+    try:
+        skipped = box.cli("run", "--background", "--if-busy", "skip", tasks, cwd=tasks.parent)
+    finally:
+        (tmp_path / "go").touch()
+        first.finish()
+
+    assert skipped.code == 75, skipped
+    assert skipped.out == "" and "busy" in skipped.err, skipped
+
+
+@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired,
+                   reason="a background run waits for the other run of its file (cli.cmd_run: "
+                   "hold_tasks_file) before it detaches, so `run --background` blocks until that run ends")
+def test_a_background_run_of_a_busy_file_returns_at_once(tmp_path: Path, box: Sandbox) -> None:
+    tasks, first = busy_file(tmp_path, box)
+    try:
+        launched = box.cli("run", "--background", tasks, cwd=tasks.parent, timeout=5)
+    finally:
+        (tmp_path / "go").touch()
+        assert first.finish().code == 0
+
+    run_id = launched.out.strip()
+    assert launched.code == 0 and RUN_ID.fullmatch(run_id), launched
+    assert box.cli("wait", run_id).code == 0
+    assert len(times(tmp_path / "starts")) == 2
 
 
 def test_git_tasks_of_two_concurrent_runs_never_overlap(tmp_path: Path, box: Sandbox) -> None:
