@@ -25,6 +25,7 @@ from test_e2e_worktree import (
     is_ancestor,
     make_repo,
     nova_branches,
+    rev,
     shell_wait_for,
     show,
     task_processes,
@@ -297,6 +298,39 @@ def test_cancel_leaves_no_task_process_alive(tmp_path: Path, box: Sandbox) -> No
     assert task_states(status)["queued"] in ("cancelled", "skipped")
     assert "cancelled" in box.cli("status", run_id).out
     assert box.cli("wait", run_id).code == 143
+
+
+def test_a_cancelled_worktree_run_keeps_its_branches_and_resume_lands_everything(
+        tmp_path: Path, box: Sandbox) -> None:
+    counter, started, go = tmp_path / "counts", tmp_path / "started", tmp_path / "go"
+    started.mkdir()
+    tasks = {t: {"cmd": counted(t, f"echo {t} > {t}.txt", counter, started), "writes": [f"{t}.txt"]}
+             for t in ("a", "b")}
+    tasks["c"] = {"cmd": counted("c", f"{shell_wait_for(go)}; echo c > c.txt", counter, started),
+                  "writes": ["c.txt"]}
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks_toml(tasks)})
+    base = rev(repo, "main")
+    run_id = box.cli("run", "--background", repo / "tasks.toml", cwd=repo).out.strip()
+    wait_until(lambda: {"a", "b"} <= {t for t, s in task_states(box.status(run_id)).items() if s == "done"},
+               "a and b to be recorded")
+
+    cancelled = box.cli("cancel", run_id)
+
+    assert cancelled.code == 0, cancelled
+    assert box.status(run_id)["status"] == "cancelled"
+    assert rev(repo, "main") == base  # an interrupted run merges nothing
+    assert {f"nova/{run_id}/a", f"nova/{run_id}/b"} <= set(nova_branches(repo))
+    assert show(repo, f"nova/{run_id}/a", "a.txt") == "a\n"
+
+    go.touch()
+    resumed = box.cli("resume", run_id, "--json", cwd=repo)
+
+    assert resumed.code == 0, resumed
+    for tid in ("a", "b", "c"):
+        assert show(repo, "main", f"{tid}.txt") == f"{tid}\n"
+    assert counts(counter) == Counter({"a": 1, "b": 1, "c": 1})
+    assert_clean(repo)
+    assert_no_leftovers(repo, box)
 
 
 # ------------------------------------------------------------------------------- history
