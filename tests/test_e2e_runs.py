@@ -9,6 +9,7 @@ one really ran.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -64,7 +65,7 @@ def start_run(box: Sandbox, tasks: Path, cwd: Path) -> tuple[Spawned, str]:
 def kill_and_check_crashed(box: Sandbox, run: Spawned, run_id: str) -> dict[str, Any]:
     """SIGKILL the supervisor; nothing of the run may outlive it; status says crashed."""
     run.kill()
-    wait_until(lambda: not task_processes(run_id), "the killed run's tasks to be gone", timeout=10)
+    wait_until(lambda: not task_processes(run_id), "the killed run's tasks to be gone", timeout=3)
     status = box.status(run_id)
     assert status["status"] == "crashed", status
     listed = box.cli("status")
@@ -91,7 +92,9 @@ CRASH_TASKS = {"quick1": 0.4, "quick2": 0.4, "slow1": 1.5, "slow2": 1.5}
 def crash_tasks_file(folder: Path, counter: Path, started: Path, gate: Path, *,
                      changed: str | None = None) -> Path:
     tasks: dict[str, dict[str, object]] = {
-        tid: {"cmd": counted(tid, f"sleep {secs}", counter, started), "reads": [str(gate)]}
+        # with a descendant in its own session, which must not outlive a killed supervisor either
+        tid: {"cmd": counted(tid, f"setsid sleep {secs} & sleep {secs}", counter, started),
+              "reads": [str(gate)]}
         for tid, secs in CRASH_TASKS.items()}
     tasks["after"] = {"cmd": counted("after", "true", counter, started), "depends_on": ["slow1"]}
     if changed:
@@ -242,6 +245,8 @@ def test_a_background_run_returns_at_once_and_status_logs_and_wait_follow_it(
     assert launched.out == run_id + "\n" and RUN_ID.fullmatch(run_id), launched  # only the id
     assert took < 5, took  # its tasks cannot end before `go` exists: it did not wait for them
     assert not go.exists()
+    supervisor = box.status(run_id)["pid"]
+    assert os.getsid(supervisor) == supervisor != os.getsid(0)  # detached: a session of its own
     listed = box.cli("status")
     assert run_id in listed.out and "running" in listed.out, listed
     listed_json = json.loads(box.cli("status", "--json").out)
@@ -254,6 +259,8 @@ def test_a_background_run_returns_at_once_and_status_logs_and_wait_follow_it(
     assert waited.code == 0, waited
     logs = box.cli("logs", run_id, "hello")
     assert logs.code == 0 and logs.out.splitlines() == ["hello-from-the-task", "bye"], logs
+    every = box.cli("logs", run_id)
+    assert "==> hello <==" in every.out and "hello-from-the-task" in every.out, every
     assert box.status(run_id)["status"] == "done"
 
 
