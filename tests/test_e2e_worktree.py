@@ -474,6 +474,61 @@ def test_two_runs_in_one_repository_both_land(tmp_path: Path, box: Sandbox) -> N
     assert_no_leftovers(repo, box)
 
 
+def test_own_commits_and_deletions_land_on_a_target_that_is_not_checked_out(
+        tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({
+        "own": {"cmd": "echo x > x.txt && git add x.txt && git commit -qm 'made by the task' "
+                       "&& echo y > y.txt", "writes": ["x.txt", "y.txt"]},
+        "delete": {"cmd": "rm gone.txt", "writes": ["gone.txt"]},
+    }, target="dev")
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks, "gone.txt": "bye\n"})
+    git(repo, "branch", "dev")
+    main = rev(repo, "main")
+
+    ran = box.run(repo / "tasks.toml")
+
+    assert ran.code == 0, ran
+    assert "made by the task" in git(repo, "log", "--format=%s", "dev").splitlines()
+    assert sorted(git(repo, "ls-tree", "--name-only", "dev").split()) == ["tasks.toml", "x.txt", "y.txt"]
+    assert rev(repo, "main") == main  # the checked-out branch is not the target: untouched
+    assert (repo / "gone.txt").exists()
+    assert_clean(repo)
+    assert_no_leftovers(repo, box)
+
+
+def test_included_files_and_the_setup_reach_every_task_without_being_committed(
+        tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({t: {"cmd": f"cat .env .setup-done > {t}.txt", "writes": [f"{t}.txt"]} for t in "ab"},
+                       worktree_include=[".env"], worktree_setup="echo ready > .setup-done")
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks, ".gitignore": ".env\n.setup-done\n"})
+    (repo / ".env").write_text("SECRET=1\n")
+
+    ran = box.run(repo / "tasks.toml")
+
+    assert ran.code == 0, ran
+    for t in "ab":
+        assert show(repo, "main", f"{t}.txt") == "SECRET=1\nready\n"
+    assert sorted(git(repo, "ls-tree", "--name-only", "main").split()) == [".gitignore", "a.txt", "b.txt",
+                                                                          "tasks.toml"]
+    assert not (repo / ".setup-done").exists()
+    assert_no_leftovers(repo, box)
+
+
+@pytest.mark.xfail(strict=True, reason="files made by worktree_setup count as the task's changes: "
+                   "Workspaces.commit adds everything in the worktree, so they are committed with every "
+                   "result, merged into the target and reported as undeclared writes")
+def test_files_made_by_the_setup_are_not_part_of_a_tasks_result(tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({"a": simple_task("a")}, worktree_setup="echo generated > setup-output.txt")
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+
+    ran = box.run(repo / "tasks.toml")
+
+    assert ran.code == 0, ran
+    assert show(repo, "main", "a.txt") == "a\n"
+    assert "outside its writes" not in ran.text
+    assert show(repo, "main", "setup-output.txt") is None
+
+
 # ------------------------------------------------------------------------------- the user's checkout
 
 @pytest.mark.parametrize("change", ["modified", "untracked"])
