@@ -72,17 +72,22 @@ def write_tasks(folder: Path, tasks: dict[str, dict[str, object]]) -> Path:
 
 # ------------------------------------------------------------------------------- two runs
 
-def test_two_runs_writing_one_absolute_file_never_overlap(tmp_path: Path, box: Sandbox) -> None:
+@pytest.mark.parametrize("second_declares", ["the file", "its folder", "a symlink to its folder"])
+def test_two_runs_writing_one_absolute_file_never_overlap(tmp_path: Path, box: Sandbox,
+                                                          second_declares: str) -> None:
     shared, stamps = tmp_path / "shared" / "data.txt", tmp_path / "stamps"
     shared.parent.mkdir()
     stamps.mkdir()
+    (tmp_path / "link").symlink_to(shared.parent)
+    declared = {"the file": str(shared), "its folder": f"{shared.parent}/",
+                "a symlink to its folder": str(tmp_path / "link" / "data.txt")}[second_declares]
 
-    def tasks(run: str) -> dict[str, dict[str, object]]:
+    def tasks(run: str, writes: str) -> dict[str, dict[str, object]]:
         return {f"{run}{i}": {"cmd": timed(f"{run}{i}", f"echo {run}{i} >> {shared}; sleep 0.2", stamps),
-                              "writes": [str(shared)]} for i in range(3)}
+                              "writes": [writes]} for i in range(3)}
 
-    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks_toml(tasks("a"))})  # worktree isolation
-    plain = write_tasks(tmp_path / "plain", tasks("b"))  # outside git: in place
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks_toml(tasks("a", str(shared)))})  # worktrees
+    plain = write_tasks(tmp_path / "plain", tasks("b", declared))  # outside git: in place
 
     first = box.spawn("run", repo / "tasks.toml", cwd=repo)
     second = box.spawn("run", plain, cwd=plain.parent)
@@ -93,6 +98,22 @@ def test_two_runs_writing_one_absolute_file_never_overlap(tmp_path: Path, box: S
     assert sorted(spans) == ["a0", "a1", "a2", "b0", "b1", "b2"]
     assert_never_overlap(spans)
     assert sorted(shared.read_text().split()) == sorted(spans)
+
+
+def test_two_runs_reading_one_absolute_file_run_together(tmp_path: Path, box: Sandbox) -> None:
+    shared = tmp_path / "shared.db"
+    shared.write_text("data\n")
+    runs = []
+    for me, other in (("one", "two"), ("two", "one")):
+        # each task waits (a while at most) for the other to be running: shared locks must let them meet
+        mine, theirs = tmp_path / f"{me}.running", tmp_path / f"{other}.running"
+        meet = f"touch {mine}; {shell_wait_for(theirs, limit=10)}; test -e {theirs}"
+        runs.append(write_tasks(tmp_path / me, {me: {"cmd": meet, "reads": [str(shared)]}}))
+
+    spawned = [box.spawn("run", tasks, cwd=tasks.parent) for tasks in runs]
+    ran = [run.finish() for run in spawned]
+
+    assert [r.code for r in ran] == [0, 0], ran
 
 
 def test_a_task_waiting_for_a_lock_shows_its_holder_in_json_events(tmp_path: Path, box: Sandbox) -> None:
