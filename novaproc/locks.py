@@ -141,18 +141,16 @@ class _Folder:
                 raise InternalError("lock folder used after close or in a forked child")
             _LOCKER.lock(self._fds[_MUTEX], _EX)
             try:
-                self._check_still_there()
                 yield
             finally:
                 _LOCKER.unlock(self._fds[_MUTEX])
 
-    def _check_still_there(self) -> None:
-        """Somebody deleting the folder under live owners would split the table in two: refuse."""
-        try:
-            same = os.stat(self.path / _MUTEX).st_ino == os.fstat(self._fds[_MUTEX]).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:
+    def check_still_there(self) -> None:
+        """Somebody deleting the folder under live owners would split the table in two: refuse.
+
+        Checked before every grant decision (one fstat: the mutex file lost its last name).
+        """
+        if os.fstat(self._fds[_MUTEX]).st_nlink == 0:
             raise EnvironmentFault(f"the lock folder {self.path} was deleted or replaced while novaproc "
                                    "held locks in it; stop the novaproc processes that use it and retry")
 
@@ -196,9 +194,9 @@ class _Folder:
         self._parsed.pop(token, None)
         self.bump()
 
-    def ring(self, tokens: Iterable[str]) -> None:
-        """Wake the owners of `tokens` from select(): something they wait for may be free."""
-        for token in tokens:
+    def ring(self, grants: Mapping[str, list[int]]) -> None:
+        """Wake owners from select(), telling each which of its waiting tickets may hold now."""
+        for token, tickets in grants.items():
             fd = self._bells.get(token)
             if fd is None:
                 try:
@@ -207,7 +205,7 @@ class _Folder:
                 except OSError:
                     continue  # no bell, or nobody listens to it: its owner is gone
             try:
-                os.write(fd, b"!")
+                os.write(fd, b"".join(b"%d\n" % t for t in tickets))
             except BlockingIOError:
                 pass  # full of rings it has not read yet
             except OSError:
@@ -324,8 +322,9 @@ class LockManager:
 
     def try_acquire(self, request: LockRequest) -> Grant | Blocked:
         """Take the whole lock set now, or join the line (first call) and say who is in the way."""
-        self._drain_bell()
+        self._read_bell()
         with self._folder.locked():
+            self._folder.check_still_there()
             table = LockTable([*self._folder.others(self._token), *self._mine.values()])
             entry = self._entry_for(request, table)
             if entry.held:
@@ -352,7 +351,9 @@ class LockManager:
                 remaining = POLL_INTERVAL if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     raise BusyError(f"gave up after {timeout:g}s: {outcome.describe()}")
-                watch.wait(self._fds["bell"], outcome.blockers, min(remaining, POLL_INTERVAL))
+                if watch.wait(self._fds["bell"], outcome.blockers, min(remaining, POLL_INTERVAL)) and \
+                        self._mine[request.key].ticket in self._read_bell():
+                    return self._claim(request)
         except BaseException:
             self.cancel(request)
             raise
@@ -384,11 +385,10 @@ class LockManager:
         """Release everything, delete this owner's files and wake the waiters. Idempotent."""
         if "owner" not in self._fds:
             return
-        woken: set[str] = set()
+        woken: dict[str, list[int]] = {}
         self._mine.clear()
         self._rows.clear()
-        # when its folder is gone there is nothing left to tidy
-        with contextlib.suppress(EnvironmentFault), self._folder.locked():
+        with self._folder.locked():
             woken = self._next_in_line()
             self._folder.forget(self._token)
         self._folder.ring(woken)
@@ -413,16 +413,16 @@ class LockManager:
             raise ValueError(f"lock request {request.key!r} changed while queued or held; cancel it first")
         return entry
 
-    def _blockers(self, table: LockTable, entry: Entry) -> tuple[list[Blocker], set[str]]:
+    def _blockers(self, table: LockTable, entry: Entry) -> tuple[list[Blocker], dict[str, list[int]]]:
         """Who is in the way; owners found dead on the way are dropped, and their waiters woken."""
         if table.may_hold(entry.ticket):
-            return [], set()
+            return [], {}
         earlier = {e.owner for e in table.entries() if e.ticket < entry.ticket and e.owner != self._token}
         dead = {token for token in earlier if not self._folder.alive(token)}
         for token in dead:
             table.remove_owner(token)
             self._folder.forget(token)
-        woken = {e.owner for e in table.grantable() if e.owner != self._token} if dead else set()
+        woken = _by_owner(e for e in table.grantable() if e.owner != self._token) if dead else {}
         if dead and table.may_hold(entry.ticket):
             return [], woken
         return table.blockers(entry.ticket), woken
@@ -436,10 +436,16 @@ class LockManager:
             woken = self._next_in_line()
         self._folder.ring(woken)
 
-    def _next_in_line(self) -> set[str]:
-        """Owners of the waiting entries that may hold now: only they are worth waking."""
-        table = LockTable([*self._folder.others(self._token), *self._mine.values()])
-        return {e.owner for e in table.grantable()}
+    def _next_in_line(self) -> dict[str, list[int]]:
+        """The waiting entries that may hold now, by owner: only they are worth waking."""
+        return _by_owner(LockTable([*self._folder.others(self._token), *self._mine.values()]).grantable())
+
+    def _claim(self, request: LockRequest) -> Grant:
+        """Hold an entry a releaser said may hold: once it may, it stays so (see LockTable)."""
+        with self._folder.locked():
+            entry = self._mine[request.key]
+            self._keep(Entry(entry.ticket, entry.owner, entry.holder, request, True, time.time()))
+        return Grant(request, entry.ticket, self._mine[request.key].since, entry.since)
 
     def _keep(self, entry: Entry) -> None:
         self._mine[entry.request.key] = entry
@@ -456,12 +462,15 @@ class LockManager:
         os.pwrite(fd, data.ljust(self._written), 0)
         self._written = max(self._written, len(data))
 
-    def _drain_bell(self) -> None:
+    def _read_bell(self) -> set[int]:
+        """Empty the bell; the tickets releasers said may hold now."""
         if "bell" not in self._fds:
             raise InternalError("LockManager used after close(), or in a child forked from its process")
+        chunks: list[bytes] = []
         with contextlib.suppress(BlockingIOError):
-            while os.read(self._fds["bell"], 4096):
-                pass
+            while not chunks or len(chunks[-1]) == 65536:  # a short read emptied it: no second syscall
+                chunks.append(os.read(self._fds["bell"], 65536))
+        return {int(t) for t in b"".join(chunks).split() if t.isdigit()}
 
     def _abandon(self) -> None:
         _close_all(self._fds)
@@ -474,7 +483,8 @@ class _PidWatch:
         self._fds: dict[int, int] = {}
         self._exited: set[int] = set()
 
-    def wait(self, bell: int, blockers: Iterable[Blocker], timeout: float) -> None:
+    def wait(self, bell: int, blockers: Iterable[Blocker], timeout: float) -> bool:
+        """Sleep until the bell rings (True), a process in our way exits, or `timeout` passes."""
         pids = {b.holder.pid for b in blockers} - {os.getpid()} - self._exited
         for pid in set(self._fds) - pids:
             os.close(self._fds.pop(pid))
@@ -483,7 +493,7 @@ class _PidWatch:
                 self._fds[pid] = os.pidfd_open(pid)
             except ProcessLookupError:
                 self._exited.add(pid)
-                return  # gone already: look again now
+                return False  # gone already: look again now
             except (OSError, AttributeError):
                 self._exited.add(pid)  # no pidfd here: the poll interval covers it
         ready, _, _ = select.select([bell, *self._fds.values()], [], [], timeout)
@@ -491,11 +501,19 @@ class _PidWatch:
             if fd in ready:  # exited; its lock is free unless its file lives on elsewhere
                 self._exited.add(pid)
                 os.close(self._fds.pop(pid))
+        return bell in ready
 
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+
+
+def _by_owner(entries: Iterable[Entry]) -> dict[str, list[int]]:
+    grants: dict[str, list[int]] = {}
+    for e in entries:
+        grants.setdefault(e.owner, []).append(e.ticket)
+    return grants
 
 
 def task_request(key: str, label: str, *, root: str, writes: Iterable[str] = (), reads: Iterable[str] = (),

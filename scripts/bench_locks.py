@@ -1,11 +1,13 @@
 """Benchmark novaproc's locks beside raw fcntl.flock, portalocker and filelock (when installed).
 
 For one path and for a 10-path lock set: uncontended acquire+release per second; hand-off
-latency (a holder's release to the next waiter holding it; 2 processes); and, with 4 processes
-that re-request at once, throughput and the worst wait against the mean wait. Every contended
-run also checks its own log: two critical sections that overlapped would be counted.
+latency (2 processes taking turns: a holder's release to the blocked waiter holding it); and,
+with 4 processes that re-request at once, throughput and the worst (and 99th percentile) wait
+against the mean wait, leaving out the first 50 ms. Every contended run also checks its own
+log: two critical sections that overlapped would be counted.
 
-    parent --fork--> N workers: wait at a barrier, loop {t_req; acquire; t_in; hold; t_out;
+    parent --fork--> 2 workers: take turns; shared values say "I wait" and "released at t"
+    parent --fork--> 4 workers: wait at a barrier, loop {t_req; acquire; t_in; hold; t_out;
                      release} until the deadline, send the (t_req, t_in, t_out) log back
 
     python scripts/bench_locks.py [--seconds S]
@@ -22,6 +24,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +33,7 @@ import portalocker
 from novaproc.locks import LockManager, LockRequest
 
 HOLD = 0.0001  # seconds of work inside each critical section
+WARM_UP = 0.05  # seconds at the start of a contended run left out of the wait figures (cold caches)
 Interval = tuple[float, float, float]  # t_req, t_in, t_out (time.monotonic, one clock machine-wide)
 Row = tuple[str, float, str]
 
@@ -182,9 +186,55 @@ def contend(make: Callable[..., Lock], folder: Path, paths: Sequence[Path], proc
     return sorted((i for log in logs for i in log), key=lambda i: i[1])
 
 
-def handoffs(log: list[Interval]) -> list[float]:
-    """Seconds from a holder's release to the next holder's entry, when that one was waiting."""
-    return [b[1] - a[2] for a, b in itertools.pairwise(log) if b[0] < a[2]]
+def _ping_pong(make: Callable[..., Lock], folder: Path, paths: Sequence[Path], me: int, rounds: int,
+               turn: Synchronized, released_at: Synchronized, out: multiprocessing.Queue) -> None:
+    """Hold, wait until the other process is blocked on the lock, release, wait until it holds.
+
+    `turn` counts the steps: 2r+1 = the holder of round r holds, 2r+2 = its waiter is about to
+    block. Waiting for the next holder before trying again keeps an unfair lock from being
+    taken straight back.
+    """
+    lock = make(folder, paths)
+    handoffs: list[float] = []
+    if me == 0:
+        lock.acquire()
+        turn.value = 1
+    for r in range(rounds):
+        if r % 2 == me:
+            _wait_turn(turn, 2 * r + 2)
+            time.sleep(0.005)  # the other is inside acquire() by now
+            released_at.value = time.monotonic()
+            lock.release()
+            _wait_turn(turn, 2 * r + 3)
+        else:
+            _wait_turn(turn, 2 * r + 1)
+            turn.value = 2 * r + 2
+            lock.acquire()
+            handoffs.append(time.monotonic() - released_at.value)
+            turn.value = 2 * r + 3
+    if rounds % 2 == me:
+        lock.release()
+    lock.close()
+    out.put(handoffs)
+
+
+def _wait_turn(turn: Synchronized, value: int) -> None:
+    while turn.value < value:
+        time.sleep(0.0002)
+
+
+def handoffs(make: Callable[..., Lock], folder: Path, paths: Sequence[Path], rounds: int) -> list[float]:
+    """Seconds from a holder's release to the blocked waiter holding the lock, both ways."""
+    ctx = multiprocessing.get_context("fork")
+    turn, released_at, out = ctx.Value("i", 0), ctx.Value("d", 0.0), ctx.Queue()
+    pair = [ctx.Process(target=_ping_pong, args=(make, folder, paths, me, rounds, turn, released_at, out))
+            for me in (0, 1)]
+    for p in pair:
+        p.start()
+    found = [h for _ in pair for h in out.get(timeout=rounds * 6 + 60)]
+    for p in pair:
+        p.join()
+    return found
 
 
 def overlaps(log: list[Interval]) -> int:
@@ -210,19 +260,20 @@ def _bench(name: str, make: Callable[..., Lock], folder: Path, shape: str, paths
     if contended:
         rows.append((f"{label}: uncontended acquire+release", uncontended(make, folder, paths, seconds),
                      "per second"))
-    pair = handoffs(contend(make, folder, paths, 2, seconds * 2))
-    if pair:
-        rows.append((f"{label}: hand-off", 1000 * statistics.mean(pair),
-                     f"ms mean, median {1000 * statistics.median(pair):.3f}, 2 processes"))
+    pair = handoffs(make, folder, paths, rounds=int(200 * seconds) if contended else 8)
+    rows.append((f"{label}: hand-off", 1000 * statistics.mean(pair),
+                 f"ms mean, median {1000 * statistics.median(pair):.3f}, worst {1000 * max(pair):.3f}"))
     if not contended:
         return rows
     log = contend(make, folder, paths, 4, seconds * 2)
-    waits = [t_in - t_req for t_req, t_in, _ in log]
-    span = log[-1][2] - min(i[0] for i in log)
-    rows.append((f"{label}: contended throughput", len(log) / span, "per second, 4 processes"))
-    rows.append((f"{label}: worst wait / mean wait", max(waits) / statistics.mean(waits),
-                 f"x (mean {1000 * statistics.mean(waits):.2f} ms, worst {1000 * max(waits):.2f} ms, "
-                 f"{overlaps(log)} overlaps)"))
+    start = min(i[0] for i in log)
+    waits = sorted(t_in - t_req for t_req, t_in, _ in log if t_req - start > WARM_UP)
+    mean, p99 = statistics.mean(waits), waits[int(len(waits) * 0.99)]
+    throughput = len(log) / (log[-1][2] - start)
+    rows.append((f"{label}: contended throughput", throughput, "per second, 4 processes"))
+    rows.append((f"{label}: worst wait / mean wait", waits[-1] / mean,
+                 f"x (mean {1000 * mean:.2f} ms, p99 {1000 * p99:.2f} ms = {p99 / mean:.1f}x, "
+                 f"worst {1000 * waits[-1]:.2f} ms; {overlaps(log)} overlaps)"))
     return rows
 
 
