@@ -190,6 +190,7 @@ class LockTableMachine(RuleBasedStateMachine):
         self.table = LockTable()
         self.tickets = itertools.count(1)
         self.ever_held: set[int] = set()
+        self.could_hold: set[int] = set()
 
     def _entries(self, held: bool | None = None) -> list[Entry]:
         return [e for e in self.table.entries() if held is None or e.held is held]
@@ -250,6 +251,14 @@ class LockTableMachine(RuleBasedStateMachine):
         entries = self._entries()
         expected = [e.ticket for e in entries if not e.held and oracle_may_hold(entries, e)]
         assert [e.ticket for e in self.table.grantable()] == expected
+
+    @invariant()
+    def once_it_may_hold_it_stays_so(self) -> None:
+        """What lets a woken waiter claim without looking again (LockManager._claim)."""
+        present = {e.ticket for e in self._entries()}
+        self.could_hold = (self.could_hold & present) | {e.ticket for e in self.table.grantable()}
+        for ticket in self.could_hold:
+            assert self.table.may_hold(ticket), ticket
 
     @invariant()
     def progress(self) -> None:
