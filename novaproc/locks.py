@@ -4,12 +4,14 @@ Owns the lock folder and novaproc's only use of portalocker; locktable.py decide
 Each LockManager (one per process: a run's supervisor, `novaproc lock`) writes its own entries,
 held and waiting, to its own owner file and holds a kernel lock on that file for as long as it
 lives. The table is the union of the owner files; each read-decide-write is one short critical
-section under the kernel lock of table.lock. Waiters sleep in select() on their bell.
+section under the kernel lock of table.lock. Waiters sleep in select() on their bell (and on
+pidfds of the processes in their way). A release writes to the bell of each waiter that may
+now hold which of its tickets may; that waiter claims without reading the table again.
 
     LockManager A                    <lock folder>, 0700                    LockManager B
     each transaction  --flock EX-->  table.lock (+ owner-list generation)  <--flock EX--
     for life          --flock EX-->  A.owner   <--  pread; probe flock SH|NB: granted = A died
-    waits in select() ------------>  A.bell    <--  a byte when B releases or stops waiting
+    waits in select() ------------>  A.bell    <--  "ticket\n" when B releases or stops waiting
 
 Never stale: a dead owner's flock goes with it (SIGKILL too), and an owner that no longer holds
 its flock is dead, whatever its pid says; its entries stop counting at the next look. Every
