@@ -99,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="settings file (default: nova.toml at the root)")
     p.set_defaults(handler=cmd_clean)
 
+    from .cli_locks import add_parsers as add_lock_commands
     from .cli_runs import add_parsers as add_run_commands
 
     add_run_commands(sub)
+    add_lock_commands(sub)
     return parser
 
 
@@ -142,12 +144,29 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
             fallback = ()
         plan = make_plan(tasks, root=str(taskfile.root), slots=settings.max_parallel,
                          isolation=isolation, history=past, resources=settings.resources)
-        if fallback:
-            plan = dataclasses.replace(plan, warnings=plan.warnings + fallback)
+        notes = fallback or _uncommitted(taskfile.root, isolation)
+        if notes:
+            plan = dataclasses.replace(plan, warnings=plan.warnings + notes)
     except CycleFound as e:
         raise ConfigError(str(tasks_path), f"dependency cycle: {e}; remove one of these "
                           "dependencies", field="depends_on", task=e.cycle[0]) from None
     return taskfile, settings, plan
+
+
+def _uncommitted(root: Path, isolation: str) -> tuple[str, ...]:
+    """A note when tasks will start from the last commit while the checkout has more."""
+    if isolation != "worktree":
+        return ()
+    from .gitrepo import Repo
+
+    try:
+        dirty = Repo(root).dirty_paths(root)
+    except NovaError:
+        return ()  # not usable as a repository: `run` says why
+    if not dirty:
+        return ()
+    return (f"{len(dirty)} uncommitted change(s) in {root} (e.g. {dirty[0]}) are not part of the "
+            "run's base: tasks start from the last commit",)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -177,15 +196,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.background:
         print(start_background(taskfile, [a for a in sys.argv[1:] if a != "--background"]))
         return ExitCode.OK
+    if plan.isolation == "worktree":
+        from .gitrepo import check_ready
+
+        check_ready(taskfile.root)  # refuse a repository mid-merge before any run exists
     run = start_run(taskfile, settings, plan, argv=sys.argv[1:])
     try:
-        run.hold_tasks_file(args.if_busy)
+        holder = run.try_hold_tasks_file(args.if_busy)
     except BaseException:
         run.close()  # idempotent
         raise
     if args.ready_fd is not None:
-        run.detach(args.ready_fd)
-    return _execute(run, args)
+        run.detach(args.ready_fd)  # before waiting for a busy file: the launcher returns at once
+    return _execute(run, args, busy=holder)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -199,15 +222,23 @@ def cmd_resume(args: argparse.Namespace) -> int:
     present = {t.id for t in load_tasks(record.tasks_file).tasks}
     ns = argparse.Namespace(config=None, only=[t.id for t in record.tasks if t.id in present] or None)
     taskfile, settings, plan = load_plan(Path(record.tasks_file), ns, {})
-    return _execute(resume_run(record, taskfile, settings, plan), args)
+    run = resume_run(record, taskfile, settings, plan)
+    try:
+        holder = run.try_hold_tasks_file("wait")
+    except BaseException:
+        run.close()
+        raise
+    return _execute(run, args, busy=holder)
 
 
-def _execute(run, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def _execute(run, args: argparse.Namespace, busy: str | None = None) -> int:  # type: ignore[no-untyped-def]
     from .progress import write_junit
 
     view = _view(args, run.plan, run.log_path)
     run.emit_to(view.handle)
     try:
+        if busy:
+            run.wait_for_tasks_file(busy)
         outcome = run.execute()
     finally:
         run.close()

@@ -158,6 +158,11 @@ class Repo:
             raise fault(("check-ignore",), code, err, wt.path)
         return set(out.splitlines())
 
+    def untracked(self, wt: Worktree) -> tuple[str, ...]:
+        """Untracked, not ignored paths in `wt`, a new folder as one entry."""
+        out = self.in_worktree(wt, "status", "--porcelain", "-z", "--untracked-files=normal")
+        return tuple(e[3:].rstrip("/") for e in out.split("\0") if e.startswith("?? "))
+
     def identity(self) -> dict[str, str]:
         """Environment giving commits an author: the user's, or novaproc's when none is set."""
         if self._identity is None:

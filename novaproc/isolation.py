@@ -16,14 +16,17 @@ from .gitrepo import Repo, check_ready
 from .merge import merge_results
 from .seams import Finish, Landing
 from .taskfile import Task
-from .workspace import Workspaces
+from .workspace import Workspaces, forget_run
 
 
 class WorktreeIsolation:
     """Tasks with isolation "worktree" run in worktrees; tasks with "none" in the checkout."""
 
-    def __init__(self, root: Path, settings: Settings, run_id: str, log_dir: Path) -> None:
+    def __init__(self, root: Path, settings: Settings, run_id: str, log_dir: Path, *,
+                 resumed: bool = False) -> None:
         status = check_ready(root)
+        if resumed:  # a crashed supervisor's worktrees go; its results stay on their branches
+            forget_run(status.root, worktree_dir=Path(settings.worktree_dir), run_id=run_id)
         self.root, self.settings, self.run_id, self.log_dir = status.root, settings, run_id, log_dir
         self.target = settings.target or status.branch
         if self.target is None and settings.merge == "auto":
@@ -32,7 +35,6 @@ class WorktreeIsolation:
         self.base = Repo(self.root).rev(self.target) if settings.target else status.head
         if self.base is None:
             raise UsageError(f"target {self.target!r} is not a branch of {self.root}")
-        self.dirty = Repo(self.root).dirty_paths(self.root)
         self.ws = Workspaces(self.root, run_id=run_id, worktree_dir=Path(settings.worktree_dir),
                              base=self.base, setup=settings.worktree_setup,
                              include=settings.worktree_include)

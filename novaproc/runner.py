@@ -17,12 +17,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .config import Settings
-from .errors import BusyError, EnvironmentFault, UsageError
+from .errors import BusyError, EnvironmentFault, ExitCode, UsageError
 from .journal import Journal, RunMeta, TaskMeta
 from .locks import Blocked, LockManager, Owner, run_request
 from .messages import Event, RunState, TaskState
 from .plan import Plan
-from .pool import WorkerPool
+from .pool import WorkerPool, kill_marked
 from .runs import RunRecord, kept_results
 from .seams import LockGate
 from .supervisor import RunOutcome, Supervisor
@@ -36,26 +36,33 @@ class Run:
                  kept: Mapping[str, tuple[str | None, float]] | None = None) -> None:
         self.taskfile, self.settings, self.plan, self.journal = taskfile, settings, plan, journal
         self.kept = dict(kept or {})
+        self.resumed = kept is not None
         self.run_id = journal.run_id
         self._consumers: list[Callable[[Event], None]] = []
         # the forkserver starts before any view thread exists: forking a threaded process is unsafe
         self.pool = WorkerPool(settings.max_parallel, settings.kill_grace)
         self.locks = LockManager(owner=Owner(run_id=self.run_id, label=f"novaproc run {taskfile.path}"))
+        self._file_lock = run_request(str(taskfile.path), self.run_id)
 
-    def hold_tasks_file(self, if_busy: str) -> None:
-        """One live run per tasks file at a time: wait for another one, or (skip) exit 75."""
-        request = run_request(str(self.taskfile.path), self.run_id)
-        answer = self.locks.try_acquire(request)
-        if isinstance(answer, Blocked):
-            if if_busy == "skip":
-                self.locks.cancel(request)
-                self.close()
-                shutil.rmtree(self.journal.folder, ignore_errors=True)  # nothing ran: no run to list
-                raise BusyError(f"{self.taskfile.path} is busy: another run of it is live "
-                                f"({answer.describe()}); --if-busy skip")
-            self._emit(Event("message", self.run_id, time.time(), data={
-                "level": "warning", "text": f"waiting for the other run of this file: {answer.describe()}"}))
-            self.locks.acquire(request)
+    def try_hold_tasks_file(self, if_busy: str) -> str | None:
+        """One live run per tasks file: take the file's run lock now and return None, or say
+        who holds it. With `if_busy` "skip", a busy file ends the run here (BusyError, exit 75)
+        and leaves no run behind."""
+        answer = self.locks.try_acquire(self._file_lock)
+        if not isinstance(answer, Blocked):
+            return None
+        if if_busy == "skip":
+            self.locks.cancel(self._file_lock)
+            self.close()
+            shutil.rmtree(self.journal.folder, ignore_errors=True)  # nothing ran: no run to list
+            raise BusyError(f"{self.taskfile.path} is busy: another run of it is live "
+                            f"({answer.describe()}); --if-busy skip")
+        return answer.describe()
+
+    def wait_for_tasks_file(self, holder: str) -> None:
+        self._emit(Event("message", self.run_id, time.time(), data={
+            "level": "warning", "text": f"waiting for the other run of this file: {holder}"}))
+        self.locks.acquire(self._file_lock)
 
     def log_path(self, task_id: str) -> Path:
         return self.journal.log_path(task_id)
@@ -77,11 +84,7 @@ class Run:
             from .isolation import WorktreeIsolation
 
             isolation = WorktreeIsolation(self.taskfile.root, self.settings, self.run_id,
-                                          self.journal.folder)
-            if isolation.dirty:
-                self._emit(Event("message", self.run_id, time.time(), data={
-                    "level": "warning", "text": f"{len(isolation.dirty)} uncommitted change(s) in "
-                    f"{self.taskfile.root} are not part of the run's base: tasks see the last commit"}))
+                                          self.journal.folder, resumed=self.resumed)
         gate = LockGate(self.locks, self.taskfile.root, self.run_id, self.settings.resources)
         supervisor = Supervisor(self.plan, self.settings, run_id=self.run_id, root=self.taskfile.root,
                                 log_path=self.journal.start_log, emit=self._emit, pool=self.pool,
@@ -123,6 +126,7 @@ def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: 
         raise UsageError(f"run {record.id} is {record.status}: there is nothing to resume")
     hashes = {t.id: t.definition_hash() for t in plan.tasks}
     kept = kept_results(record, hashes, {t.id: t.depends_on for t in plan.tasks})
+    kill_marked("NOVA_RUN_ID", record.id)  # anything a crashed supervisor's tasks left running
     journal = Journal.reopen(record, tasks=_task_metas(plan))
     return Run(taskfile, settings, plan, journal,
                {tid: (t.commit, t.duration or 0.0) for tid, t in kept.items()})
@@ -140,9 +144,11 @@ def start_background(taskfile: TaskFile, args: list[str]) -> str:
         with os.fdopen(ready_r, "rb") as ready:
             run_id = ready.read().decode()
         if not run_id:
-            child.wait()
+            code = child.wait()
             err.seek(0)
             why = err.read().decode(errors="replace").strip().splitlines()
+            if code == ExitCode.BUSY and why:  # --if-busy skip: the same answer as in the foreground
+                raise BusyError(why[-1].removeprefix("novaproc: error: "))
             raise EnvironmentFault(f"the background run of {taskfile.path} did not start"
                                    + (f": {why[-1]}" if why else ""))
     return run_id

@@ -109,6 +109,8 @@ class Supervisor:
         self._emit("run_started", data={"pid": os.getpid(), "strategy": self.plan.strategy,
                                         "estimated_speedup": round(self.plan.estimated_speedup, 2),
                                         "max_parallel": self.slots, "tasks": len(self.records)})
+        for warning in self.plan.warnings:
+            self._emit("message", data={"level": "warning", "text": warning})
         self._keep_earlier_results()
         with self._signals():
             try:

@@ -64,7 +64,7 @@ class _Slot:
     start: str = ""
     result: str | None = None
     committed: bool = False
-    unignored: tuple[str, ...] = ()  # included paths `git add -A` would otherwise commit
+    unignored: tuple[str, ...] = ()  # included or setup-made paths `git add -A` would commit
 
 
 class Workspaces:
@@ -121,6 +121,8 @@ class Workspaces:
         slot.unignored = tuple(set(brought) - self._repo.ignored(slot.wt, brought))
         if self.setup:
             run_setup(slot.wt.path, self.setup)
+            # what the setup made (dependencies, build output) is not the task's result
+            slot.unignored += self._repo.untracked(slot.wt)
         return slot.wt.path
 
     def commit(self, task_id: str, writes: Sequence[str] = (), message: str = "") -> TaskResult:
@@ -307,7 +309,13 @@ def clean(repo_root: Path, *, worktree_dir: Path, all_branches: bool = False) ->
                        tuple(locks), tuple(sorted(live)))
 
 
-def _remove_worktrees(repo: Repo, folder: Path, live: set[str]) -> list[Path]:
+def forget_run(repo_root: Path, *, worktree_dir: Path, run_id: str) -> list[Path]:
+    """Remove what a crashed supervisor of `run_id` left in `worktree_dir` (its task and spare
+    worktrees), before the run resumes; the results stay on their branches."""
+    return _remove_worktrees(Repo(repo_root), Path(worktree_dir), set(), only=run_id)
+
+
+def _remove_worktrees(repo: Repo, folder: Path, live: set[str], only: str | None = None) -> list[Path]:
     if not folder.is_dir():
         return []
     folder = folder.resolve()
@@ -316,6 +324,8 @@ def _remove_worktrees(repo: Repo, folder: Path, live: set[str]) -> list[Path]:
         registered = {e.path for e in repo.worktrees()}
         for path in sorted(folder.iterdir()):
             if any(path.name.startswith(f"{run}-") for run in live):
+                continue
+            if only is not None and not path.name.startswith(f"{only}-"):
                 continue
             if path in registered:
                 repo.remove_worktree(path)
