@@ -1,6 +1,7 @@
 """`novaproc lock` and `novaproc locks` through the real command line, in real processes.
 
 Each test has its own lock folder (NOVA_LOCK_DIR), so nothing here touches the user's locks.
+Two `novaproc run` processes sharing an absolute file: tests/test_e2e_locks.py.
 """
 
 from __future__ import annotations
@@ -164,8 +165,3 @@ def test_locks_shows_holders_and_waiters(tmp_path: Path, env: dict[str, str]) ->
         holder.kill()
         holder.wait()
     assert waiter.wait(timeout=30) == 0  # the holder's death let it in
-
-
-@pytest.mark.skip(reason="needs the run loop: two `novaproc run` processes writing one absolute file")
-def test_two_runs_writing_the_same_absolute_file_never_overlap() -> None:
-    raise NotImplementedError
