@@ -79,6 +79,10 @@ class LockRequest:
         object.__setattr__(self, "resources", dict(sorted(self.resources.items())))
         object.__setattr__(self, "capacities", dict(sorted(self.capacities.items())))
 
+    def __hash__(self) -> int:  # the mappings are never changed after __post_init__
+        return hash((self.key, self.label, self.exclusive, self.shared, tuple(self.resources.items()),
+                     tuple(self.capacities.items())))
+
     def capacity(self, name: str) -> int:
         return 1 if name in SERIAL_RESOURCES else self.capacities.get(name, 1)
 
@@ -206,8 +210,12 @@ def overlaps(a: str, b: str) -> bool:
     return b.startswith(a + "/") or a.startswith(b + "/")
 
 
+@lru_cache(maxsize=4096)
 def granularity_modes(request: LockRequest) -> dict[str, set[_GMode]]:
-    """The modes `request` puts on each node of the path tree (intentions on the folders above)."""
+    """The modes `request` puts on each node of the path tree (intentions on the folders above).
+
+    Cached: a queued request is looked at again and again. Callers must not change the result.
+    """
     nodes: dict[str, set[_GMode]] = {}
     for path, mode in request.path_modes():
         own, intention = (_GMode.X, _GMode.IX) if mode is Mode.EXCLUSIVE else (_GMode.S, _GMode.IS)
@@ -299,10 +307,11 @@ class LockTable:
     def may_hold(self, ticket: int) -> bool:
         """No earlier entry, held or waiting, conflicts with this one."""
         entry = self._entries[ticket]
+        earlier = [e for e in self._entries.values() if e.ticket < ticket]
+        if not earlier:
+            return True  # first in line: the common, uncontended case
         granted = _Granted()
-        for other in self.entries():
-            if other.ticket >= ticket:
-                break
+        for other in earlier:
             granted.add(other.request, granularity_modes(other.request))
         return granted.fits(entry.request, granularity_modes(entry.request))
 
