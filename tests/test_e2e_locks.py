@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,9 +26,6 @@ from test_e2e_worktree import (
     wait_for_file,
     wait_until,
 )
-
-LOCK_CLI_MISSING = ("`lock` and `locks` are not commands of the CLI: novaproc/cli.py build_parser never "
-                    "calls novaproc.cli_locks.add_parsers")
 
 
 @pytest.fixture
@@ -182,8 +178,6 @@ def test_if_busy_skip_and_wait_against_a_live_run_of_the_same_file(tmp_path: Pat
     assert sorted(r["status"] for r in listed) == ["done", "done"], listed  # the skipped run left nothing
 
 
-@pytest.mark.xfail(strict=True, reason="the 'waiting for the other run of this file' message is emitted "
-                   "(runner.Run.hold_tasks_file) before cli._execute attaches the view, so it never shows")
 def test_a_run_waiting_for_another_run_of_its_file_says_so(tmp_path: Path, box: Sandbox) -> None:
     tasks, first = busy_file(tmp_path, box)
     plain = box.spawn("run", tasks, cwd=tasks.parent)
@@ -198,8 +192,6 @@ def test_a_run_waiting_for_another_run_of_its_file_says_so(tmp_path: Path, box: 
                for e in done[2].events), done[2]
 
 
-@pytest.mark.xfail(strict=True, reason="runner.start_background reports a child that did not start as "
-                   "EnvironmentFault (exit 1), dropping the child's own exit code 75")
 def test_a_background_run_of_a_busy_file_with_if_busy_skip_exits_75(tmp_path: Path, box: Sandbox) -> None:
     tasks, first = busy_file(tmp_path, box)
     try:
@@ -212,9 +204,6 @@ def test_a_background_run_of_a_busy_file_with_if_busy_skip_exits_75(tmp_path: Pa
     assert skipped.out == "" and "busy" in skipped.err, skipped
 
 
-@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired,
-                   reason="a background run waits for the other run of its file (cli.cmd_run: "
-                   "hold_tasks_file) before it detaches, so `run --background` blocks until that run ends")
 def test_a_background_run_of_a_busy_file_returns_at_once(tmp_path: Path, box: Sandbox) -> None:
     tasks, first = busy_file(tmp_path, box)
     try:
@@ -258,7 +247,6 @@ def test_git_tasks_of_two_concurrent_runs_never_overlap(tmp_path: Path, box: San
 
 # ------------------------------------------------------------------------------- novaproc lock
 
-@pytest.mark.xfail(strict=True, reason=LOCK_CLI_MISSING)
 def test_a_lock_held_with_the_lock_command_holds_a_runs_task_back(tmp_path: Path, box: Sandbox) -> None:
     stamps, release, released = tmp_path / "stamps", tmp_path / "release", tmp_path / "released"
     stamps.mkdir()

@@ -517,9 +517,6 @@ def test_included_files_and_the_setup_reach_every_task_without_being_committed(
     assert_no_leftovers(repo, box)
 
 
-@pytest.mark.xfail(strict=True, reason="files made by worktree_setup count as the task's changes: "
-                   "Workspaces.commit adds everything in the worktree, so they are committed with every "
-                   "result, merged into the target and reported as undeclared writes")
 def test_files_made_by_the_setup_are_not_part_of_a_tasks_result(tmp_path: Path, box: Sandbox) -> None:
     tasks = tasks_toml({"a": simple_task("a")}, worktree_setup="echo generated > setup-output.txt")
     repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
@@ -575,8 +572,6 @@ def test_uncommitted_changes_elsewhere_survive_a_merge(tmp_path: Path, box: Sand
     assert sorted(git(repo, "status", "--porcelain").splitlines()) == [" M g.txt", "?? notes.txt", "M  h.txt"]
 
 
-@pytest.mark.xfail(strict=True, reason="`plan` does not say that uncommitted changes are not part of the "
-                   "run's base (issue 6, Merge); only `run` warns (runner.Run.execute)")
 def test_the_plan_of_a_dirty_checkout_says_uncommitted_changes_are_not_in_the_base(
         tmp_path: Path, box: Sandbox) -> None:
     tasks = tasks_toml({"edit": {"cmd": "cat f.txt > g.txt", "writes": ["g.txt"]}})
@@ -705,9 +700,6 @@ def test_a_repository_in_the_middle_of_a_merge_is_refused(tmp_path: Path, box: S
     assert (repo / ".git" / "MERGE_HEAD").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="a run refused at the start (repository mid-merge) leaves its journal "
-                   "behind: runner.start_run journals it before WorktreeIsolation checks the repository, and "
-                   "`status` then lists it as crashed and offers `resume`")
 def test_a_refused_run_leaves_no_crashed_run_behind(tmp_path: Path, box: Sandbox) -> None:
     repo = in_the_middle_of_a_merge(tmp_path, tasks_toml({"t": {"cmd": "true"}}))
 
