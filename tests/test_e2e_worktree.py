@@ -718,6 +718,27 @@ def test_a_failed_tasks_worktree_is_kept_and_listed_and_clean_removes_it(
     assert show(repo, "main", "ok.txt") == "ok\n"
 
 
+def test_clean_leaves_a_live_run_alone(tmp_path: Path, box: Sandbox) -> None:
+    started, go = tmp_path / "started", tmp_path / "go"
+    tasks = tasks_toml({"slow": {"cmd": f"touch {started}; {shell_wait_for(go)}; echo slow > slow.txt",
+                                 "writes": ["slow.txt"]}})
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+    run = box.spawn("run", repo / "tasks.toml", "--json", cwd=repo)
+    run_id = run.wait_event(lambda e: e["event"] == "run_started", "the run to start")["run_id"]
+    wait_for_file(started)
+
+    cleaned = box.cli("clean", "--all", cwd=repo)
+
+    assert cleaned.code == 0, cleaned
+    assert f"left alone: live run(s) {run_id}" in cleaned.out, cleaned
+    assert (box.worktrees / f"{run_id}-slow").is_dir()
+    go.touch()
+    ran = run.finish()
+    assert ran.code == 0, ran
+    assert show(repo, "main", "slow.txt") == "slow\n"
+    assert_no_leftovers(repo, box)
+
+
 def in_the_middle_of_a_merge(tmp_path: Path, tasks: str) -> Path:
     """A repository holding `tasks` whose merge of branch side into main stopped on a conflict."""
     repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks, "f.txt": "base\n"})
