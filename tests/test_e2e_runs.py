@@ -244,10 +244,13 @@ def test_a_background_run_returns_at_once_and_status_logs_and_wait_follow_it(
     assert [r["status"] for r in listed_json if r["id"] == run_id] == ["running"]
     wait_until(lambda: "hello-from-the-task" in box.cli("logs", run_id, "hello").out, "the task's output")
 
+    follower = box.spawn("logs", run_id, "hello", "--follow")
     go.touch()
     waited = box.cli("wait", run_id)
 
     assert waited.code == 0, waited
+    followed = follower.finish(timeout=10)  # --follow ends with the run
+    assert followed.code == 0 and followed.out.splitlines() == ["hello-from-the-task", "bye"], followed
     logs = box.cli("logs", run_id, "hello")
     assert logs.code == 0 and logs.out.splitlines() == ["hello-from-the-task", "bye"], logs
     every = box.cli("logs", run_id)
