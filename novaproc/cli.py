@@ -237,8 +237,8 @@ def _execute(run, args: argparse.Namespace, busy: str | None = None) -> int:  # 
     view = _view(args, run.plan, run.log_path)
     run.emit_to(view.handle)
     try:
-        if busy:
-            run.wait_for_tasks_file(busy)
+        if busy and (stopped := run.wait_for_tasks_file(busy)) is not None:
+            return stopped
         outcome = run.execute()
     finally:
         run.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,11 @@ from .runs import RunRecord, kept_results
 from .seams import LockGate
 from .supervisor import RunOutcome, Supervisor
 from .taskfile import TaskFile
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
 
 
 class Run:
@@ -59,10 +65,28 @@ class Run:
                             f"({answer.describe()}); --if-busy skip")
         return answer.describe()
 
-    def wait_for_tasks_file(self, holder: str) -> None:
+    def wait_for_tasks_file(self, holder: str) -> ExitCode | None:
+        """Wait for the other run of this file; a SIGINT or SIGTERM meanwhile cancels this run
+        (recorded as such, its exit code returned) before anything ran."""
         self._emit(Event("message", self.run_id, time.time(), data={
             "level": "warning", "text": f"waiting for the other run of this file: {holder}"}))
-        self.locks.acquire(self._file_lock)
+
+        def stop(signum: int, frame: object) -> None:
+            raise _Stopped(signum)
+
+        old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.locks.acquire(self._file_lock)
+            return None
+        except _Stopped as e:
+            self.locks.cancel(self._file_lock)
+            code = ExitCode.SIGINT if e.signum == signal.SIGINT else ExitCode.SIGTERM
+            self._emit(Event("run_finished", self.run_id, time.time(), data={
+                "exit_code": int(code), "state": str(RunState.CANCELLED), "wall": 0.0, "task_time": 0.0}))
+            return code
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
 
     def log_path(self, task_id: str) -> Path:
         return self.journal.log_path(task_id)

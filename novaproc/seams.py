@@ -74,6 +74,12 @@ class Gate(Protocol):
 
     def release(self, task: Task) -> None: ...
 
+    def cancel(self, task: Task) -> None:
+        """`task` no longer waits (the run stops): give up its place in line."""
+
+    def fileno(self) -> int | None:
+        """A descriptor that becomes readable when a waiting task may try again, if any."""
+
 
 class LockGate:
     """A run's tasks hold their path locks and resources machine-wide while they run, so
@@ -110,3 +116,11 @@ class LockGate:
         grant = self._grants.pop(task.id, None)
         if grant is not None:
             self.manager.release(grant)
+
+    def cancel(self, task: Task) -> None:
+        request = self._requests.get(task.id)
+        if request is not None and task.id not in self._grants:
+            self.manager.cancel(request)  # else it would hold back other processes' tasks
+
+    def fileno(self) -> int | None:
+        return self.manager.fileno()  # rung when a lock we wait for is released

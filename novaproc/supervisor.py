@@ -101,6 +101,8 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
+        bell = gate.fileno() if gate else None
+        self._wake_fds = [self._wake_r] + ([bell] if bell is not None else [])
 
     # ------------------------------------------------------------ the loop
 
@@ -142,7 +144,7 @@ class Supervisor:
 
     def _step(self, timeout: float | None) -> None:
         """Wait for the next reports (or timer) and act on them."""
-        for report in self.pool.wait(timeout, wake=[self._wake_r]):
+        for report in self.pool.wait(timeout, wake=self._wake_fds):
             self._on_report(report)
         self._on_timers()
 
@@ -389,6 +391,9 @@ class Supervisor:
             del self._retry_at[tid]
             rec = self.records[tid]
             self._end(rec, TaskState.CANCELLED, time.time())
+        if self.gate:
+            for tid in self._waiting:
+                self.gate.cancel(self.records[tid].task)
         self._waiting.clear()
         for tid in self.schedule.cancel_rest():
             self.records[tid].state = TaskState.CANCELLED

@@ -210,6 +210,12 @@ class RefusingGate:
     def release(self, task: Task) -> None:
         self.released.append(task.id)
 
+    def cancel(self, task: Task) -> None:
+        pass
+
+    def fileno(self) -> int | None:
+        return None
+
 
 def test_a_task_refused_by_the_gate_waits_with_its_reason_then_runs(run):
     gate = RefusingGate("b", refusals=3)
