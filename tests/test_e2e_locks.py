@@ -299,3 +299,27 @@ def test_a_lock_held_with_the_lock_command_holds_a_runs_task_back(tmp_path: Path
     (started,), (freed,) = times(stamps / "edit.start"), times(released)
     assert started >= freed
     assert git(repo, "show", "main:data/db.txt") == "base\nedited\n"
+
+
+def test_the_lock_command_gives_up_with_75_on_a_file_a_run_holds(tmp_path: Path, box: Sandbox) -> None:
+    shared, held, release = tmp_path / "shared.db", tmp_path / "held", tmp_path / "release"
+    tasks = write_tasks(tmp_path / "work", {
+        "migrate": {"cmd": f"touch {held}; {shell_wait_for(release)}", "writes": [str(shared)]}})
+    run = box.spawn("run", tasks, "--json", cwd=tasks.parent)
+    run_id = run.wait_event(lambda e: e["event"] == "run_started", "the run to start")["run_id"]
+    wait_for_file(held)
+
+    try:
+        timed_out = box.cli("lock", shared, "--timeout", "0.3", "--", "touch", tmp_path / "ran", cwd=tmp_path)
+        shared_too = box.cli("lock", "--shared", shared, "--timeout", "0.3", "--", "true", cwd=tmp_path)
+    finally:
+        release.touch()
+    assert not (tmp_path / "ran").exists()  # the command did not run
+    after = box.cli("lock", shared, "--timeout", "10", "--", "touch", tmp_path / "ran", cwd=tmp_path)
+
+    assert timed_out.code == 75, timed_out
+    assert run_id in timed_out.err and "migrate" in timed_out.err, timed_out  # names the holder
+    assert shared_too.code == 75, shared_too
+    assert run.finish().code == 0
+    assert after.code == 0, after
+    assert (tmp_path / "ran").exists()
