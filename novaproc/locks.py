@@ -1,6 +1,7 @@
 """Path locks and resource semaphores shared by every novaproc process of a user on this machine.
 
-Owns the lock folder and novaproc's only use of portalocker; locktable.py decides the grants.
+lockdir.py owns the lock folder (and novaproc's only use of portalocker); locktable.py decides
+the grants; this module is each process's side of them.
 Each LockManager (one per process: a run's supervisor, `novaproc lock`) writes its own entries,
 held and waiting, to its own owner file and holds a kernel lock on that file for as long as it
 lives. The table is the union of the owner files; each read-decide-write is one short critical
