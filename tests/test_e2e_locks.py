@@ -218,9 +218,6 @@ def test_a_background_run_of_a_busy_file_returns_at_once(tmp_path: Path, box: Sa
     assert len(times(tmp_path / "starts")) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="SIGTERM while a run waits for another run of its file "
-                   "(runner.Run.wait_for_tasks_file) kills it with the default action: Supervisor._signals "
-                   "is installed only later, so no end is recorded and the run shows as crashed")
 def test_cancel_of_a_run_waiting_for_its_busy_file(tmp_path: Path, box: Sandbox) -> None:
     tasks, first = busy_file(tmp_path, box)
     try:
