@@ -78,15 +78,19 @@ class View:
 
     def __init__(self, out: TextIO, err: TextIO, total: int) -> None:
         self.out, self.err, self.total = out, err, total
-        self.finished = 0
+        self._ended: set[str] = set()  # a set: a task run again by the merge protocol ends twice
         self.started = time.monotonic()
 
     def handle(self, event: Event) -> None:
         if event.kind == "task_state" and event.state is not None and event.state.finished:
-            self.finished += 1
+            self._ended.add(event.task_id or "")
         if event.kind == "message" and event.data.get("level") in ("warning", "error"):
             self.warn(event)
         self.show(event)
+
+    @property
+    def finished(self) -> int:
+        return len(self._ended)
 
     def warn(self, event: Event) -> None:
         self.err.write(f"novaproc: {event.data['level']}: {event.data['text']}\n")
