@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from test_e2e_worktree import (
+    CLI_POLL,
     RUN_ID,
     Sandbox,
     Spawned,
@@ -153,6 +154,10 @@ def live_runs(box: Sandbox) -> int:
     return sum(r["status"] == "running" for r in json.loads(box.cli("status", "--json").out))
 
 
+def wait_live_runs(box: Sandbox, n: int) -> None:
+    wait_until(lambda: live_runs(box) == n, f"{n} live runs", every=CLI_POLL)
+
+
 def test_if_busy_skip_and_wait_against_a_live_run_of_the_same_file(tmp_path: Path, box: Sandbox) -> None:
     tasks, first = busy_file(tmp_path, box)
     starts, ends = tmp_path / "starts", tmp_path / "ends"
@@ -164,7 +169,7 @@ def test_if_busy_skip_and_wait_against_a_live_run_of_the_same_file(tmp_path: Pat
     assert len(times(starts)) == 1
 
     waiter = box.spawn("run", tasks, "--if-busy", "wait", cwd=tasks.parent)
-    wait_until(lambda: live_runs(box) == 2, "the second run to be live")
+    wait_live_runs(box, 2)
     time.sleep(0.5)
     assert len(times(starts)) == 1  # it waits: its task has not started
     (tmp_path / "go").touch()
@@ -182,7 +187,7 @@ def test_a_run_waiting_for_another_run_of_its_file_says_so(tmp_path: Path, box: 
     tasks, first = busy_file(tmp_path, box)
     plain = box.spawn("run", tasks, cwd=tasks.parent)
     as_json = box.spawn("run", tasks, "--json", cwd=tasks.parent)
-    wait_until(lambda: live_runs(box) == 3, "the other runs to be live")
+    wait_live_runs(box, 3)
     (tmp_path / "go").touch()
     done = [run.finish() for run in (first, plain, as_json)]
 
@@ -223,7 +228,7 @@ def test_cancel_of_a_run_waiting_for_its_busy_file(tmp_path: Path, box: Sandbox)
     try:
         launched = box.cli("run", "--background", tasks, cwd=tasks.parent, timeout=20)
         run_id = launched.out.strip()
-        wait_until(lambda: live_runs(box) == 2, "the second run to be live")
+        wait_live_runs(box, 2)
 
         cancelled = box.cli("cancel", run_id)
         status = box.status(run_id)
@@ -281,7 +286,7 @@ def test_a_lock_held_with_the_lock_command_holds_a_runs_task_back(tmp_path: Path
         return list(json.loads(ran.out)["locks"])
 
     wait_until(lambda: any(r["pid"] == holder.pid and r["state"] == "held" for r in listed()),
-               "`locks` to show the holder")
+               "`locks` to show the holder", every=CLI_POLL)
     run = box.spawn("run", repo / "tasks.toml", "--json", cwd=repo)
     waiting = run.wait_event(lambda e: e.get("state") == "waiting", "the task to wait")
     assert str(holder.pid) in waiting["reason"], waiting

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from test_e2e_worktree import (
+    CLI_POLL,
     RUN_ID,
     Ran,
     Sandbox,
@@ -54,6 +55,12 @@ def counted(tid: str, body: str, counter: Path, started: Path) -> str:
 
 def task_states(status: dict[str, Any]) -> dict[str, str]:
     return {t["id"]: t["state"] for t in status["tasks"]}
+
+
+def wait_recorded(box: Sandbox, run_id: str, tasks: set[str], state: str = "done") -> None:
+    """Until `status` says every task of `tasks` is in `state`."""
+    wait_until(lambda: tasks <= {t for t, s in task_states(box.status(run_id)).items() if s == state},
+               f"{', '.join(sorted(tasks))} to be recorded {state}", every=CLI_POLL)
 
 
 def start_run(box: Sandbox, tasks: Path, cwd: Path) -> tuple[Spawned, str]:
@@ -121,8 +128,7 @@ def test_a_killed_run_is_crashed_and_resume_finishes_it(tmp_path: Path, box: San
     elif moment == "while_tasks_run":
         wait_until(lambda: all((started / t).exists() for t in CRASH_TASKS), "every task to start")
     else:
-        wait_until(lambda: {"quick1", "quick2"} <= {t for t, s in task_states(box.status(run_id)).items()
-                                                   if s == "done"}, "the quick tasks to be recorded")
+        wait_recorded(box, run_id, {"quick1", "quick2"})
     status = kill_and_check_crashed(box, run, run_id)
     done_before = {t for t, s in task_states(status).items() if s == "done"}
     before = counts(counter)
@@ -156,8 +162,7 @@ def test_a_task_whose_definition_changed_runs_again_on_resume(tmp_path: Path, bo
     started.mkdir()
     tasks = crash_tasks_file(folder, counter, started, gate)
     run, run_id = start_run(box, tasks, folder)
-    wait_until(lambda: {"quick1", "quick2"} <= {t for t, s in task_states(box.status(run_id)).items()
-                                               if s == "done"}, "the quick tasks to be recorded")
+    wait_recorded(box, run_id, {"quick1", "quick2"})
     status = kill_and_check_crashed(box, run, run_id)
     assert {"quick1", "quick2"} <= {t for t, s in task_states(status).items() if s == "done"}
 
@@ -186,8 +191,7 @@ def crash_and_resume_a_worktree_run(tmp_path: Path,
     })
     repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
     run, run_id = start_run(box, repo / "tasks.toml", repo)
-    wait_until(lambda: {"a", "b"} <= {t for t, s in task_states(box.status(run_id)).items() if s == "done"},
-               "a and b to be recorded")
+    wait_recorded(box, run_id, {"a", "b"})
     status = kill_and_check_crashed(box, run, run_id)
     commits = {t["id"]: t["commit"] for t in status["tasks"] if t["state"] == "done"}
     assert {"a", "b"} <= set(commits) and "c" not in commits
@@ -242,7 +246,8 @@ def test_a_background_run_returns_at_once_and_status_logs_and_wait_follow_it(
     assert run_id in listed.out and "running" in listed.out, listed
     listed_json = json.loads(box.cli("status", "--json").out)
     assert [r["status"] for r in listed_json if r["id"] == run_id] == ["running"]
-    wait_until(lambda: "hello-from-the-task" in box.cli("logs", run_id, "hello").out, "the task's output")
+    wait_until(lambda: "hello-from-the-task" in box.cli("logs", run_id, "hello").out, "the task's output",
+               every=CLI_POLL)
 
     follower = box.spawn("logs", run_id, "hello", "--follow")
     go.touch()
@@ -285,8 +290,7 @@ def test_cancel_leaves_no_task_process_alive(tmp_path: Path, box: Sandbox) -> No
     }))
     launched = box.cli("run", "--background", folder / "tasks.toml", cwd=folder)
     run_id = launched.out.strip()
-    wait_until(lambda: {"plain", "escaper"} <= set(t["id"] for t in box.status(run_id)["tasks"]
-                                                    if t["state"] == "running"), "both tasks to run")
+    wait_recorded(box, run_id, {"plain", "escaper"}, "running")
     wait_until(lambda: len(task_processes(run_id)) >= 4, "the task processes to appear")
 
     cancelled = box.cli("cancel", run_id)
@@ -312,8 +316,7 @@ def test_a_cancelled_worktree_run_keeps_its_branches_and_resume_lands_everything
     repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks_toml(tasks)})
     base = rev(repo, "main")
     run_id = box.cli("run", "--background", repo / "tasks.toml", cwd=repo).out.strip()
-    wait_until(lambda: {"a", "b"} <= {t for t, s in task_states(box.status(run_id)).items() if s == "done"},
-               "a and b to be recorded")
+    wait_recorded(box, run_id, {"a", "b"})
 
     cancelled = box.cli("cancel", run_id)
 

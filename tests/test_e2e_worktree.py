@@ -35,6 +35,7 @@ RUN_TABLE: dict[str, object] = {"cpu_limit": 100, "memory_limit": 100, "kill_gra
 # git must not read the machine's or the user's configuration
 GIT_ENV = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+CLI_POLL = 0.2  # seconds between polls that start a CLI process (each costs a Python start-up)
 
 
 # ------------------------------------------------------------------------------- helpers
