@@ -393,8 +393,6 @@ def test_undeclared_conflicting_edits_are_run_again_and_both_kept(tmp_path: Path
     assert_no_leftovers(repo, box)
 
 
-@pytest.mark.xfail(strict=True, reason="progress.View.handle counts every finished task_state event, so a "
-                   "task run again by the merge protocol is counted twice and the plain view shows [3/2]")
 def test_the_progress_count_stays_within_the_total_when_a_task_runs_again(
         tmp_path: Path, box: Sandbox) -> None:
     tasks = tasks_toml({
