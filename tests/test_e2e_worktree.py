@@ -505,6 +505,23 @@ def test_a_target_moved_by_a_conflicting_commit(tmp_path: Path, box: Sandbox, on
         assert "f.txt" in ran.notes
 
 
+def test_the_repository_is_the_one_holding_the_tasks_file_wherever_the_command_starts(
+        tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({"a": simple_task("a")})
+    repo = make_repo(tmp_path / "repo", {"jobs/tasks.toml": tasks})
+    elsewhere = make_repo(tmp_path / "elsewhere", {"README": "another repository\n"})
+    before = rev(elsewhere, "main")
+
+    ran = box.cli("run", repo / "jobs" / "tasks.toml", cwd=elsewhere)
+
+    assert ran.code == 0, ran
+    assert show(repo, "main", "a.txt") == "a\n"  # paths are relative to the repository root
+    assert rev(elsewhere, "main") == before
+    assert_clean(repo)
+    assert_clean(elsewhere)
+    assert_no_leftovers(repo, box)
+
+
 def test_two_runs_in_one_repository_both_land(tmp_path: Path, box: Sandbox) -> None:
     files = {f"{name}.toml": tasks_toml({f"{name}{i}": simple_task(f"{name}{i}") for i in range(3)})
              for name in ("x", "y")}
