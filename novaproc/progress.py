@@ -168,7 +168,7 @@ def summary(outcome: RunOutcome) -> str:
     for r in recs[:SUMMARY_ROWS]:
         note = f"  {_failure_text({'error': r.error, 'signal': r.signal, 'exit_code': r.exit_code})}" \
             if r.state == "failed" else ""
-        lines.append(f"{r.task.id:<{width}}  {r.state:<9}  {r.attempts:>8}  "
+        lines.append(f"{r.task.id:<{width}}  {r.state:<9}  {r.all_attempts:>8}  "
                      f"{format_duration(r.run_time)}{note}")
     if len(recs) > SUMMARY_ROWS:
         rest = recs[SUMMARY_ROWS:]
@@ -193,7 +193,7 @@ def summary_json(outcome: RunOutcome) -> dict[str, object]:
         "wall": round(outcome.wall, 3), "task_time": round(outcome.task_time, 3),
         "speedup": round(outcome.speedup, 2), "estimated_speedup": round(outcome.estimated_speedup, 2),
         "notes": list(outcome.notes),
-        "tasks": {tid: {"state": str(r.state), "attempts": r.attempts, "duration": round(r.run_time, 3),
+        "tasks": {tid: {"state": str(r.state), "attempts": r.all_attempts, "duration": round(r.run_time, 3),
                         "exit_code": r.exit_code, "error": r.error, "value": r.value}
                   for tid, r in outcome.records.items()},
     }

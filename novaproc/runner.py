@@ -39,9 +39,11 @@ class Run:
     """One run from start to outcome. Create with `start_run`; `close` always."""
 
     def __init__(self, taskfile: TaskFile, settings: Settings, plan: Plan, journal: Journal,
-                 kept: Mapping[str, tuple[str | None, float]] | None = None) -> None:
+                 kept: Mapping[str, tuple[str | None, float]] | None = None,
+                 earlier_attempts: Mapping[str, int] | None = None) -> None:
         self.taskfile, self.settings, self.plan, self.journal = taskfile, settings, plan, journal
         self.kept = dict(kept or {})
+        self.earlier_attempts = dict(earlier_attempts or {})
         self.resumed = kept is not None
         self.run_id = journal.run_id
         self._consumers: list[Callable[[Event], None]] = []
@@ -112,7 +114,8 @@ class Run:
         gate = LockGate(self.locks, self.taskfile.root, self.run_id, self.settings.resources)
         supervisor = Supervisor(self.plan, self.settings, run_id=self.run_id, root=self.taskfile.root,
                                 log_path=self.journal.start_log, emit=self._emit, pool=self.pool,
-                                isolation=isolation, gate=gate, kept=self.kept)
+                                isolation=isolation, gate=gate, kept=self.kept,
+                                earlier_attempts=self.earlier_attempts)
         outcome = supervisor.run()
         hashes = {t.id: t.definition_hash() for t in self.plan.tasks}
         self.journal.save_durations({tid: (hashes[tid], r.run_time) for tid, r in outcome.records.items()
@@ -153,7 +156,8 @@ def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: 
     kill_marked("NOVA_RUN_ID", record.id)  # anything a crashed supervisor's tasks left running
     journal = Journal.reopen(record, tasks=_task_metas(plan))
     return Run(taskfile, settings, plan, journal,
-               {tid: (t.commit, t.duration or 0.0) for tid, t in kept.items()})
+               {tid: (t.commit, t.duration or 0.0) for tid, t in kept.items()},
+               {t.id: t.attempts for t in record.tasks})
 
 
 def start_background(taskfile: TaskFile, args: list[str]) -> str:

@@ -48,6 +48,11 @@ class TaskRecord:
     timed_out: bool = False
     pid: int | None = None
     commit: str | None = None  # its result, in worktree isolation
+    earlier_attempts: int = 0  # made before a resume, by an earlier supervisor of the run
+
+    @property
+    def all_attempts(self) -> int:
+        return self.earlier_attempts + self.attempts
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class Supervisor:
                  pool: WorkerPool | None = None, throttle: Throttle | None = None,
                  gate: Gate | None = None, isolation: Isolation | None = None,
                  kept: Mapping[str, tuple[str | None, float]] | None = None,
+                 earlier_attempts: Mapping[str, int] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.plan, self.settings, self.run_id, self.root = plan, settings, run_id, root
         self._log_path, self._emit_event, self._clock = log_path, emit, clock
@@ -88,7 +94,8 @@ class Supervisor:
         self.gate = gate
         self.isolation = isolation or InPlace(root)
         self.schedule = Schedule.of(plan)
-        self.records = {t.id: TaskRecord(t) for t in plan.tasks}
+        earlier = earlier_attempts or {}
+        self.records = {t.id: TaskRecord(t, earlier_attempts=earlier.get(t.id, 0)) for t in plan.tasks}
         self._used_slots = 0
         self._held: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}  # task -> when its next attempt may start
@@ -138,7 +145,7 @@ class Supervisor:
             if tid in self._kept:
                 self.schedule.assume_done(tid)
                 rec = self.records[tid]
-                rec.state, (rec.commit, duration) = TaskState.DONE, self._kept[tid]
+                rec.state, (rec.commit, duration), rec.exit_code = TaskState.DONE, self._kept[tid], 0
                 self._emit("task_state", tid, TaskState.DONE, {
                     "kept": True, "commit": rec.commit, "duration": duration, "exit_code": 0})
 

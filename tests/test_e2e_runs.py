@@ -337,9 +337,6 @@ def test_a_cancelled_worktree_run_keeps_its_branches_and_resume_lands_everything
     assert_no_leftovers(repo, box)
 
 
-@pytest.mark.xfail(strict=True, reason="the summary of a resumed run counts only the resumed session "
-                   "(Supervisor.records start afresh): a kept task shows 0 attempts and no exit code, a task "
-                   "run again 1 attempt, while `status RUN` says 1 and 2")
 def test_resume_of_a_failed_run_reports_the_kept_tasks_as_status_does(tmp_path: Path, box: Sandbox) -> None:
     folder, fixed = tmp_path / "work", tmp_path / "fixed"
     folder.mkdir()
