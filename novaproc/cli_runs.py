@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import EnvironmentFault, ExitCode, InternalError
 from .messages import RunState, TaskState
 from .paths import find_root
+from .progress import format_duration
 
 POLL_SECONDS = 0.2
 CANCEL_TIMEOUT = 60.0
@@ -155,12 +156,6 @@ def _exit_text(code: int | None, sig: int | None) -> str:
         except ValueError:
             return f"signal {sig}"
     return "-" if code is None else str(code)
-
-
-def format_duration(seconds: float) -> str:
-    from .progress import format_duration  # the views' format; imported late so --help starts fast
-
-    return format_duration(seconds)
 
 
 def _speed(value: float | None) -> str:
