@@ -30,11 +30,11 @@ def main(argv: list[str]) -> int:
         except ModuleNotFoundError:
             print(f"\n## {section}: no scripts/bench_{section}.py")
             continue
-        print(f"\n## {section}")
+        print(f"\n## {section}", flush=True)
         started = time.perf_counter()
         rows = module.run(quick) if "quick" in module.run.__code__.co_varnames else module.run()
         for name, value, unit in rows:
-            print(f"{name:<56} {value:10.3f} {unit}")
+            print(f"{name:<56} {value:10.3f} {unit}", flush=True)
         print(f"({time.perf_counter() - started:.1f}s)")
     return 0
 

@@ -53,24 +53,34 @@ def _peers(folder: Path, n: int, command: str, jobs: int) -> dict[str, list[str]
     peers: dict[str, list[str] | str] = {
         "xargs -P": f"{seq} | xargs -P{jobs} -I{{}} {command}",
         "make -j": ["make", "-s", f"-j{jobs}", "-f", str(_makefile(folder, n, command))],
-        "shell loop": f"for i in $({seq}); do {command}; done",
+        # the program, not a shell builtin: every peer starts a process per task
+        "shell loop": f"for i in $({seq}); do {_program(command)}; done",
     }
-    if shutil.which("parallel"):
-        peers["GNU parallel"] = f"{seq} | parallel -j{jobs} '{command}' >/dev/null"
+    if shutil.which("parallel"):  # -N0: read an input line but do not append it to the command
+        peers["GNU parallel"] = f"{seq} | parallel -N0 -j{jobs} '{command}' >/dev/null"
     return peers
+
+
+def _program(command: str) -> str:
+    name, _, rest = command.partition(" ")
+    return f"{shutil.which(name) or name} {rest}".strip()
 
 
 def batch(folder: Path, n: int, command: str, jobs: int, env: dict[str, str]) -> list[Row]:
     rows: list[Row] = []
+    repeat = 1 if command.startswith("sleep") else 3  # a sleep batch hardly varies: spare the time
     for throttle in (False, True):
         tasks = _tasks_file(folder, n, command.split(), throttle=throttle)
-        t = _time([sys.executable, "-m", "novaproc", "run", "-q", f"-j{jobs}", str(tasks)], env=env)
+        t = _time([sys.executable, "-m", "novaproc", "run", "-q", f"-j{jobs}", str(tasks)], env=env,
+                  repeat=repeat)
         label = "novaproc" + (" (default throttle)" if throttle else "")
         rows.append((f"{n} x {command} -j{jobs}: {label}", t, "s"))
+        _progress(rows[-1])
     ours = rows[0][1]
     for name, cmd in _peers(folder, n, command, jobs).items():
-        t = _time(cmd)
+        t = _time(cmd, repeat=repeat)
         rows.append((f"{n} x {command} -j{jobs}: {name}", t, f"s (novaproc/{name} = {ours / t:.2f}x)"))
+        _progress(rows[-1])
     if command.startswith("sleep"):
         ideal = n * float(command.split()[1]) / jobs
         rows.append((f"{n} x {command} -j{jobs}: ideal", ideal,
@@ -78,6 +88,10 @@ def batch(folder: Path, n: int, command: str, jobs: int, env: dict[str, str]) ->
     else:
         rows.append((f"{n} x {command} -j{jobs}: novaproc per task", 1000 * ours / n, "ms"))
     return rows
+
+
+def _progress(row: Row) -> None:
+    print(f"  {row[0]}: {row[1]:.3f} {row[2]}", file=sys.stderr, flush=True)
 
 
 def startup(folder: Path, env: dict[str, str]) -> list[Row]:
