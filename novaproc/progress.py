@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, TextIO
 from .messages import Event
 
 if TYPE_CHECKING:  # only types: `plan` must not pay for importing the run machinery
+    from .outcome import RunOutcome
     from .plan import Plan
-    from .supervisor import RunOutcome
 
 
 def format_duration(seconds: float) -> str:

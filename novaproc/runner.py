@@ -22,11 +22,12 @@ from .errors import BusyError, EnvironmentFault, ExitCode, UsageError
 from .journal import Journal, RunMeta, TaskMeta
 from .locks import Blocked, LockManager, Owner, run_request
 from .messages import Event, RunState, TaskState
+from .outcome import RunOutcome
 from .plan import Plan
 from .pool import WorkerPool, kill_marked
 from .runs import RunRecord, kept_results
 from .seams import LockGate
-from .supervisor import RunOutcome, Supervisor
+from .supervisor import Supervisor
 from .taskfile import TaskFile
 
 

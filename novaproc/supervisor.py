@@ -8,19 +8,19 @@ for the views and the journal. Nothing here prints.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .config import Settings
 from .errors import ExitCode, InternalError, NovaError
-from .messages import Event, Finished, Job, RunState, Started, TaskState
+from .interrupts import Interrupts
+from .messages import Event, Finished, Job, Started, TaskState
+from .outcome import RunOutcome, TaskRecord
 from .plan import Plan, Schedule
 from .pool import WorkerPool
 from .seams import Finish, Gate, InPlace, Isolation, Landing
@@ -28,52 +28,6 @@ from .taskfile import Task
 from .throttle import Throttle
 
 LOCK_RETRY = 0.05  # seconds between tries of a lock held by another process
-
-
-@dataclass
-class TaskRecord:
-    """What the supervisor knows of one task."""
-
-    task: Task
-    state: TaskState = TaskState.QUEUED
-    attempts: int = 0
-    started_at: float | None = None  # wall clock, first attempt
-    ended_at: float | None = None
-    run_time: float = 0.0  # seconds spent running, all attempts
-    exit_code: int | None = None
-    signal: int | None = None
-    error: str | None = None
-    value: Any = None
-    reason: str | None = None  # why it waits
-    timed_out: bool = False
-    pid: int | None = None
-    commit: str | None = None  # its result, in worktree isolation
-    earlier_attempts: int = 0  # made before a resume, by an earlier supervisor of the run
-
-    @property
-    def all_attempts(self) -> int:
-        return self.earlier_attempts + self.attempts
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    run_id: str
-    exit_code: ExitCode
-    wall: float
-    task_time: float
-    estimated_speedup: float
-    records: dict[str, TaskRecord] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-
-    @property
-    def speedup(self) -> float:
-        return self.task_time / self.wall if self.wall > 0 else 1.0
-
-    @property
-    def state(self) -> RunState:
-        if self.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
-            return RunState.CANCELLED
-        return RunState.DONE if self.exit_code == ExitCode.OK else RunState.FAILED
 
 
 class Supervisor:
@@ -102,14 +56,11 @@ class Supervisor:
         self._deadlines: dict[str, float] = {}  # running task -> when its timeout strikes
         self._waiting: set[str] = set()  # ready tasks held back by a resource, load or lock
         self._rerunning: set[str] = set()  # ended tasks run again by the merge protocol
-        self._stop_signal: int | None = None
         self._stopping = False
         self._kept = dict(kept or {})  # task -> (result commit, duration) kept from earlier
-        self._wake_r, self._wake_w = os.pipe()
-        for fd in (self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
+        self._interrupts = Interrupts()
         bell = gate.fileno() if gate else None
-        self._wake_fds = [self._wake_r] + ([bell] if bell is not None else [])
+        self._wake_fds = [self._interrupts.fileno()] + ([bell] if bell is not None else [])
 
     # ------------------------------------------------------------ the loop
 
@@ -121,7 +72,7 @@ class Supervisor:
         for warning in self.plan.warnings:
             self._emit("message", data={"level": "warning", "text": warning})
         self._keep_earlier_results()
-        with self._signals():
+        with self._interrupts:
             try:
                 while not self.schedule.finished():
                     self._start_ready()
@@ -158,7 +109,7 @@ class Supervisor:
     def _land(self) -> Landing:
         """Bring the results to the target, unless the run was interrupted."""
         results = [(t, self.records[t].commit) for t in self.plan.graph.order if self.records[t].commit]
-        if self._stopping and self._stop_signal is not None:
+        if self._stopping and self._interrupts.first is not None:
             note = "interrupted: results were not merged; they stay on their branches"
             return Landing(notes=(note,) if results else ())
         landing = self.isolation.land(results, self._rerun)  # type: ignore[arg-type]
@@ -377,7 +328,7 @@ class Supervisor:
     # ------------------------------------------------------------ stopping
 
     def _on_timers(self) -> None:
-        self._drain_wakeups()
+        self._on_interrupt()
         now = self._clock()
         for tid, deadline in list(self._deadlines.items()):
             rec = self.records[tid]
@@ -408,33 +359,11 @@ class Supervisor:
         for tid in self.pool.busy():
             self.pool.terminate(tid, kill=kill)
 
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
+    def _on_interrupt(self) -> None:
         """SIGINT/SIGTERM stop the run gracefully; a second SIGINT kills at once."""
-        def handler(signum: int, frame: object) -> None:
-            again = self._stop_signal is not None
-            self._stop_signal = self._stop_signal or signum
-            self._pending_stop = (signum, again)
-
-        self._pending_stop: tuple[int, bool] | None = None
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        old_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        try:
-            yield
-        finally:
-            signal.set_wakeup_fd(old_fd)
-            for s, h in old.items():
-                signal.signal(s, h)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-
-    def _drain_wakeups(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_r, 512):
-                pass
-        if self._pending_stop is not None:
-            signum, again = self._pending_stop
-            self._pending_stop = None
+        taken = self._interrupts.take()
+        if taken is not None:
+            signum, again = taken
             name = signal.Signals(signum).name
             self._stop(f"received {name}" + ("; killing now" if again else ""), kill=again)
 
@@ -444,8 +373,8 @@ class Supervisor:
         # skipped tasks do not count: their cause failed the run already, or was allowed to fail
         failed = any(r.state in (TaskState.FAILED, TaskState.CANCELLED) and not r.task.allow_failure
                      for r in self.records.values())
-        if self._stop_signal is not None:
-            code = ExitCode.SIGINT if self._stop_signal == signal.SIGINT else ExitCode.SIGTERM
+        if self._interrupts.first is not None:
+            code = ExitCode.SIGINT if self._interrupts.first == signal.SIGINT else ExitCode.SIGTERM
         else:
             code = ExitCode.FAILED if failed else landing.exit_code
         task_time = sum(r.run_time for r in self.records.values())

@@ -21,8 +21,8 @@ from conftest import clean_env, write_tasks
 from test_run_cli import RUN_TABLE, nova, task
 
 from novaproc.messages import TaskState
+from novaproc.outcome import RunOutcome, TaskRecord
 from novaproc.progress import format_duration, summary, summary_json, write_junit
-from novaproc.supervisor import RunOutcome, TaskRecord
 from novaproc.taskfile import Task
 
 ANSI = re.compile(r"\x1b[\[\]()#;?]*[0-9;]*[A-Za-z]?")

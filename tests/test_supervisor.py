@@ -16,9 +16,10 @@ from conftest import write_tasks
 from novaproc.config import Settings
 from novaproc.errors import ExitCode
 from novaproc.messages import Event, TaskState
+from novaproc.outcome import RunOutcome
 from novaproc.plan import make_plan
 from novaproc.pool import WorkerPool
-from novaproc.supervisor import RunOutcome, Supervisor
+from novaproc.supervisor import Supervisor
 from novaproc.taskfile import Task, load_tasks
 from novaproc.throttle import Load, Throttle
 

@@ -1,0 +1,58 @@
+"""What a run's supervisor knows of each task, and how the run came out: the records the
+views, the JUnit report and the CLI's exit code are made from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ExitCode
+from .messages import RunState, TaskState
+from .taskfile import Task
+
+
+@dataclass
+class TaskRecord:
+    """What the supervisor knows of one task."""
+
+    task: Task
+    state: TaskState = TaskState.QUEUED
+    attempts: int = 0
+    started_at: float | None = None  # wall clock, first attempt
+    ended_at: float | None = None
+    run_time: float = 0.0  # seconds spent running, all attempts
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    value: Any = None
+    reason: str | None = None  # why it waits
+    timed_out: bool = False
+    pid: int | None = None
+    commit: str | None = None  # its result, in worktree isolation
+    earlier_attempts: int = 0  # made before a resume, by an earlier supervisor of the run
+
+    @property
+    def all_attempts(self) -> int:
+        return self.earlier_attempts + self.attempts
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    exit_code: ExitCode
+    wall: float
+    task_time: float
+    estimated_speedup: float
+    records: dict[str, TaskRecord] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def speedup(self) -> float:
+        return self.task_time / self.wall if self.wall > 0 else 1.0
+
+    @property
+    def state(self) -> RunState:
+        if self.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
+            return RunState.CANCELLED
+        return RunState.DONE if self.exit_code == ExitCode.OK else RunState.FAILED
