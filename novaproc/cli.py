@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import ConfigError, ExitCode, NovaError, UsageError
@@ -41,7 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"novaproc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    from .cli_locks import add_parsers as add_lock_commands
+    from .cli_runs import add_parsers as add_run_commands
 
+    for add in (_add_plan, _add_run, _add_resume, add_run_commands, add_lock_commands, _add_clean,
+                _add_init):
+        add(sub)
+    return parser
+
+
+def _add_plan(sub: Any) -> None:
     p = sub.add_parser("plan", help="show how a tasks file would run; runs nothing",
                        description="Show the strategy, reason, safety level, estimated speedup, "
                        "layers and conflicts of a tasks file. Runs nothing.")
@@ -52,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="settings file (default: nova.toml at the root)")
     p.set_defaults(handler=cmd_plan)
 
+
+def _add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="run a tasks file", description="Run the tasks of a file in "
                        "parallel, as the plan allows; see `plan` for what it would do.",
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # a background run's child
     p.set_defaults(handler=cmd_run)
 
+
+def _add_resume(sub: Any) -> None:
     p = sub.add_parser("resume", help="continue a failed, cancelled or crashed run",
                        description="Continue a run: tasks that succeeded with an unchanged "
                        "definition keep their results; the rest run.", epilog=EXIT_CODES,
@@ -84,12 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, help="where runs are kept (default: .nova at the root)")
     p.set_defaults(handler=cmd_resume, junit=None)
 
+
+def _add_init(sub: Any) -> None:
     p = sub.add_parser("init", help="write a starter nova.toml and tasks.toml",
                        description="Write a starter nova.toml and tasks.toml in a folder.")
     p.add_argument("folder", nargs="?", type=Path, default=Path("."), help="default: here")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(handler=cmd_init)
 
+
+def _add_clean(sub: Any) -> None:
     p = sub.add_parser("clean", help="remove finished runs' worktrees and merged branches",
                        description="Remove the worktrees of runs that are no longer live (kept "
                        "ones too), prune stale worktree records and leftover index.lock files, "
@@ -98,13 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="also delete unmerged nova/* branches")
     p.add_argument("--config", type=Path, help="settings file (default: nova.toml at the root)")
     p.set_defaults(handler=cmd_clean)
-
-    from .cli_locks import add_parsers as add_lock_commands
-    from .cli_runs import add_parsers as add_run_commands
-
-    add_run_commands(sub)
-    add_lock_commands(sub)
-    return parser
 
 
 def _positive(text: str) -> int:
