@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ConfigError, ExitCode, NovaError, UsageError
+from .errors import ConfigError, EnvironmentFault, ExitCode, NovaError, UsageError
 
 EXIT_CODES = """exit codes:
   0    every task succeeded (merged and verified)
@@ -210,7 +210,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if plan.isolation == "worktree":
         from .gitrepo import check_ready
 
-        check_ready(taskfile.root)  # refuse a repository mid-merge before any run exists
+        try:  # refuse a repository mid-merge before any run exists: nothing ran, so exit 2
+            check_ready(taskfile.root)
+        except EnvironmentFault as e:
+            raise UsageError(str(e)) from None
     run = start_run(taskfile, settings, plan, argv=sys.argv[1:])
     try:
         holder = run.try_hold_tasks_file(args.if_busy)
