@@ -211,9 +211,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .gitrepo import check_ready
 
         try:  # refuse a repository mid-merge before any run exists: nothing ran, so exit 2
-            check_ready(taskfile.root)
+            status = check_ready(taskfile.root)
         except EnvironmentFault as e:
             raise UsageError(str(e)) from None
+        _check_target(status, settings)
     run = start_run(taskfile, settings, plan, argv=sys.argv[1:])
     try:
         holder = run.try_hold_tasks_file(args.if_busy)
@@ -223,6 +224,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.ready_fd is not None:
         run.detach(args.ready_fd)  # before waiting for a busy file: the launcher returns at once
     return _execute(run, args, busy=holder)
+
+
+def _check_target(status, settings) -> None:  # type: ignore[no-untyped-def]
+    """The branch results merge into must exist before a run starts: nothing runs otherwise."""
+    from .gitrepo import Repo
+
+    if settings.merge != "auto":
+        return
+    if settings.target is None and status.branch is None:
+        raise UsageError(f"{status.root}: HEAD is detached, so there is no branch to merge into; "
+                         'check out a branch, or set target (or merge = "off")')
+    if settings.target and Repo(status.root).rev(f"refs/heads/{settings.target}") is None:
+        raise UsageError(f"target {settings.target!r} is not a branch of {status.root}")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -252,8 +266,12 @@ def _execute(run, args: argparse.Namespace, busy: str | None = None) -> int:  # 
     run.emit_to(view.handle)
     try:
         if busy and (stopped := run.wait_for_tasks_file(busy)) is not None:
+            view.stop()
             return stopped
         outcome = run.execute()
+    except BaseException:
+        view.stop()  # a live view must give the terminal back, whatever happened
+        raise
     finally:
         run.close()
     if args.junit:

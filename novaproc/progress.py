@@ -99,6 +99,9 @@ class View:
     def show(self, event: Event) -> None:
         """Render one event; the default view shows nothing but warnings."""
 
+    def stop(self) -> None:
+        """The run ended without an outcome to show: leave the terminal as it was."""
+
     def close(self, outcome: RunOutcome) -> None:
         self.out.write(summary(outcome) + "\n")
         self.out.flush()
@@ -275,9 +278,10 @@ class LiveView(View):
 
         table = Table.grid(padding=(0, 1))
         now = time.monotonic()
-        shown = [t for t, (s, _, _) in self._states.items() if s in ("running", "waiting")]
+        states = dict(self._states)  # drawn on rich's thread while events arrive on the main one
+        shown = [t for t, (s, _, _) in states.items() if s in ("running", "waiting")]
         for tid in [*self._recent, *shown][-30:]:
-            state, since, reason = self._states[tid]
+            state, since, reason = states[tid]
             detail = reason if state == "waiting" else \
                 last_line(self._log_path(tid)) if state == "running" else self._labels.get(tid, "")
             table.add_row(MARKS.get(state, "?"), f"[{self.finished}/{self.total}]", tid,
@@ -293,6 +297,9 @@ class LiveView(View):
                 else sum(self._estimates.values()) / max(1, len(self._estimates)))
         return f"ETA ~{format_duration(mean * left / min(self._slots, left))}"
 
-    def close(self, outcome: RunOutcome) -> None:
+    def stop(self) -> None:
         self._live.stop()
+
+    def close(self, outcome: RunOutcome) -> None:
+        self.stop()
         super().close(outcome)

@@ -56,6 +56,7 @@ class Supervisor:
         self._deadlines: dict[str, float] = {}  # running task -> when its timeout strikes
         self._waiting: set[str] = set()  # ready tasks held back by a resource, load or lock
         self._rerunning: set[str] = set()  # ended tasks run again by the merge protocol
+        self._terminated: set[str] = set()  # running tasks a stop ended
         self._stopping = False
         self._kept = dict(kept or {})  # task -> (result commit, duration) kept from earlier
         self._interrupts = Interrupts()
@@ -78,11 +79,12 @@ class Supervisor:
                     self._start_ready()
                     self._check_progress()
                     self._step(self._next_timeout())
+                interrupted = self._interrupts.first is not None
                 landing = self._land()
             finally:
                 self.pool.shutdown()
                 notes = self.isolation.close()
-        outcome = self._outcome(time.time() - started, landing, notes)
+        outcome = self._outcome(time.time() - started, landing, notes, interrupted)
         self._emit("run_finished", data={
             "exit_code": int(outcome.exit_code), "state": str(outcome.state),
             "wall": round(outcome.wall, 3),
@@ -102,7 +104,9 @@ class Supervisor:
 
     def _step(self, timeout: float | None) -> None:
         """Wait for the next reports (or timer) and act on them."""
-        for report in self.pool.wait(timeout, wake=self._wake_fds):
+        # the lock bell only while a task waits: nobody would drain it otherwise
+        wake = self._wake_fds if self._waiting else self._wake_fds[:1]
+        for report in self.pool.wait(timeout, wake=wake):
             self._on_report(report)
         self._on_timers()
 
@@ -123,6 +127,10 @@ class Supervisor:
         self._emit("message", task_id, data={"level": "info", "text": f"{task_id}: its result "
                    "conflicts with the merged result so far; running it again on top of it"})
         self._rerunning.add(task_id)
+        while self.gate and (why := self.gate.try_acquire(rec.task)):  # locks hold for reruns too
+            self._wait_for(task_id, why)
+            self._step(LOCK_RETRY)
+        self._waiting.discard(task_id)
         if self._launch(rec, [base]):
             while task_id in self.pool.busy():
                 self._step(self._next_timeout())
@@ -167,8 +175,10 @@ class Supervisor:
         raise InternalError(f"stuck: no task running or ready, states {self.schedule.state}")
 
     def _next_timeout(self) -> float | None:
-        times = [*self._deadlines.values(), *self._retry_at.values()]
-        timeout = max(0.0, min(times) - self._clock()) if times else None
+        now = self._clock()
+        # a retry already due waits for a slot or a lock like any ready task: not a timer
+        times = [*self._deadlines.values(), *(at for at in self._retry_at.values() if at > now)]
+        timeout = max(0.0, min(times) - now) if times else None
         if self._waiting:  # a lock of another process or the load may free up: try again soon
             timeout = LOCK_RETRY if timeout is None else min(timeout, LOCK_RETRY)
         return timeout
@@ -260,7 +270,8 @@ class Supervisor:
         if not ok and not self._stopping and rec.attempts <= rec.task.retries:
             self._retry(rec)
             return
-        state = TaskState.DONE if ok else TaskState.CANCELLED if self._stopping else TaskState.FAILED
+        stopped = rec.task.id in self._terminated  # ended by _stop, not by its own failure
+        state = TaskState.DONE if ok else TaskState.CANCELLED if stopped else TaskState.FAILED
         self._end(rec, state, report.ended_at or time.time())
 
     def _keep_result(self, rec: TaskRecord, ok: bool) -> bool:
@@ -357,6 +368,7 @@ class Supervisor:
             self.records[tid].state = TaskState.CANCELLED
             self._emit("task_state", tid, TaskState.CANCELLED, {"reason": why})
         for tid in self.pool.busy():
+            self._terminated.add(tid)
             self.pool.terminate(tid, kill=kill)
 
     def _on_interrupt(self) -> None:
@@ -369,11 +381,11 @@ class Supervisor:
 
     # ------------------------------------------------------------ results
 
-    def _outcome(self, wall: float, landing: Landing, notes: list[str]) -> RunOutcome:
+    def _outcome(self, wall: float, landing: Landing, notes: list[str], interrupted: bool) -> RunOutcome:
         # skipped tasks do not count: their cause failed the run already, or was allowed to fail
         failed = any(r.state in (TaskState.FAILED, TaskState.CANCELLED) and not r.task.allow_failure
                      for r in self.records.values())
-        if self._interrupts.first is not None:
+        if interrupted:  # a signal during the merge let it finish: its outcome is the run's
             code = ExitCode.SIGINT if self._interrupts.first == signal.SIGINT else ExitCode.SIGTERM
         else:
             code = ExitCode.FAILED if failed else landing.exit_code

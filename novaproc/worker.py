@@ -225,6 +225,10 @@ def _call_in_child(job: Job, log_fd: int, result_fd: int) -> int:
         for part in func_name.split("."):
             target = getattr(target, part)
         report["value"] = _jsonable(target(*job.args, **job.kwargs))
+    except SystemExit as e:  # sys.exit(n) in a call means exit code n, as in a script
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if code:
+            report["error"] = f"SystemExit: {e.code}"
     except BaseException as e:
         traceback.print_exc()
         report["error"] = f"{type(e).__name__}: {e}"

@@ -463,3 +463,10 @@ def test_a_worker_that_died_while_idle_is_replaced(tmp_path, pool):
                what="the idle worker to die")
     p.submit(make_job(tmp_path, "second", shell="echo ran"))
     assert reports.until_finished("second").ok
+
+
+@pytest.mark.parametrize(("code", "exit_code"), [(0, 0), (None, 0), (3, 3)])
+def test_sys_exit_in_a_call_is_its_exit_code(calls, pool, code, exit_code):
+    finished = run_one(pool, make_job(calls, call="sys:exit", args=(code,)))
+    assert finished.ok is (exit_code == 0)
+    assert finished.exit_code == exit_code
