@@ -181,7 +181,7 @@ class _Verifier:
                  setup: str | None, include: Sequence[str], timeout: float | None, log: Path | None) -> None:
         self.repo, self.command, self.setup, self.include = repo, command, setup, include
         self.path = ensure_private_dir(Path(folder)) / f"{run_id}-.verify"
-        self.timeout, self.log = timeout, log
+        self.timeout, self.log, self.run_id = timeout, log, run_id
         self.wt: Worktree | None = None
         self.verdicts: dict[str, bool] = {}
 
@@ -200,8 +200,10 @@ class _Verifier:
                 out.write(f"{e}\n".encode())
                 return False
             argv = ["/bin/sh", "-c", self.command] if isinstance(self.command, str) else list(self.command)
+            # marked like the run's tasks, so a resume finds it if the supervisor was killed
             proc = subprocess.Popen(argv, cwd=self.path, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, "NOVA_RUN_ID": self.run_id})
             try:
                 return proc.wait(self.timeout) == 0
             except subprocess.TimeoutExpired:
