@@ -135,8 +135,7 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
     taskfile = load_tasks(tasks_path)
     settings = load_settings(taskfile.root, taskfile.run_table, tasks_file=str(tasks_path),
                              config_file=getattr(args, "config", None), flags=flags)
-    hashes = {t.id: t.definition_hash() for t in taskfile.tasks}
-    past = history(settings.state_path(taskfile.root), taskfile.path, hashes)
+    past = history(settings.state_path(taskfile.root), taskfile.path, taskfile.hashes)
     tasks = list(taskfile.tasks)
     try:
         if getattr(args, "only", None):

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError, did_you_mean
-from .taskfile import read_toml_file
+from .taskfile import read_toml
 
 DEFAULT_WORKTREE_DIR = "/tmp/nova-worktrees"
 MAX_SLOTS = 4096
@@ -69,16 +69,11 @@ def load_settings(
     merged: dict[str, Any] = {}
     nova_toml = config_file or root / "nova.toml"
     if config_file is not None or nova_toml.is_file():
-        merged |= _layer(str(nova_toml), _from_nova_toml(nova_toml))
+        merged |= _layer(str(nova_toml), read_toml(nova_toml, str(nova_toml)))
     merged |= _layer(f"{tasks_file} [run]", dict(run_table or {}))
     merged |= _layer("environment", _from_env(os.environ if environ is None else environ))
     merged |= _layer("command line", {k: v for k, v in (flags or {}).items() if v is not None})
     return Settings(**merged)
-
-
-def _from_nova_toml(path: Path) -> dict[str, Any]:
-    data = read_toml_file(path, str(path))
-    return data
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:

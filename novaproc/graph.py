@@ -86,14 +86,3 @@ class TaskGraph:
                 seen.add(tid)
                 stack.extend(self.preds[tid])
         return seen
-
-    def descendants(self, root: str) -> set[str]:
-        """Everything that transitively waits for `root` (not `root` itself)."""
-        seen: set[str] = set()
-        stack = list(self.succs[root])
-        while stack:
-            tid = stack.pop()
-            if tid not in seen:
-                seen.add(tid)
-                stack.extend(self.succs[tid])
-        return seen

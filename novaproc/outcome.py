@@ -4,12 +4,15 @@ views, the JUnit report and the CLI's exit code are made from.
 
 from __future__ import annotations
 
+import signal as signal_module
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ExitCode
 from .messages import RunState, TaskState
-from .taskfile import Task
+
+if TYPE_CHECKING:  # status and logs format through here: they must not load pydantic
+    from .taskfile import Task
 
 
 @dataclass
@@ -31,6 +34,10 @@ class TaskRecord:
     pid: int | None = None
     commit: str | None = None  # its result, in worktree isolation
     earlier_attempts: int = 0  # made before a resume, by an earlier supervisor of the run
+
+    @property
+    def failure(self) -> str:
+        return describe_failure(self.error, self.signal, self.exit_code)
 
     @property
     def all_attempts(self) -> int:
@@ -56,3 +63,19 @@ class RunOutcome:
         if self.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
             return RunState.CANCELLED
         return RunState.DONE if self.exit_code == ExitCode.OK else RunState.FAILED
+
+
+def describe_failure(error: str | None, signal: int | None, exit_code: int | None) -> str:
+    """Why an attempt failed, in a few words: its error, the signal that ended it, or its code."""
+    if error:
+        return error
+    if signal:
+        return f"killed by {_signal_name(signal)}"
+    return f"exit code {exit_code}"
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal_module.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

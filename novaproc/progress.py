@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from .messages import Event
+from .outcome import describe_failure
 
 if TYPE_CHECKING:  # only types: `plan` must not pay for importing the run machinery
     from .outcome import RunOutcome
@@ -154,11 +156,7 @@ class JsonView(View):
 
 
 def _failure_text(d: dict) -> str:
-    if d.get("error"):
-        return str(d["error"])
-    if d.get("signal"):
-        return f"killed by signal {d['signal']}"
-    return f"exit code {d.get('exit_code')}"
+    return describe_failure(d.get("error"), d.get("signal"), d.get("exit_code"))
 
 
 def summary(outcome: RunOutcome) -> str:
@@ -169,25 +167,18 @@ def summary(outcome: RunOutcome) -> str:
     width = max([4, *(len(r.task.id) for r in recs[:SUMMARY_ROWS])])
     lines = [f"{'Task':<{width}}  {'Status':<9}  {'Attempts':>8}  Duration"]
     for r in recs[:SUMMARY_ROWS]:
-        note = f"  {_failure_text({'error': r.error, 'signal': r.signal, 'exit_code': r.exit_code})}" \
+        note = f"  {r.failure}" \
             if r.state == "failed" else ""
         lines.append(f"{r.task.id:<{width}}  {r.state:<9}  {r.all_attempts:>8}  "
                      f"{format_duration(r.run_time)}{note}")
     if len(recs) > SUMMARY_ROWS:
         rest = recs[SUMMARY_ROWS:]
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(_count(r.state for r in rest).items()))
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(str(r.state) for r in rest).items()))
         lines.append(f"... and {len(rest)} more ({counts})")
     lines.append(f"wall {format_duration(outcome.wall)}, task time {format_duration(outcome.task_time)}, "
                  f"speedup {outcome.speedup:.2f}x (estimated {outcome.estimated_speedup:.1f}x)")
     lines += [f"note: {note}" for note in outcome.notes]
     return "\n".join(lines)
-
-
-def _count(states: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for s in states:
-        counts[s] = counts.get(s, 0) + 1
-    return counts
 
 
 def summary_json(outcome: RunOutcome) -> dict[str, object]:
@@ -215,8 +206,7 @@ def write_junit(outcome: RunOutcome, path: Path, log_path: Callable[[str], Path]
         case = ET.SubElement(suite, "testcase", classname=f"novaproc.{outcome.run_id}",
                              name=r.task.id, time=f"{r.run_time:.3f}")
         if r.state == "failed":
-            failure = ET.SubElement(case, "failure", message=_failure_text(
-                {"error": r.error, "signal": r.signal, "exit_code": r.exit_code}))
+            failure = ET.SubElement(case, "failure", message=r.failure)
             failure.text = _tail(log_path(r.task.id), 4000)
         elif r.state in ("skipped", "cancelled"):
             ET.SubElement(case, "skipped", message=str(r.state))

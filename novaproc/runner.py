@@ -83,7 +83,7 @@ class Run:
             return None
         except _Stopped as e:
             self.locks.cancel(self._file_lock)
-            code = ExitCode.SIGINT if e.signum == signal.SIGINT else ExitCode.SIGTERM
+            code = ExitCode(128 + e.signum)  # 130 / 143
             self._emit(Event("run_finished", self.run_id, time.time(), data={
                 "exit_code": int(code), "state": str(RunState.CANCELLED), "wall": 0.0, "task_time": 0.0}))
             return code
@@ -118,7 +118,7 @@ class Run:
                                 isolation=isolation, gate=gate, kept=self.kept,
                                 earlier_attempts=self.earlier_attempts)
         outcome = supervisor.run()
-        hashes = {t.id: t.definition_hash() for t in self.plan.tasks}
+        hashes = self.taskfile.hashes
         self.journal.save_durations({tid: (hashes[tid], r.run_time) for tid, r in outcome.records.items()
                                      if r.state == TaskState.DONE and r.attempts})
         return outcome
@@ -141,7 +141,7 @@ class Run:
 
 def start_run(taskfile: TaskFile, settings: Settings, plan: Plan, *, argv: list[str]) -> Run:
     meta = RunMeta(tasks_file=str(taskfile.path), root=str(taskfile.root), argv=tuple(argv),
-                   description=_description(plan), tasks=_task_metas(plan))
+                   description=_description(plan), tasks=_task_metas(plan, taskfile.hashes))
     journal = Journal.create(settings.state_path(taskfile.root), meta)
     return Run(taskfile, settings, plan, journal)
 
@@ -152,10 +152,9 @@ def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: 
     results; the rest run."""
     if record.status in (RunState.RUNNING, RunState.DONE):
         raise UsageError(f"run {record.id} is {record.status}: there is nothing to resume")
-    hashes = {t.id: t.definition_hash() for t in plan.tasks}
-    kept = kept_results(record, hashes, {t.id: t.depends_on for t in plan.tasks})
+    kept = kept_results(record, taskfile.hashes, {t.id: t.depends_on for t in plan.tasks})
     kill_marked("NOVA_RUN_ID", record.id)  # anything a crashed supervisor's tasks left running
-    journal = Journal.reopen(record, tasks=_task_metas(plan))
+    journal = Journal.reopen(record, tasks=_task_metas(plan, taskfile.hashes))
     return Run(taskfile, settings, plan, journal,
                {tid: (t.commit, t.duration or 0.0) for tid, t in kept.items()},
                {t.id: t.attempts for t in record.tasks})
@@ -183,9 +182,8 @@ def start_background(taskfile: TaskFile, args: list[str]) -> str:
     return run_id
 
 
-def _task_metas(plan: Plan) -> tuple[TaskMeta, ...]:
-    return tuple(TaskMeta(t.id, t.label, t.definition_hash(), str(t.kind), tuple(t.env))
-                 for t in plan.tasks)
+def _task_metas(plan: Plan, hashes: Mapping[str, str]) -> tuple[TaskMeta, ...]:
+    return tuple(TaskMeta(t.id, t.label, hashes[t.id], str(t.kind), tuple(t.env)) for t in plan.tasks)
 
 
 def _description(plan: Plan) -> str:

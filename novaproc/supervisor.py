@@ -80,7 +80,7 @@ class Supervisor:
                     self._check_progress()
                     self._step(self._next_timeout())
                 interrupted = self._interrupts.first is not None
-                landing = self._land()
+                landing = self._land(interrupted)
             finally:
                 self.pool.shutdown()
                 notes = self.isolation.close()
@@ -110,10 +110,10 @@ class Supervisor:
             self._on_report(report)
         self._on_timers()
 
-    def _land(self) -> Landing:
+    def _land(self, interrupted: bool) -> Landing:
         """Bring the results to the target, unless the run was interrupted."""
         results = [(t, self.records[t].commit) for t in self.plan.graph.order if self.records[t].commit]
-        if self._stopping and self._interrupts.first is not None:
+        if interrupted:
             note = "interrupted: results were not merged; they stay on their branches"
             return Landing(notes=(note,) if results else ())
         landing = self.isolation.land(results, self._rerun)  # type: ignore[arg-type]
@@ -291,7 +291,7 @@ class Supervisor:
     def _retry(self, rec: TaskRecord) -> None:
         backoff = min(0.2 * 2 ** (rec.attempts - 1), 5.0)
         self._retry_at[rec.task.id] = self._clock() + backoff
-        self._wait_for(rec.task.id, f"attempt {rec.attempts} failed ({self._failure(rec)}); "
+        self._wait_for(rec.task.id, f"attempt {rec.attempts} failed ({rec.failure}); "
                        f"retrying in {backoff:.1f}s")
 
     def _end(self, rec: TaskRecord, state: TaskState, ended_at: float) -> None:
@@ -327,14 +327,6 @@ class Supervisor:
         if _gist(rec.reason) != _gist(reason):  # a load that drifts from 96% to 97% is no news
             rec.state, rec.reason = TaskState.WAITING, reason
             self._emit("task_state", tid, TaskState.WAITING, {"reason": reason})
-
-    @staticmethod
-    def _failure(rec: TaskRecord) -> str:
-        if rec.error:
-            return rec.error
-        if rec.signal:
-            return f"killed by {signal.Signals(rec.signal).name}"
-        return f"exit code {rec.exit_code}"
 
     # ------------------------------------------------------------ stopping
 
@@ -386,7 +378,7 @@ class Supervisor:
         failed = any(r.state in (TaskState.FAILED, TaskState.CANCELLED) and not r.task.allow_failure
                      for r in self.records.values())
         if interrupted:  # a signal during the merge let it finish: its outcome is the run's
-            code = ExitCode.SIGINT if self._interrupts.first == signal.SIGINT else ExitCode.SIGTERM
+            code = ExitCode(128 + self._interrupts.first)  # 130 / 143, as a shell reports it
         else:
             code = ExitCode.FAILED if failed else landing.exit_code
         task_time = sum(r.run_time for r in self.records.values())

@@ -93,6 +93,7 @@ class TaskFile(BaseModel):
     in_git: bool
     run_table: dict[str, Any]
     tasks: tuple[Task, ...]
+    hashes: dict[str, str]  # task id -> definition_hash(), computed once at load
 
     def by_id(self) -> dict[str, Task]:
         return {t.id: t for t in self.tasks}
@@ -105,7 +106,7 @@ def load_tasks(path: Path | str) -> TaskFile:
     """Read and validate a tasks file. Raises ConfigError (exit 2) for any problem."""
     path = Path(path)
     name = str(path)
-    data = _read_toml(path, name)
+    data = read_toml(path, name)
     unknown = set(data) - {"run", "tasks"}
     if unknown:
         key = sorted(unknown)[0]
@@ -121,15 +122,12 @@ def load_tasks(path: Path | str) -> TaskFile:
     root, in_git = paths.find_root(path.resolve().parent)
     tasks = tuple(_task(name, tid, body, str(root)) for tid, body in raw_tasks.items())
     _check_ids_and_deps(name, tasks)
-    return TaskFile(path=path.resolve(), root=root, in_git=in_git, run_table=run_table, tasks=tasks)
+    return TaskFile(path=path.resolve(), root=root, in_git=in_git, run_table=run_table, tasks=tasks,
+                    hashes={t.id: t.definition_hash() for t in tasks})
 
 
-def read_toml_file(path: Path, name: str) -> dict[str, Any]:
+def read_toml(path: Path, name: str) -> dict[str, Any]:
     """TOML from `path` with every failure (size, encoding, syntax, nesting) as ConfigError."""
-    return _read_toml(path, name)
-
-
-def _read_toml(path: Path, name: str) -> dict[str, Any]:
     try:
         if path.is_dir():
             raise ConfigError(name, "is a directory; give the path of a .toml file")

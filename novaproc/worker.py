@@ -32,8 +32,6 @@ PR_SET_CHILD_SUBREAPER = 36
 DEFAULT_GRACE = 5.0
 
 
-
-
 def _prctl(option: int, value: int) -> None:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
@@ -125,8 +123,14 @@ def _run_command(job: Job, log: Any, conn: multiprocessing.connection.Connection
         return 0, 126, None, f"cannot start {program}: {e.strerror or e}"
     conn.send(Started(job.task_id, job.attempt, pid, started))
     _wait_child_or_orphaned(pid, conn)
-    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    return pid, (code if code >= 0 else None), (-code if code < 0 else None), None
+    code, sig = _reap(pid)
+    return pid, code, sig, None
+
+
+def _reap(pid: int) -> tuple[int | None, int | None]:
+    """(exit code, None) or (None, signal) of the ended child `pid`."""
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return (status, None) if status >= 0 else (None, -status)
 
 
 # Python ignores SIGPIPE and SIGXFSZ for itself; a task starts with the defaults, as from a shell
@@ -197,16 +201,14 @@ def _run_call(job: Job, log: Any, conn: multiprocessing.connection.Connection,
         payload = _wait_child_or_orphaned(pid, conn, read_fd)
     finally:
         os.close(read_fd)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
+    code, sig = _reap(pid)
     report = json.loads(payload) if payload else {}
-    sig = -code if code < 0 else None
     error = report.get("error")
     if sig is not None and error is None:
         error = f"the call died by signal {signal.Signals(sig).name}"
-    elif code not in (0, 1) and error is None and sig is None:
+    elif code not in (0, 1, None) and error is None:
         error = f"the call exited the process with code {code}"
-    return pid, (code if code >= 0 else None), sig, error, report.get("value")
+    return pid, code, sig, error, report.get("value")
 
 
 def _call_in_child(job: Job, log_fd: int, result_fd: int) -> int:

@@ -64,3 +64,16 @@ def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 def tasks_file(tmp_path: Path) -> Callable[..., Path]:
     """write_tasks bound to this test's tmp_path."""
     return lambda text, name="tasks.toml": write_tasks(tmp_path, text, name)
+
+
+@pytest.fixture
+def isolated_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    """git as on a fresh machine: no user or system config, no GIT_DIR from the caller."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()

@@ -9,21 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import git
 
 from novaproc.errors import EnvironmentFault
 from novaproc.gitrepo import Repo, SetupFailed, bring_in, check_ready, ensure_private_dir, run_setup
 
-
-@pytest.fixture(autouse=True)
-def _isolated_git(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+pytestmark = pytest.mark.usefixtures("isolated_git")
 
 
 def commit_file(root: Path, name: str, text: str, message: str = "edit") -> str:
