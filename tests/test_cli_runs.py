@@ -15,7 +15,7 @@ import pytest
 
 from novaproc.journal import Journal, RunMeta, TaskMeta, process_start_time
 from novaproc.messages import Event, RunState, TaskState
-from novaproc.runs import load_run
+from novaproc.runs import list_runs, load_run
 
 # A stand-in supervisor: journals a run with tasks "work" and "later", prints the run id, writes
 # output to work's log, and ends as a real one does: finished after `lines` lines with `code`,
@@ -289,9 +289,9 @@ def start_real_run(tmp_path: Path, state: Path) -> tuple[subprocess.Popen[bytes]
     deadline = time.monotonic() + 20
     while True:
         assert time.monotonic() < deadline and proc.poll() is None, "the run did not start its task"
-        runs = list((state / "runs").glob("*")) if (state / "runs").is_dir() else []
-        if runs and load_run(state, runs[0].name).task("slow").state is TaskState.RUNNING:
-            return proc, runs[0].name
+        runs = list_runs(state)  # a run's folder exists a moment before its record does
+        if runs and runs[0].task("slow").state is TaskState.RUNNING:
+            return proc, runs[0].id
         time.sleep(0.05)
 
 
