@@ -20,11 +20,13 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import paths
 from .errors import BusyError, ExitCode, UsageError
-from .locks import LockInfo, LockManager, LockRequest, Owner, default_lock_dir, snapshot
-from .locktable import RESOURCE_NAME, SERIAL_RESOURCES
+
+if TYPE_CHECKING:  # the lock machinery (and portalocker) loads when a lock command runs: not for --help
+    from .locks import LockInfo, LockRequest
 
 LOCK_USAGE = "novaproc lock PATH|@NAME... [--shared] [--timeout S] -- CMD..."
 LOCK_EPILOG = """\
@@ -92,6 +94,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
                                                                       timeout=args.timeout))
     if not parsed.targets:
         raise UsageError(f"lock: name at least one path or @resource; usage: {LOCK_USAGE}")
+    from .locks import LockManager, Owner
+
     label = shlex.join(command)
     request = lock_request(parsed.targets, shared=parsed.shared, cwd=os.getcwd(), label=label)
     with LockManager(owner=Owner(label=f"novaproc lock {label}")) as manager:
@@ -118,6 +122,9 @@ def _split(words: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def lock_request(targets: Sequence[str], *, shared: bool, cwd: str, label: str) -> LockRequest:
     """Paths (relative to `cwd`, canonical like a tasks file's) and @resources as one lock set."""
+    from .locks import LockRequest
+    from .locktable import RESOURCE_NAME
+
     found: list[str] = []
     resources: dict[str, int] = {}
     for target in targets:
@@ -143,6 +150,8 @@ def canonical_path(target: str, cwd: str) -> str:
 
 def _capacities(resources: dict[str, int], cwd: str) -> dict[str, int]:
     """Capacities from [resources] of nova.toml at the root of the current repository."""
+    from .locktable import SERIAL_RESOURCES
+
     if not set(resources) - SERIAL_RESOURCES:
         return {}
     from .config import load_settings
@@ -197,6 +206,8 @@ def _in_terminal_foreground() -> bool:
 # --------------------------------------------------------------------------------- locks
 
 def cmd_locks(args: argparse.Namespace) -> int:
+    from .locks import default_lock_dir, snapshot
+
     rows = snapshot()
     if args.json:
         print(json.dumps({"lock_dir": str(default_lock_dir()), "locks": [r.to_json() for r in rows]},

@@ -3,7 +3,7 @@ to an idle worker, wait for reports, stop a task's whole tree.
 
     supervisor (WorkerPool)                      worker i (worker.py)
       submit(Job) ────── Pipe ───────────▶  runs the task
-      wait() ◀────────── Pipe ────────────  Started(pid), then Finished(code)
+      wait() ◀────────── Pipe ────────────  Started(pid) if it runs a while, Finished(code)
       wait() ◀── sentinel ── a dead worker fails the one task it held; it is replaced
       terminate(task) ── SIGTERM, then SIGKILL after grace ─▶ every descendant of the worker
 
@@ -26,6 +26,15 @@ from typing import Any
 
 from .messages import Finished, Job, Started
 from .worker import DEFAULT_GRACE, worker_main
+
+
+def start_forkserver() -> None:
+    """Start the process workers fork from (idempotent). Called early, its interpreter starts
+    while the caller reads the tasks file, rather than before the first task."""
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["novaproc.worker"])
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
 
 
 def kill_marked(name: str, value: str) -> int:
@@ -68,10 +77,7 @@ class WorkerPool:
     def __init__(self, size: int, kill_grace: float = DEFAULT_GRACE) -> None:
         self.size, self.kill_grace = size, kill_grace
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["novaproc.worker"])
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
+        start_forkserver()
         self._slots: list[_Slot] = []
         self._token, self._jobs = f"{os.getpid()}-{secrets.token_hex(4)}", 0
 
@@ -89,7 +95,7 @@ class WorkerPool:
             except OSError:  # died while idle (the OOM killer, say): it held no task; replace it
                 self._slots.remove(slot)
                 slot.conn.close()
-        slot.job, slot.task_pid, slot.started_at, slot.kill_at = job, None, 0.0, None
+        slot.job, slot.task_pid, slot.started_at, slot.kill_at = job, None, time.time(), None
 
     def _spawn(self) -> _Slot:
         if len(self._slots) >= self.size:

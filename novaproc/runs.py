@@ -210,6 +210,8 @@ class _Replay:
                 self.started = self.started or float(ev["time"])
         elif kind == "task_state":
             self._task(ev)
+        elif kind == "task_pid" and ev.get("task") in self.tasks:
+            self.tasks[ev["task"]] = replace(self.tasks[ev["task"]], pid=ev.get("pid"))
         elif kind == "run_finished":
             self.finished = ev
 

@@ -212,6 +212,9 @@ class Supervisor:
             self._on_report(Finished(task.id, rec.attempts, None, error=str(e), ended_at=time.time()))
             return False
         self.pool.submit(self._job(task, rec.attempts, folder))
+        if rec.started_at is None:
+            rec.started_at = time.time()
+        self._emit("task_state", task.id, TaskState.RUNNING, {"attempt": rec.attempts})
         if task.timeout is not None:
             self._deadlines[task.id] = self._clock() + task.timeout
         return True
@@ -247,12 +250,9 @@ class Supervisor:
 
     def _on_report(self, report: Started | Finished) -> None:
         rec = self.records[report.task_id]
-        if isinstance(report, Started):
+        if isinstance(report, Started):  # only a task that runs a while reports its pid
             rec.pid = report.pid
-            if rec.started_at is None:
-                rec.started_at = report.started_at
-            self._emit("task_state", rec.task.id, TaskState.RUNNING,
-                       {"attempt": rec.attempts, "pid": report.pid})
+            self._emit("task_pid", rec.task.id, data={"attempt": rec.attempts, "pid": report.pid})
             return
         self._release(rec.task)
         self._deadlines.pop(rec.task.id, None)

@@ -2,7 +2,7 @@
 escape (every job is answered with a Finished record).
 
     supervisor ── Job ──▶ worker ── spawn, own session ──▶ task (cmd), or fork ──▶ child (call)
-               ◀─ Started, Finished ─┘
+               ◀─ Started (a task still running after STARTED_AFTER), Finished ─┘
 
 The worker is a child subreaper, so whatever its task leaves behind (even a daemon that called
 setsid) stays below it and can be found and killed. It sees the supervisor die as EOF on its
@@ -30,6 +30,9 @@ from .messages import Finished, Job, Started
 
 PR_SET_CHILD_SUBREAPER = 36
 DEFAULT_GRACE = 5.0
+# A task that ends sooner is reported by its Finished alone: one message, one wake-up of the
+# supervisor per short task instead of two. Longer ones report their pid (for the journal).
+STARTED_AFTER = 0.1
 
 
 def _prctl(option: int, value: int) -> None:
@@ -121,8 +124,7 @@ def _run_command(job: Job, log: Any, conn: multiprocessing.connection.Connection
     except OSError as e:
         log.write(f"novaproc: cannot start {program}: {e.strerror}\n".encode())
         return 0, 126, None, f"cannot start {program}: {e.strerror or e}"
-    conn.send(Started(job.task_id, job.attempt, pid, started))
-    _wait_child_or_orphaned(pid, conn)
+    _wait_child_or_orphaned(pid, conn, Started(job.task_id, job.attempt, pid, started))
     code, sig = _reap(pid)
     return pid, code, sig, None
 
@@ -143,17 +145,19 @@ def _stdio(log_fd: int) -> list[tuple[Any, ...]]:
 
 
 def _wait_child_or_orphaned(pid: int, conn: multiprocessing.connection.Connection,
-                            output: int | None = None) -> bytes:
+                            started: Started | None, output: int | None = None) -> bytes:
     """Block until the task process `pid` exits, collecting what it writes to `output` (read
-    as it comes, so a big result cannot block the writer). If the supervisor dies first (its
-    end of the pipe closes), end the task's whole tree and this worker: nothing outlives
-    novaproc."""
+    as it comes, so a big result cannot block the writer); send `started` if it is still
+    running after STARTED_AFTER. If the supervisor dies first (its end of the pipe closes),
+    end the task's whole tree and this worker: nothing outlives novaproc."""
     pidfd = os.pidfd_open(pid)
     chunks: list[bytes] = []
     watched: list[Any] = [pidfd, conn] + ([output] if output is not None else [])
+    announce_at = time.monotonic() + STARTED_AFTER
     try:
         while True:
-            ready = multiprocessing.connection.wait(watched)
+            timeout = None if started is None else max(0.0, announce_at - time.monotonic())
+            ready = multiprocessing.connection.wait(watched, timeout)
             if output in ready and not _read_into(output, chunks):
                 watched.remove(output)
             if pidfd in ready:
@@ -162,6 +166,9 @@ def _wait_child_or_orphaned(pid: int, conn: multiprocessing.connection.Connectio
                 if _supervisor_gone(conn):
                     _die_with_tree(signal.SIGTERM, None)
                 watched.remove(conn)
+            if started is not None and time.monotonic() >= announce_at:
+                conn.send(started)
+                started = None
     finally:
         os.close(pidfd)
     if output is not None and output in watched:
@@ -196,9 +203,9 @@ def _run_call(job: Job, log: Any, conn: multiprocessing.connection.Connection,
         os.close(read_fd)
         os._exit(_call_in_child(job, log.fileno(), write_fd))
     os.close(write_fd)
-    conn.send(Started(job.task_id, job.attempt, pid, started))
     try:
-        payload = _wait_child_or_orphaned(pid, conn, read_fd)
+        payload = _wait_child_or_orphaned(pid, conn, Started(job.task_id, job.attempt, pid, started),
+                                          read_fd)
     finally:
         os.close(read_fd)
     code, sig = _reap(pid)

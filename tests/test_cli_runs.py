@@ -290,8 +290,8 @@ def start_real_run(tmp_path: Path, state: Path) -> tuple[subprocess.Popen[bytes]
     while True:
         assert time.monotonic() < deadline and proc.poll() is None, "the run did not start its task"
         runs = list_runs(state)  # a run's folder exists a moment before its record does
-        if runs and runs[0].task("slow").state is TaskState.RUNNING:
-            return proc, runs[0].id
+        if runs and runs[0].task("slow").state is TaskState.RUNNING and runs[0].task("slow").pid:
+            return proc, runs[0].id  # a task that runs a while has its pid in the journal
         time.sleep(0.05)
 
 
@@ -299,6 +299,7 @@ def test_cancel_and_kill_of_a_real_run(tmp_path: Path) -> None:
     state = tmp_path / "state"
     proc, run_id = start_real_run(tmp_path, state)
     try:
+        assert process_start_time(load_run(state, run_id).task("slow").pid or 0) is not None
         out = novaproc("cancel", run_id, state=state)
         assert out.returncode == 0 and f"cancelled run {run_id}" in out.stdout, out.stderr
         assert proc.wait(timeout=10) == 143
