@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import BusyError, EnvironmentFault, ExitCode, UsageError
-from .journal import Journal, RunMeta, TaskMeta
+from .journal import Journal, RunMeta, TaskMeta, save_durations
 from .locks import Blocked, LockManager, Owner, run_request
 from .messages import Event, RunState, TaskState
 from .outcome import RunOutcome
@@ -119,8 +119,12 @@ class Run:
                                 earlier_attempts=self.earlier_attempts)
         outcome = supervisor.run()
         hashes = self.taskfile.hashes
-        self.journal.save_durations({tid: (hashes[tid], r.run_time) for tid, r in outcome.records.items()
-                                     if r.state == TaskState.DONE and r.attempts})
+        try:
+            save_durations(self.journal.folder.parent.parent, self.taskfile.path,
+                           {tid: (hashes[tid], r.run_time) for tid, r in outcome.records.items()
+                            if r.state == TaskState.DONE and r.attempts})
+        except OSError as e:  # only estimates are lost: the run's outcome stands
+            self.journal.note("warning", f"cannot keep the durations of this run: {e.strerror or e}")
         return outcome
 
     def detach(self, ready_fd: int) -> None:

@@ -6,7 +6,6 @@ writer is journal.Journal.
 from __future__ import annotations
 
 import json
-import os
 import re
 import statistics
 import time
@@ -17,14 +16,15 @@ from typing import Any
 
 from .errors import EnvironmentFault, UsageError, did_you_mean
 from .journal import (
-    DURATIONS_FILE,
     EVENTS_FILE,
     JOURNAL_VERSION,
     RUN_FILE,
     JournalCorrupt,
     Parsed,
     RunMeta,
+    history_file,
     parse_events,
+    read_history,
     supervisor_alive,
 )
 from .messages import RunState, TaskState
@@ -140,36 +140,12 @@ def list_runs(state_dir: Path, problems: list[str] | None = None) -> list[RunRec
 
 
 def history(state_dir: Path, tasks_file: Path, hashes: Mapping[str, str], *,
-            last: int = 3, scan: int = 50) -> dict[str, float]:
+            last: int = 3) -> dict[str, float]:
     """Task id -> typical duration (median of its `last` recent successes) in past runs of
     `tasks_file`, for tasks whose definition hash then equals `hashes[id]` now."""
-    target = os.path.realpath(tasks_file)
-    seen: dict[str, list[float]] = {}
-    for folder in _runs_of(Path(state_dir), target)[:scan]:
-        try:
-            durations = _durations(folder)
-        except (EnvironmentFault, UsageError):
-            continue  # a damaged old journal must not stop a plan
-        for tid, (done_hash, seconds) in durations.items():
-            if done_hash == hashes.get(tid):
-                seen.setdefault(tid, []).append(seconds)
-        if len(seen) == len(hashes) and all(len(d) >= last for d in seen.values()):
-            break
-    return {tid: statistics.median(durations[:last]) for tid, durations in seen.items()}
-
-
-def _durations(folder: Path) -> dict[str, tuple[str, float]]:
-    """Task id -> (hash, seconds) of the tasks that succeeded in the run in `folder`: from its
-    small durations file, or (a run that ended without one) by replaying its journal."""
-    try:
-        data = json.loads((folder / DURATIONS_FILE).read_text(encoding="utf-8"))
-        return {tid: (str(v["hash"]), float(v["duration"])) for tid, v in data.items()}
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-    return {t.id: (t.done_hash, t.duration) for t in _load(folder).tasks
-            if t.state is TaskState.DONE and t.duration is not None and t.done_hash}
+    return {tid: statistics.median(recent[:last])
+            for tid, (digest, recent) in read_history(history_file(state_dir, tasks_file)).items()
+            if recent and digest == hashes.get(tid)}
 
 
 def kept_results(record: RunRecord, current_hashes: Mapping[str, str],
@@ -305,19 +281,6 @@ def _run_folders(state_dir: Path) -> list[Path]:
         return []
     except OSError as e:
         raise EnvironmentFault(f"cannot read {runs}: {e.strerror}") from None
-
-
-def _runs_of(state_dir: Path, tasks_file: str) -> list[Path]:
-    """The folders of the runs of `tasks_file` (a real path), newest first; only run.json is read."""
-    found = []
-    for folder in _run_folders(state_dir):
-        try:  # only two keys are needed: skip building the whole record
-            data = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-            if os.path.realpath(data["tasks_file"]) == tasks_file:
-                found.append((float(data["created"]), folder))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return [folder for _, folder in sorted(found, reverse=True)]
 
 
 def _find_folder(state_dir: Path, run_id: str) -> Path:

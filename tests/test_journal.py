@@ -20,7 +20,9 @@ from novaproc.journal import (
     JournalCorrupt,
     RunMeta,
     TaskMeta,
+    history_file,
     process_start_time,
+    save_durations,
     write_atomic,
 )
 from novaproc.messages import Event, RunState, TaskState
@@ -320,17 +322,18 @@ def test_a_success_under_an_older_definition_is_not_kept_after_a_resume(
     assert kept_results(r, {"build": "edited"}) == {}
 
 
-def test_history_takes_recent_successes_of_the_same_file_and_definition(
-        tmp_path: Path, dead_pid: tuple[int, int]) -> None:
-    state = tmp_path / "state"
-    finished_run(tmp_path, state, dead_pid, created=1)
-    finished_run(tmp_path, state, dead_pid, created=2, hashes={"build": "old"})
-    finished_run(tmp_path, state, dead_pid, created=3, tasks_file=str(tmp_path / "other.toml"))
+def test_history_keeps_recent_successes_per_tasks_file_and_definition(tmp_path: Path) -> None:
+    state, tasks = tmp_path / "state", tmp_path / "tasks.toml"
+    save_durations(state, tasks, {"build": ("h-build", 3.0)})
+    save_durations(state, tmp_path / "other.toml", {"build": ("h-build", 50.0), "lint": ("h-lint", 1.0)})
     hashes = {"build": "h-build", "test": "h-test"}
-    assert history(state, tmp_path / "tasks.toml", hashes) == {"build": 3.0}  # test failed: no time
-    assert history(state, tmp_path / "tasks.toml", {"build": "old"}) == {"build": 3.0}
-    assert history(state, tmp_path / "tasks.toml", {"build": "new"}) == {}
-    assert history(tmp_path / "nothing", tmp_path / "tasks.toml", hashes) == {}
+    assert history(state, tasks, hashes) == {"build": 3.0}  # test never succeeded: no time
+    assert history(state, tmp_path / "." / "tasks.toml", hashes) == {"build": 3.0}  # one file, two spellings
+    assert history(state, tasks, {"build": "edited"}) == {}
+    save_durations(state, tasks, {"build": ("edited", 8.0)})  # a new definition starts afresh
+    assert history(state, tasks, {"build": "edited"}) == {"build": 8.0}
+    assert history(state, tasks, hashes) == {}
+    assert history(tmp_path / "nothing", tasks, hashes) == {}
 
 
 def test_runs_are_listed_newest_first_and_found_by_prefix(tmp_path: Path, dead_pid: tuple[int, int]) -> None:
@@ -384,11 +387,12 @@ def test_a_run_end_without_a_state_takes_it_from_the_exit_code(
 
 
 
-def test_history_is_the_median_of_the_last_three_and_skips_damaged_runs(tmp_path: Path) -> None:
-    for created, duration in [(1, 100.0), (2, 4.0), (3, 5.0), (4, 9.0)]:
-        with Journal.create(tmp_path, meta(tmp_path, created=created)) as j:
-            emit(j, "task_state", "build", TaskState.DONE, exit_code=0, duration=duration)
-    with Journal.create(tmp_path, meta(tmp_path, created=5)) as j:
-        emit(j, "task_state", "build", TaskState.DONE, exit_code=0, duration=1.0)
-    (j.folder / EVENTS_FILE).write_bytes(b"garbage\n" + (j.folder / EVENTS_FILE).read_bytes())
-    assert history(tmp_path, tmp_path / "tasks.toml", {"build": "h-build"}) == {"build": 5.0}
+def test_history_is_the_median_of_the_last_three_and_survives_a_damaged_file(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks.toml"
+    for duration in (100.0, 4.0, 5.0, 9.0):
+        save_durations(tmp_path, tasks, {"build": ("h-build", duration)})
+    assert history(tmp_path, tasks, {"build": "h-build"}) == {"build": 5.0}  # of 9, 5, 4
+    history_file(tmp_path, tasks).write_text("garbage")
+    assert history(tmp_path, tasks, {"build": "h-build"}) == {}  # an estimate never fails a run
+    save_durations(tmp_path, tasks, {"build": ("h-build", 2.0)})
+    assert history(tmp_path, tasks, {"build": "h-build"}) == {"build": 2.0}
