@@ -96,6 +96,7 @@ class Journal:
 
     def __init__(self, folder: Path, run_id: str, fd: int) -> None:
         self.folder, self.run_id = folder, run_id
+        self._logs: dict[str, Path] = {}
         self._fd: int | None = fd
         self._lock = threading.Lock()
         self._dirty = threading.Event()
@@ -179,15 +180,10 @@ class Journal:
         return journal
 
     def log_path(self, task_id: str) -> Path:
-        return task_log_path(self.folder, task_id)
-
-    def start_log(self, task_id: str, attempt: int) -> Path:
-        """The task's log path, with an attempt header appended when it already holds output."""
-        path = self.log_path(task_id)
-        if path.exists() and path.stat().st_size:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            with path.open("ab") as f:
-                f.write(f"\n=== novaproc: attempt {attempt} of {task_id}, {stamp} ===\n".encode())
+        """Where `task_id`'s output goes (its attempts appended, the worker heads each later one)."""
+        path = self._logs.get(task_id)
+        if path is None:
+            path = self._logs[task_id] = task_log_path(self.folder, task_id)
         return path
 
     def record(self, event: Event) -> None:

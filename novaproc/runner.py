@@ -114,7 +114,7 @@ class Run:
                                           self.journal.folder, resumed=self.resumed)
         gate = LockGate(self.locks, self.taskfile.root, self.run_id, self.settings.resources)
         supervisor = Supervisor(self.plan, self.settings, run_id=self.run_id, root=self.taskfile.root,
-                                log_path=self.journal.start_log, emit=self._emit, pool=self.pool,
+                                log_path=self.journal.log_path, emit=self._emit, pool=self.pool,
                                 isolation=isolation, gate=gate, kept=self.kept,
                                 earlier_attempts=self.earlier_attempts)
         outcome = supervisor.run()

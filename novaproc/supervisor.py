@@ -34,7 +34,7 @@ class Supervisor:
     """Drives one run of a plan to its end; `run()` returns how it went."""
 
     def __init__(self, plan: Plan, settings: Settings, *, run_id: str, root: Path,
-                 log_path: Callable[[str, int], Path], emit: Callable[[Event], None],
+                 log_path: Callable[[str], Path], emit: Callable[[Event], None],
                  pool: WorkerPool | None = None, throttle: Throttle | None = None,
                  gate: Gate | None = None, isolation: Isolation | None = None,
                  kept: Mapping[str, tuple[str | None, float]] | None = None,
@@ -240,7 +240,7 @@ class Supervisor:
     def _job(self, task: Task, attempt: int, folder: Path) -> Job:
         cwd = folder / task.cwd if task.cwd else folder
         env = {**task.env, "NOVA_RUN_ID": self.run_id}
-        common = {"task_id": task.id, "attempt": attempt, "log_path": str(self._log_path(task.id, attempt)),
+        common = {"task_id": task.id, "attempt": attempt, "log_path": str(self._log_path(task.id)),
                   "cwd": str(cwd), "env": env, "kill_grace": self.settings.kill_grace}
         if task.call is not None:
             return Job(**common, call=task.call, args=task.args, kwargs=task.kwargs)

@@ -255,13 +255,10 @@ def test_environment_values_are_never_recorded(tmp_path: Path) -> None:
     assert "API_TOKEN" in (j.folder / EVENTS_FILE).read_text()
 
 
-def test_output_events_stay_out_and_logs_get_attempt_headers(tmp_path: Path) -> None:
+def test_output_events_stay_out_and_task_logs_live_in_the_run_folder(tmp_path: Path) -> None:
     with Journal.create(tmp_path, meta(tmp_path)) as j:
         emit(j, "task_output", "build", text="a line")
-        path = j.start_log("build", 1)
-        assert path == j.folder / "logs" / "build.log" and not path.exists()
-        path.write_text("first try\n")
-        assert "attempt 2 of build" in j.start_log("build", 2).read_text()
+        assert j.log_path("build") == j.folder / "logs" / "build.log"
         with pytest.raises(UsageError):
             j.log_path("../escape")
         with pytest.raises(InternalError):

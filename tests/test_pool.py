@@ -194,6 +194,18 @@ def test_shell_command_output_in_order_and_exit_code(tmp_path, pool):
     assert Path(job.log_path).read_text() == "one\ntwo\nthree\n"
 
 
+def test_a_later_attempt_is_headed_in_the_same_log(tmp_path, pool):
+    p, reports = pool(1)
+    p.submit(make_job(tmp_path, shell="echo first"))
+    assert reports.until_finished("t").ok
+    del reports.finished["t"]
+    p.submit(make_job(tmp_path, shell="echo second", attempt=2))
+    assert reports.until_finished("t").ok
+    first, blank, header, second = (tmp_path / "t.log").read_text().splitlines()
+    assert (first, blank, second) == ("first", "", "second")
+    assert header.startswith("=== novaproc: attempt 2 of t, ")
+
+
 def test_success_is_ok(tmp_path, pool):
     finished = run_one(pool, make_job(tmp_path, shell="true"))
     assert finished.ok and finished.exit_code == 0

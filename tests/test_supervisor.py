@@ -89,7 +89,7 @@ class Runner:
         plan = make_plan(list(taskfile.tasks), root=str(taskfile.root), slots=config.max_parallel,
                          isolation="none", resources=config.resources)
         supervisor = Supervisor(plan, config, run_id="r-test", root=taskfile.root,
-                                log_path=lambda tid, attempt: self.logs / f"{tid}.log",
+                                log_path=lambda tid: self.logs / f"{tid}.log",
                                 emit=self.events.append, pool=pool, throttle=throttle, gate=gate,
                                 clock=clock)
         return supervisor.run()
