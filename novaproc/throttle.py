@@ -59,7 +59,7 @@ class Throttle:
                  hysteresis: float = 5.0) -> None:
         self.cpu_limit, self.memory_limit = cpu_limit, memory_limit
         self.enabled = cpu_limit < 100 or memory_limit < 100
-        self._sampler = sampler if sampler is not None or not self.enabled else PsutilSampler()
+        self._sampler = sampler  # a PsutilSampler once first needed: the first task starts sooner
         self._clock, self._interval, self._hysteresis = clock, interval, hysteresis
         self._sampled_at = float("-inf")
         self.load = Load(0.0, 0.0)
@@ -72,7 +72,9 @@ class Throttle:
         now = self._clock()
         if now - self._sampled_at >= self._interval:
             self._sampled_at = now
-            self.load = self._sampler()  # type: ignore[misc]
+            if self._sampler is None:
+                self._sampler = PsutilSampler()
+            self.load = self._sampler()
             self.paused = self._over(self._hysteresis if self.paused else 0.0)
         return not self.paused
 
