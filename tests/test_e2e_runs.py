@@ -93,14 +93,22 @@ def hold_for_writing(tmp_path: Path, box: Sandbox, path: Path):  # type: ignore[
 
 # ------------------------------------------------------------------------------- crash and resume
 
-CRASH_TASKS = {"quick1": 0.4, "quick2": 0.4, "slow1": 1.5, "slow2": 1.5}
+CRASH_TASKS = {"quick1": "0.4", "quick2": "0.4", "slow1": "30", "slow2": "30"}
+
+
+def finish_slow_tasks(folder: Path) -> None:
+    """Let the slow crash tasks end: they run until then (30 s at most), so however slowly a busy
+    machine lets the test see quick1 and quick2 recorded, the slow ones are still running."""
+    (folder / "finish").touch()
 
 
 def crash_tasks_file(folder: Path, counter: Path, started: Path, gate: Path, *,
                      changed: str | None = None) -> Path:
     tasks: dict[str, dict[str, object]] = {
         # with a descendant in its own session, which must not outlive a killed supervisor either
-        tid: {"cmd": counted(tid, f"setsid sleep {secs} & sleep {secs}", counter, started),
+        tid: {"cmd": counted(tid, f"setsid sleep {secs} & " + (f"sleep {secs}" if tid.startswith("quick")
+                                                                else shell_wait_for(folder / "finish")),
+                             counter, started),
               "reads": [str(gate)]}
         for tid, secs in CRASH_TASKS.items()}
     tasks["after"] = {"cmd": counted("after", "true", counter, started), "depends_on": ["slow1"]}
@@ -139,6 +147,7 @@ def test_a_killed_run_is_crashed_and_resume_finishes_it(tmp_path: Path, box: San
     if moment == "after_some_finished":
         assert {"quick1", "quick2"} <= done_before and "slow1" not in done_before
 
+    finish_slow_tasks(folder)
     resumed = box.cli("resume", run_id, "--json", cwd=folder)
 
     assert resumed.code == 0, resumed
@@ -167,6 +176,7 @@ def test_a_task_whose_definition_changed_runs_again_on_resume(tmp_path: Path, bo
     assert {"quick1", "quick2"} <= {t for t, s in task_states(status).items() if s == "done"}
 
     crash_tasks_file(folder, counter, started, gate, changed="quick1")
+    finish_slow_tasks(folder)
     resumed = box.cli("resume", run_id, "--json", cwd=folder)
 
     assert resumed.code == 0, resumed
@@ -182,10 +192,11 @@ def crash_and_resume_a_worktree_run(tmp_path: Path,
     repository, the resume, the commits recorded before the crash, and how often each task ran."""
     counter, started = tmp_path / "counts", tmp_path / "started"
     started.mkdir()
+    until_finish = shell_wait_for(tmp_path / "finish")  # c runs until the kill is done
     tasks = tasks_toml({
         "a": {"cmd": counted("a", "echo a > a.txt", counter, started), "writes": ["a.txt"]},
         "b": {"cmd": counted("b", "echo b > b.txt", counter, started), "writes": ["b.txt"]},
-        "c": {"cmd": counted("c", "sleep 2; echo c > c.txt", counter, started), "writes": ["c.txt"]},
+        "c": {"cmd": counted("c", f"{until_finish}; echo c > c.txt", counter, started), "writes": ["c.txt"]},
         "d": {"cmd": counted("d", "cat a.txt > d.txt", counter, started), "writes": ["d.txt"],
               "depends_on": ["a", "c"]},
     })
@@ -195,6 +206,7 @@ def crash_and_resume_a_worktree_run(tmp_path: Path,
     status = kill_and_check_crashed(box, run, run_id)
     commits = {t["id"]: t["commit"] for t in status["tasks"] if t["state"] == "done"}
     assert {"a", "b"} <= set(commits) and "c" not in commits
+    finish_slow_tasks(tmp_path)
     resumed = box.cli("resume", run_id, "--json", cwd=repo)
     return repo, resumed, commits, counts(counter)
 
