@@ -365,11 +365,14 @@ def _run_json(run_id: str, meta: RunMeta) -> str:
 def _scrub_env(value: Any) -> Any:
     """`value` with every "env" mapping replaced by its names: secrets stay out of the journal."""
     if isinstance(value, dict):
-        return {k: sorted(v) if k == "env" and isinstance(v, dict) else _scrub_env(v)
-                for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub_env(v) for v in value]
+        return {k: (sorted(v) if k == "env" and isinstance(v, dict) else _scrub_env(v))
+                if isinstance(v, _NESTED) else v for k, v in value.items()}
+    if isinstance(value, _NESTED):
+        return [_scrub_env(v) if isinstance(v, _NESTED) else v for v in value]
     return value
+
+
+_NESTED = (dict, list, tuple)  # only these can hide an "env" table: scalars are taken as they are
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
 import secrets
+import select
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from .messages import Finished, Job, Started
 from .worker import DEFAULT_GRACE, worker_main
@@ -113,11 +114,13 @@ class WorkerPool:
         """Reports from workers, waiting up to `timeout` seconds for the first one."""
         timeout = self._until_next_kill(timeout)
         busy = [s for s in self._slots if s.job is not None]
-        waitables: list[Any] = [s.conn for s in busy] + [s.process.sentinel for s in busy]
-        ready = set(multiprocessing.connection.wait(waitables + (wake or []), timeout))
+        poller = select.poll()  # as multiprocessing.connection.wait, in fewer steps: it runs per task
+        for fd in [*(s.conn.fileno() for s in busy), *(s.process.sentinel for s in busy), *(wake or ())]:
+            poller.register(fd, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(None if timeout is None else math.ceil(timeout * 1000))}
         reports: list[Started | Finished] = []
         for slot in busy:
-            if slot.conn in ready:
+            if slot.conn.fileno() in ready:
                 reports.extend(self._drain(slot))
             if slot.job is not None and slot.process.sentinel in ready:
                 reports.append(self._worker_died(slot))
@@ -125,15 +128,18 @@ class WorkerPool:
         return reports
 
     def _drain(self, slot: _Slot) -> list[Started | Finished]:
+        """What a readable worker sent: a Finished ends it (the worker says nothing more)."""
         reports: list[Started | Finished] = []
         try:
-            while slot.job is not None and slot.conn.poll():
+            while True:
                 report = slot.conn.recv()
-                if isinstance(report, Started):
-                    slot.task_pid, slot.started_at = report.pid, report.started_at
-                else:
-                    slot.job = None
                 reports.append(report)
+                if isinstance(report, Finished):
+                    slot.job = None
+                    break
+                slot.task_pid, slot.started_at = report.pid, report.started_at
+                if not slot.conn.poll():
+                    break
         except (EOFError, OSError):
             pass  # the sentinel reports the death
         return reports
