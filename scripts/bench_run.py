@@ -94,9 +94,24 @@ def _progress(row: Row) -> None:
     print(f"  {row[0]}: {row[1]:.3f} {row[2]}", file=sys.stderr, flush=True)
 
 
+def _first_task_latency(folder: Path, env: dict[str, str], repeat: int = 5) -> float:
+    """Best time from launching `novaproc run` to its one task running (the task stamps it)."""
+    stamp = folder / "stamp"
+    tasks = folder / "stamp.toml"
+    tasks.write_text(f'[run]\nisolation = "none"\n[tasks.stamp]\ncmd = "date +%s.%N > {stamp}"\n')
+    best = float("inf")
+    for _ in range(repeat):
+        launched = time.time()
+        subprocess.run([sys.executable, "-m", "novaproc", "run", "-q", str(tasks)], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        best = min(best, float(stamp.read_text()) - launched)
+    return best
+
+
 def startup(folder: Path, env: dict[str, str]) -> list[Row]:
     one = _tasks_file(folder, 1, ["true"], throttle=False)
     return [
+        ("start-up: novaproc run, launch to its first task", _first_task_latency(folder, env), "s"),
         ("start-up: novaproc --version",
          _time([sys.executable, "-m", "novaproc", "--version"], repeat=5), "s"),
         ("start-up: novaproc plan (1 task)", _time([sys.executable, "-m", "novaproc", "plan", str(one)],
