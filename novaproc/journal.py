@@ -179,6 +179,10 @@ class Journal:
         journal.record(Event("run_resumed", record.id, time.time(), data=data))
         return journal
 
+    @property
+    def state_dir(self) -> Path:
+        return self.folder.parent.parent
+
     def log_path(self, task_id: str) -> Path:
         """Where `task_id`'s output goes (its attempts appended, the worker heads each later one)."""
         path = self._logs.get(task_id)

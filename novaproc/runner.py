@@ -120,7 +120,7 @@ class Run:
         outcome = supervisor.run()
         hashes = self.taskfile.hashes
         try:
-            save_durations(self.journal.folder.parent.parent, self.taskfile.path,
+            save_durations(self.journal.state_dir, self.taskfile.path,
                            {tid: (hashes[tid], r.run_time) for tid, r in outcome.records.items()
                             if r.state == TaskState.DONE and r.attempts})
         except OSError as e:  # only estimates are lost: the run's outcome stands

@@ -67,25 +67,12 @@ def worker_main(conn: multiprocessing.connection.Connection) -> None:
 class _Worker:
     grace = DEFAULT_GRACE
     env: dict[str, str] | None = None  # os.environ copied once: it never changes in a worker
-    programs: dict[tuple[str, str | None], str] = {}  # (name, PATH) -> path, as a shell's hash
 
 
 def _worker_env() -> dict[str, str]:
     if _Worker.env is None:
         _Worker.env = dict(os.environ)
     return _Worker.env
-
-
-def _find_program(name: str, path: str | None) -> str:
-    """`name` looked up in the task's PATH (posix_spawnp would use the worker's); "" if absent."""
-    if "/" in name:
-        return name
-    found = _Worker.programs.get((name, path))
-    if found is None:
-        found = shutil.which(name, path=path) or ""
-        if found:
-            _Worker.programs[(name, path)] = found
-    return found
 
 
 def _die_with_tree(signum: int, frame: object) -> None:
@@ -132,7 +119,8 @@ def _run_command(job: Job, log: Any, conn: multiprocessing.connection.Connection
         program, argv = "/bin/sh", ["/bin/sh", "-c", job.shell]
     else:
         argv = list(job.argv or ())
-        program = _find_program(argv[0], env.get("PATH"))
+        # looked up in the task's PATH, which posix_spawnp would ignore for the worker's
+        program = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH")) or ""
         if not program:
             log.write(f"novaproc: {argv[0]}: program not found\n".encode())
             return 0, 127, None, f"program not found: {argv[0]}"
@@ -140,7 +128,6 @@ def _run_command(job: Job, log: Any, conn: multiprocessing.connection.Connection
         pid = os.posix_spawn(program, argv, env, setsid=True, setsigdef=_DEFAULT_SIGNALS,
                              file_actions=_stdio(log.fileno()))
     except FileNotFoundError:
-        _Worker.programs.clear()  # it moved or went: look again next time
         log.write(f"novaproc: {program}: program not found\n".encode())
         return 0, 127, None, f"program not found: {program}"
     except OSError as e:
