@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from .errors import EnvironmentFault, ExitCode, NovaError
+from .guard import run_guarded
 
 # git must not run the user's hooks for novaproc's own bookkeeping (post-checkout and the like)
 _BASE_ARGS = ("-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false",
@@ -380,13 +381,12 @@ def bring_in(root: Path, dest: Path, include: Sequence[str]) -> tuple[str, ...]:
 
 
 def run_setup(where: Path, command: str) -> None:
-    """Run `worktree_setup` in `where`; a failure raises SetupFailed with the end of its output."""
-    proc = subprocess.run(["/bin/sh", "-c", command], cwd=where, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                          check=False)
-    if proc.returncode != 0:
-        tail = proc.stdout.decode(errors="replace").strip().splitlines()[-5:]
-        raise SetupFailed(f"worktree_setup {command!r} failed in {where} (exit {proc.returncode})"
+    """Run `worktree_setup` in `where` (guarded: it dies with a killed supervisor); a failure
+    raises SetupFailed with the end of its output."""
+    code, output = run_guarded(["/bin/sh", "-c", command], cwd=where, stdout=subprocess.PIPE)
+    if code != 0:
+        tail = output.decode(errors="replace").strip().splitlines()[-5:]
+        raise SetupFailed(f"worktree_setup {command!r} failed in {where} (exit {code})"
                           + (": " + " | ".join(tail) if tail else "")
                           + "; fix the command, or run it by hand in that folder to see why")
 

@@ -12,16 +12,14 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import DEFAULT_WORKTREE_DIR
 from .errors import ExitCode, InternalError, NovaError
 from .gitrepo import IN_PROGRESS, Repo, SetupFailed, Worktree, bring_in, ensure_private_dir, run_setup
+from .guard import run_guarded
 
 Rerun = Callable[[str, str], str | None]
 """rerun(task_id, base_commit) -> the task's new result commit, or None if it failed again."""
@@ -200,18 +198,12 @@ class _Verifier:
                 out.write(f"{e}\n".encode())
                 return False
             argv = ["/bin/sh", "-c", self.command] if isinstance(self.command, str) else list(self.command)
-            # marked like the run's tasks, so a resume finds it if the supervisor was killed
-            proc = subprocess.Popen(argv, cwd=self.path, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, "NOVA_RUN_ID": self.run_id})
-            try:
-                return proc.wait(self.timeout) == 0
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            # guarded: it dies with a killed supervisor, as tasks do; marked like the run's tasks
+            code, _ = run_guarded(argv, cwd=self.path, stdout=out, timeout=self.timeout,
+                                  env={**os.environ, "NOVA_RUN_ID": self.run_id})
+            if code is None:
                 out.write(b"verify timed out\n")
-                return False
+            return code == 0
 
     def _checkout(self, commit: str) -> None:
         if self.wt is None:

@@ -64,6 +64,26 @@ def worker_main(conn: multiprocessing.connection.Connection) -> None:
     _reap_leftovers()  # cheap when the last task left nothing behind, the usual case
 
 
+def guard_command(argv: list[str], watch: multiprocessing.connection.Connection, grace: float) -> int:
+    """Run `argv` below this process as a task runs below a worker (own session, no input,
+    our output), and end its whole tree if `watch` closes: the supervisor died. Its exit
+    code, shell style. For the run's own commands (verify, worktree_setup), see guard.py."""
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _Worker.grace = grace
+    signal.signal(signal.SIGTERM, _die_with_tree)  # a timeout: the tree goes with us
+    program = argv[0] if "/" in argv[0] else shutil.which(argv[0]) or argv[0]
+    try:
+        pid = os.posix_spawn(program, argv, os.environ, setsid=True, setsigdef=_DEFAULT_SIGNALS,
+                             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)])
+    except OSError as e:
+        os.write(2, f"novaproc: cannot start {argv[0]}: {e.strerror}\n".encode())
+        return 127 if isinstance(e, FileNotFoundError) else 126
+    _wait_child_or_orphaned(pid, watch, None)
+    code, sig = _reap(pid)
+    _reap_leftovers()
+    return code if code is not None else 128 + (sig or 0)
+
+
 class _Worker:
     grace = DEFAULT_GRACE
     env: dict[str, str] | None = None  # os.environ copied once: it never changes in a worker

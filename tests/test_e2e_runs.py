@@ -35,6 +35,7 @@ from test_e2e_worktree import (
     wait_for_file,
     wait_until,
 )
+from test_pool import assert_gone, marker, marker_procs
 
 
 @pytest.fixture
@@ -78,6 +79,21 @@ def kill_and_check_crashed(box: Sandbox, run: Spawned, run_id: str) -> dict[str,
     listed = box.cli("status")
     assert run_id in listed.out and "crashed" in listed.out, listed
     return status
+
+
+@pytest.mark.parametrize("setting", ["worktree_setup", "verify"])
+def test_a_killed_run_leaves_no_setup_or_verify_running(tmp_path: Path, box: Sandbox, setting: str) -> None:
+    """The run's own commands die with a supervisor killed by SIGKILL, as its tasks do."""
+    mark, began = marker(), tmp_path / "began"
+    hang = f"touch {began}; setsid sleep {mark} & sleep {mark}"  # one child escapes its session
+    tasks = tasks_toml({"a": {"cmd": "echo a > a.txt", "writes": ["a.txt"]}}, **{setting: hang})
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+    run, _ = start_run(box, repo / "tasks.toml", repo)
+    wait_for_file(began)
+    wait_until(lambda: sum(p.name() == "sleep" for p in marker_procs(mark)) == 2,
+               f"both of {setting}'s sleeps to run")
+    run.kill()
+    assert_gone(mark)
 
 
 def hold_for_writing(tmp_path: Path, box: Sandbox, path: Path):  # type: ignore[no-untyped-def]

@@ -1,0 +1,48 @@
+"""The guardian of the run's own commands (novaproc.guard): real processes, no fakes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from test_pool import assert_gone, marker, marker_procs, wait_until
+
+from novaproc.guard import run_guarded
+
+
+def test_exit_code_and_output_come_back(tmp_path: Path) -> None:
+    code, out = run_guarded(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], cwd=tmp_path,
+                            stdout=subprocess.PIPE)
+    assert (code, out) == (3, b"out\nerr\n")
+    assert run_guarded(["true"], cwd=tmp_path, stdout=subprocess.DEVNULL)[0] == 0
+
+
+def test_a_missing_program_is_127(tmp_path: Path) -> None:
+    code, out = run_guarded(["no-such-program-here"], cwd=tmp_path, stdout=subprocess.PIPE)
+    assert code == 127 and b"cannot start no-such-program-here" in out
+
+
+def test_a_timeout_ends_the_whole_tree(tmp_path: Path) -> None:
+    mark = marker()
+    code, _ = run_guarded(["/bin/sh", "-c", f"setsid sleep {mark} & sleep {mark}"], cwd=tmp_path,
+                          stdout=subprocess.DEVNULL, timeout=0.5, grace=1.0)
+    assert code is None
+    assert_gone(mark, timeout=5)
+
+
+def test_the_command_dies_with_a_killed_caller(tmp_path: Path) -> None:
+    mark = marker()
+    caller = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys\n"
+        "from pathlib import Path\n"
+        "from novaproc.guard import run_guarded\n"
+        f"run_guarded(['/bin/sh', '-c', 'setsid sleep {mark} & sleep {mark}'], cwd=Path('.'),"
+        " stdout=subprocess.DEVNULL)\n")], cwd=tmp_path)
+    try:
+        wait_until(lambda: sum(p.name() == "sleep" for p in marker_procs(mark)) == 2,
+                   10, "both sleeps to run")
+    finally:
+        caller.kill()  # SIGKILL: the caller cannot clean up; the guardian must
+        caller.wait()
+    assert_gone(mark)
