@@ -14,7 +14,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,10 +380,12 @@ def bring_in(root: Path, dest: Path, include: Sequence[str]) -> tuple[str, ...]:
     return tuple(brought)
 
 
-def run_setup(where: Path, command: str) -> None:
-    """Run `worktree_setup` in `where` (guarded: it dies with a killed supervisor); a failure
-    raises SetupFailed with the end of its output."""
-    code, output = run_guarded(["/bin/sh", "-c", command], cwd=where, stdout=subprocess.PIPE)
+def run_setup(where: Path, command: str, stop: Callable[[], bool] | None = None) -> None:
+    """Run `worktree_setup` in `where` (guarded: it dies with a killed supervisor, and ends
+    when `stop()` says the run stops); a failure raises SetupFailed with the end of its output."""
+    code, output = run_guarded(["/bin/sh", "-c", command], cwd=where, stdout=subprocess.PIPE, stop=stop)
+    if code is None:
+        raise SetupFailed(f"worktree_setup {command!r} in {where} was stopped: the run is stopping")
     if code != 0:
         tail = output.decode(errors="replace").strip().splitlines()[-5:]
         raise SetupFailed(f"worktree_setup {command!r} failed in {where} (exit {code})"

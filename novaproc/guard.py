@@ -12,18 +12,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 DEFAULT_GRACE = 5.0
+STOP_POLL = 0.1  # seconds between asking whether the run stops
 
 
 def run_guarded(argv: Sequence[str], *, cwd: Path, stdout: int | IO[bytes] | None,
                 env: Mapping[str, str] | None = None, timeout: float | None = None,
-                grace: float = DEFAULT_GRACE) -> tuple[int | None, bytes]:
+                grace: float = DEFAULT_GRACE, stop: Callable[[], bool] | None = None,
+                ) -> tuple[int | None, bytes]:
     """Run `argv` in `cwd` under a guardian, stderr with stdout; (its exit code, or None when
-    `timeout` ran out and its tree was ended; what it wrote, when `stdout` is PIPE)."""
+    `timeout` ran out or `stop()` said so and its tree was ended; what it wrote, when `stdout`
+    is PIPE). `stop` is asked every STOP_POLL seconds: a Ctrl-C must not wait for a long verify."""
     watch, hold = os.pipe()  # the guardian reads `watch`; we hold `hold` open while we live
     try:
         proc = subprocess.Popen([sys.executable, "-m", "novaproc.guard", str(watch), str(grace), *argv],
@@ -34,10 +38,18 @@ def run_guarded(argv: Sequence[str], *, cwd: Path, stdout: int | IO[bytes] | Non
         raise
     finally:
         os.close(watch)
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, out or b""
-    except subprocess.TimeoutExpired:
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if stop is not None:
+                left = STOP_POLL if left is None else min(left, STOP_POLL)
+            try:  # communicate again after a TimeoutExpired loses nothing (its documentation)
+                out, _ = proc.communicate(timeout=left)
+                return proc.returncode, out or b""
+            except subprocess.TimeoutExpired:
+                if (stop is not None and stop()) or (deadline is not None and time.monotonic() >= deadline):
+                    break
         proc.terminate()  # the guardian ends the tree: SIGTERM, SIGKILL after the grace period
         out, _ = proc.communicate()
         return None, out or b""

@@ -23,7 +23,7 @@ class WorktreeIsolation:
     """Tasks with isolation "worktree" run in worktrees; tasks with "none" in the checkout."""
 
     def __init__(self, root: Path, settings: Settings, run_id: str, log_dir: Path, *,
-                 resumed: bool = False) -> None:
+                 resumed: bool = False, stop: Callable[[], bool] | None = None) -> None:
         status = check_ready(root)
         if resumed:  # a crashed supervisor's worktrees go; its results stay on their branches
             forget_run(status.root, worktree_dir=Path(settings.worktree_dir), run_id=run_id)
@@ -37,7 +37,8 @@ class WorktreeIsolation:
             raise UsageError(f"target {self.target!r} is not a branch of {self.root}")
         self.ws = Workspaces(self.root, run_id=run_id, worktree_dir=Path(settings.worktree_dir),
                              base=self.base, setup=settings.worktree_setup,
-                             include=settings.worktree_include)
+                             include=settings.worktree_include, stop=stop)
+        self.stop = stop
 
     def _isolated(self, task: Task) -> bool:
         return (task.isolation or "worktree") == "worktree"
@@ -73,12 +74,12 @@ class WorktreeIsolation:
             results=results, on_conflict=self.settings.on_conflict, rerun=rerun,
             verify=self.settings.verify, worktree_dir=Path(self.settings.worktree_dir),
             setup=self.settings.worktree_setup, include=self.settings.worktree_include,
-            verify_log=self.log_dir / "verify.log")
+            verify_log=self.log_dir / "verify.log", stop=self.stop)
         data = {"commit": outcome.commit, "merged": list(outcome.merged),
                 "conflicts": {t: list(f) for t, f in outcome.conflicts.items()},
                 "left_out": outcome.left_out, "culprit": outcome.culprit,
                 "reruns": list(outcome.reruns), "waiting_branch": outcome.waiting_branch}
-        return Landing(outcome.exit_code, outcome.notes, data)
+        return Landing(outcome.exit_code, outcome.notes, data, outcome.stopped)
 
     def close(self) -> list[str]:
         return [f"kept for inspection: {path}" for path in self.ws.close()]

@@ -41,6 +41,7 @@ class MergeOutcome:
     kept_branches: tuple[str, ...]
     exit_code: ExitCode
     notes: tuple[str, ...]
+    stopped: bool = False  # the run stopped while verify ran
 
 
 @dataclass(slots=True)
@@ -63,6 +64,7 @@ class _State:
     culprits: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     verify_broken_before: bool = False
+    verify_stopped: bool = False  # the run stopped (Ctrl-C) while verify ran
     blocked: bool = False  # the target could not take the result
 
 
@@ -71,7 +73,7 @@ def merge_results(repo_root: Path, *, run_id: str, target: str, base: str,
                   rerun: Rerun | None = None, verify: str | Sequence[str] | None = None,
                   worktree_dir: Path = Path(DEFAULT_WORKTREE_DIR), setup: str | None = None,
                   include: Sequence[str] = (), verify_timeout: float | None = None,
-                  verify_log: Path | None = None) -> MergeOutcome:
+                  verify_log: Path | None = None, stop: Callable[[], bool] | None = None) -> MergeOutcome:
     """Merge `results` ((task, result commit or None), dependency-then-declared order) into
     branch `target`. `base` is the run's base commit; the target's tip when it moved."""
     repo = Repo(repo_root)
@@ -86,9 +88,11 @@ def merge_results(repo_root: Path, *, run_id: str, target: str, base: str,
         tip = _merge_all(state, start, items, rerun if on_conflict == "rerun" else None)
         if verify and state.steps:
             verifier = _Verifier(repo, verify, worktree_dir, run_id, setup, include,
-                                 verify_timeout, verify_log)
+                                 verify_timeout, verify_log, stop)
             try:
                 tip = _verify_loop(state, start, items, verifier)
+            except _Stopped:
+                state.verify_stopped, tip = True, state.steps[-1].after
             finally:
                 verifier.close()
         moved, waiting = _finish(state, ref, old, start, tip)
@@ -172,12 +176,17 @@ def _bisect(state: _State, start: str, verifier: _Verifier) -> str | None:
     return state.steps[bad - 1].task
 
 
+class _Stopped(Exception):
+    """The run stopped while verify ran: no verdict."""
+
+
 class _Verifier:
     """Runs `verify` at the root of a worktree of a given commit (one worktree, reused)."""
 
     def __init__(self, repo: Repo, command: str | Sequence[str], folder: Path, run_id: str,
-                 setup: str | None, include: Sequence[str], timeout: float | None, log: Path | None) -> None:
-        self.repo, self.command, self.setup, self.include = repo, command, setup, include
+                 setup: str | None, include: Sequence[str], timeout: float | None, log: Path | None,
+                 stop: Callable[[], bool] | None = None) -> None:
+        self.repo, self.command, self.setup, self.include, self.stop = repo, command, setup, include, stop
         self.path = ensure_private_dir(Path(folder)) / f"{run_id}-.verify"
         self.timeout, self.log, self.run_id = timeout, log, run_id
         self.wt: Worktree | None = None
@@ -196,11 +205,16 @@ class _Verifier:
                 self._checkout(commit)
             except SetupFailed as e:
                 out.write(f"{e}\n".encode())
+                if self.stop and self.stop():
+                    raise _Stopped from None
                 return False
             argv = ["/bin/sh", "-c", self.command] if isinstance(self.command, str) else list(self.command)
             # guarded: it dies with a killed supervisor, as tasks do; marked like the run's tasks
             code, _ = run_guarded(argv, cwd=self.path, stdout=out, timeout=self.timeout,
-                                  env={**os.environ, "NOVA_RUN_ID": self.run_id})
+                                  env={**os.environ, "NOVA_RUN_ID": self.run_id}, stop=self.stop)
+            if code is None and self.stop and self.stop():
+                out.write(b"verify stopped: the run is stopping\n")
+                raise _Stopped
             if code is None:
                 out.write(b"verify timed out\n")
             return code == 0
@@ -216,7 +230,7 @@ class _Verifier:
             self.repo.in_worktree(self.wt, "clean", "-q", "-ffdx")
         bring_in(self.repo.root, self.path, self.include)
         if self.setup:
-            run_setup(self.path, self.setup)
+            run_setup(self.path, self.setup, self.stop)
 
     def close(self) -> None:
         if self.wt is not None:
@@ -230,6 +244,11 @@ def _finish(state: _State, ref: str, old: str | None, start: str, tip: str) -> t
     """Land `tip` on the target, or park it on the waiting branch when that is not possible."""
     if tip == start:
         return False, None
+    if state.verify_stopped:
+        branch = _park(state, tip)
+        state.notes.append(f"the run stopped while verify ran, so nothing was verified and {_short(ref)} "
+                           f"was not moved; the merged result waits on branch {branch}")
+        return False, branch
     if state.verify_broken_before:
         state.notes.append(f"verify fails on {_short(ref)} even without this run's results, so nothing "
                            "was verified and the target was not moved")
@@ -283,9 +302,15 @@ def _advance_checkout(repo: Repo, checkout: Path, old: str, new: str) -> str | N
             + (f" ({', '.join(dirty[:5])})" if dirty else ""))
 
 
-def _wait(state: _State, tip: str, why: str | None = None) -> str:
+def _park(state: _State, tip: str) -> str:
+    """Keep the merged result `tip` on the run's waiting branch; its name."""
     branch = f"nova/{state.run_id}/merged"
     state.repo.set_ref(f"refs/heads/{branch}", tip, reason="novaproc: merged result waits")
+    return branch
+
+
+def _wait(state: _State, tip: str, why: str | None = None) -> str:
+    branch = _park(state, tip)
     if why:
         state.notes.append(f"{why}; the merged result waits on branch {branch}. Commit or stash those "
                            f"changes, then run: git merge {branch}")
@@ -313,13 +338,13 @@ def _outcome(state: _State, ref: str, tip: str, moved: bool, waiting: str | None
                  if state.repo.rev(f"refs/heads/nova/{run}/{t}") is not None)
     if state.blocked or state.conflicts:
         code = ExitCode.MERGE
-    elif state.culprits or state.verify_broken_before:
+    elif state.culprits or state.verify_broken_before or state.verify_stopped:
         code = ExitCode.VERIFY
     else:
         code = ExitCode.OK
     return MergeOutcome(tip, tuple(s.task for s in state.steps), dict(state.conflicts), dict(state.left_out),
                         state.culprits[0] if state.culprits else None, tuple(state.reruns), moved, waiting,
-                        kept, code, tuple(state.notes))
+                        kept, code, tuple(state.notes), state.verify_stopped)
 
 
 def _short(ref: str) -> str:

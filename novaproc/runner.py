@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import BusyError, EnvironmentFault, ExitCode, UsageError
+from .interrupts import Interrupts
 from .journal import Journal, RunMeta, TaskMeta, save_durations
 from .locks import Blocked, LockManager, Owner, run_request
 from .messages import Event, RunState, TaskState
@@ -106,17 +107,19 @@ class Run:
                 self._consumers.remove(consume)
 
     def execute(self) -> RunOutcome:
-        isolation = None
+        isolation, interrupts = None, Interrupts()
         if self.plan.isolation == "worktree":
             from .isolation import WorktreeIsolation
 
+            # a Ctrl-C also ends a worktree_setup or verify the supervisor is waiting for
             isolation = WorktreeIsolation(self.taskfile.root, self.settings, self.run_id,
-                                          self.journal.folder, resumed=self.resumed)
+                                          self.journal.folder, resumed=self.resumed,
+                                          stop=lambda: interrupts.first is not None)
         gate = LockGate(self.locks, self.taskfile.root, self.run_id, self.settings.resources)
         supervisor = Supervisor(self.plan, self.settings, run_id=self.run_id, root=self.taskfile.root,
                                 log_path=self.journal.log_path, emit=self._emit, pool=self.pool,
                                 isolation=isolation, gate=gate, kept=self.kept,
-                                earlier_attempts=self.earlier_attempts)
+                                earlier_attempts=self.earlier_attempts, interrupts=interrupts)
         outcome = supervisor.run()
         hashes = self.taskfile.hashes
         try:

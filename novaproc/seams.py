@@ -45,6 +45,7 @@ class Landing:
     exit_code: ExitCode = ExitCode.OK
     notes: tuple[str, ...] = ()
     data: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False  # the run's stop (Ctrl-C, SIGTERM) cut it short
 
 
 class InPlace:

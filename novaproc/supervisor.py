@@ -39,6 +39,7 @@ class Supervisor:
                  gate: Gate | None = None, isolation: Isolation | None = None,
                  kept: Mapping[str, tuple[str | None, float]] | None = None,
                  earlier_attempts: Mapping[str, int] | None = None,
+                 interrupts: Interrupts | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.plan, self.settings, self.run_id, self.root = plan, settings, run_id, root
         self._log_path, self._emit_event, self._clock = log_path, emit, clock
@@ -59,7 +60,7 @@ class Supervisor:
         self._terminated: set[str] = set()  # running tasks a stop ended
         self._stopping = False
         self._kept = dict(kept or {})  # task -> (result commit, duration) kept from earlier
-        self._interrupts = Interrupts()
+        self._interrupts = interrupts or Interrupts()
         bell = gate.fileno() if gate else None
         self._wake_fds = [self._interrupts.fileno()] + ([bell] if bell is not None else [])
 
@@ -84,7 +85,7 @@ class Supervisor:
             finally:
                 self.pool.shutdown()
                 notes = self.isolation.close()
-        outcome = self._outcome(time.time() - started, landing, notes, interrupted)
+        outcome = self._outcome(time.time() - started, landing, notes, interrupted or landing.stopped)
         self._emit("run_finished", data={
             "exit_code": int(outcome.exit_code), "state": str(outcome.state),
             "wall": round(outcome.wall, 3),
@@ -209,6 +210,8 @@ class Supervisor:
         try:
             folder = self.isolation.prepare(task, parents)
         except NovaError as e:
+            if self._interrupts.first is not None:  # a Ctrl-C ended its worktree_setup
+                self._terminated.add(task.id)
             self._on_report(Finished(task.id, rec.attempts, None, error=str(e), ended_at=time.time()))
             return False
         self.pool.submit(self._job(task, rec.attempts, folder))
@@ -377,7 +380,9 @@ class Supervisor:
         # skipped tasks do not count: their cause failed the run already, or was allowed to fail
         failed = any(r.state in (TaskState.FAILED, TaskState.CANCELLED) and not r.task.allow_failure
                      for r in self.records.values())
-        if interrupted:  # a signal during the merge let it finish: its outcome is the run's
+        # stopped before the merge, or during it cutting verify short; a merge that finished
+        # despite a signal gives its own exit code
+        if interrupted:
             code = ExitCode(128 + self._interrupts.first)  # 130 / 143, as a shell reports it
         else:
             code = ExitCode.FAILED if failed else landing.exit_code

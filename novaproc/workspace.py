@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +75,10 @@ class Workspaces:
     """
 
     def __init__(self, repo_root: Path, *, run_id: str, worktree_dir: Path, base: str,
-                 setup: str | None = None, include: Sequence[str] = ()) -> None:
+                 setup: str | None = None, include: Sequence[str] = (),
+                 stop: Callable[[], bool] | None = None) -> None:
         self.dir = ensure_private_dir(Path(worktree_dir))
+        self.stop = stop  # asked while worktree_setup runs: a stopping run does not wait for it
         self._repo = Repo(repo_root)
         self.run_id, self.setup, self.include = run_id, setup, tuple(include)
         resolved = self._repo.rev(base)
@@ -120,7 +122,7 @@ class Workspaces:
         brought = bring_in(self._repo.root, slot.wt.path, self.include)
         slot.unignored = tuple(set(brought) - self._repo.ignored(slot.wt, brought))
         if self.setup:
-            run_setup(slot.wt.path, self.setup)
+            run_setup(slot.wt.path, self.setup, self.stop)
             # what the setup made (dependencies, build output) is not the task's result
             slot.unignored += self._repo.untracked(slot.wt)
         return slot.wt.path

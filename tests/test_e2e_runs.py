@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -94,6 +95,24 @@ def test_a_killed_run_leaves_no_setup_or_verify_running(tmp_path: Path, box: San
                f"both of {setting}'s sleeps to run")
     run.kill()
     assert_gone(mark)
+
+
+@pytest.mark.parametrize("setting", ["worktree_setup", "verify"])
+def test_ctrl_c_ends_a_long_setup_or_verify_at_once(tmp_path: Path, box: Sandbox, setting: str) -> None:
+    mark, began = marker(), tmp_path / "began"
+    tasks = tasks_toml({"a": {"cmd": "echo a > a.txt", "writes": ["a.txt"]}},
+                       **{setting: f"touch {began}; sleep {mark}"})  # sleeps for minutes
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+    base = rev(repo, "main")
+    run, run_id = start_run(box, repo / "tasks.toml", repo)
+    wait_for_file(began)
+    run.proc.send_signal(signal.SIGINT)
+    assert run.proc.wait(timeout=30) == 130
+    assert_gone(mark)
+    assert rev(repo, "main") == base  # nothing verified, nothing landed
+    if setting == "verify":  # a's result was merged: it waits, unverified
+        assert f"nova/{run_id}/merged" in nova_branches(repo)
+        assert show(repo, f"nova/{run_id}/merged", "a.txt") == "a\n"
 
 
 def hold_for_writing(tmp_path: Path, box: Sandbox, path: Path):  # type: ignore[no-untyped-def]
