@@ -14,14 +14,14 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from .errors import EnvironmentFault, ExitCode, NovaError
-from .guard import run_guarded
+from .guard import UNSTOPPED, Ending, run_guarded
 
 # git must not run the user's hooks for novaproc's own bookkeeping (post-checkout and the like)
 _BASE_ARGS = ("-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false",
@@ -380,10 +380,10 @@ def bring_in(root: Path, dest: Path, include: Sequence[str]) -> tuple[str, ...]:
     return tuple(brought)
 
 
-def run_setup(where: Path, command: str, stop: Callable[[], bool] | None = None) -> None:
+def run_setup(where: Path, command: str, ending: Ending = UNSTOPPED) -> None:
     """Run `worktree_setup` in `where` (guarded: it dies with a killed supervisor, and ends
-    when `stop()` says the run stops); a failure raises SetupFailed with the end of its output."""
-    code, output = run_guarded(["/bin/sh", "-c", command], cwd=where, stdout=subprocess.PIPE, stop=stop)
+    early as `ending` says); a failure raises SetupFailed with the end of its output."""
+    code, output = run_guarded(["/bin/sh", "-c", command], cwd=where, stdout=subprocess.PIPE, ending=ending)
     if code is None:
         raise SetupFailed(f"worktree_setup {command!r} in {where} was stopped: the run is stopping")
     if code != 0:

@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import Settings
 from .errors import UsageError
 from .gitrepo import Repo, check_ready
+from .guard import Ending
 from .merge import merge_results
 from .seams import Finish, Landing
 from .taskfile import Task
@@ -24,6 +25,7 @@ class WorktreeIsolation:
 
     def __init__(self, root: Path, settings: Settings, run_id: str, log_dir: Path, *,
                  resumed: bool = False, stop: Callable[[], bool] | None = None) -> None:
+        ending = Ending(stop, settings.kill_grace)
         status = check_ready(root)
         if resumed:  # a crashed supervisor's worktrees go; its results stay on their branches
             forget_run(status.root, worktree_dir=Path(settings.worktree_dir), run_id=run_id)
@@ -37,8 +39,8 @@ class WorktreeIsolation:
             raise UsageError(f"target {self.target!r} is not a branch of {self.root}")
         self.ws = Workspaces(self.root, run_id=run_id, worktree_dir=Path(settings.worktree_dir),
                              base=self.base, setup=settings.worktree_setup,
-                             include=settings.worktree_include, stop=stop)
-        self.stop = stop
+                             include=settings.worktree_include, ending=ending)
+        self.ending = ending
 
     def _isolated(self, task: Task) -> bool:
         return (task.isolation or "worktree") == "worktree"
@@ -74,7 +76,7 @@ class WorktreeIsolation:
             results=results, on_conflict=self.settings.on_conflict, rerun=rerun,
             verify=self.settings.verify, worktree_dir=Path(self.settings.worktree_dir),
             setup=self.settings.worktree_setup, include=self.settings.worktree_include,
-            verify_log=self.log_dir / "verify.log", stop=self.stop)
+            verify_log=self.log_dir / "verify.log", ending=self.ending)
         data = {"commit": outcome.commit, "merged": list(outcome.merged),
                 "conflicts": {t: list(f) for t, f in outcome.conflicts.items()},
                 "left_out": outcome.left_out, "culprit": outcome.culprit,

@@ -19,7 +19,7 @@ from pathlib import Path
 from .config import DEFAULT_WORKTREE_DIR
 from .errors import ExitCode, InternalError, NovaError
 from .gitrepo import IN_PROGRESS, Repo, SetupFailed, Worktree, bring_in, ensure_private_dir, run_setup
-from .guard import run_guarded
+from .guard import UNSTOPPED, Ending, run_guarded
 
 Rerun = Callable[[str, str], str | None]
 """rerun(task_id, base_commit) -> the task's new result commit, or None if it failed again."""
@@ -73,7 +73,7 @@ def merge_results(repo_root: Path, *, run_id: str, target: str, base: str,
                   rerun: Rerun | None = None, verify: str | Sequence[str] | None = None,
                   worktree_dir: Path = Path(DEFAULT_WORKTREE_DIR), setup: str | None = None,
                   include: Sequence[str] = (), verify_timeout: float | None = None,
-                  verify_log: Path | None = None, stop: Callable[[], bool] | None = None) -> MergeOutcome:
+                  verify_log: Path | None = None, ending: Ending = UNSTOPPED) -> MergeOutcome:
     """Merge `results` ((task, result commit or None), dependency-then-declared order) into
     branch `target`. `base` is the run's base commit; the target's tip when it moved."""
     repo = Repo(repo_root)
@@ -88,7 +88,7 @@ def merge_results(repo_root: Path, *, run_id: str, target: str, base: str,
         tip = _merge_all(state, start, items, rerun if on_conflict == "rerun" else None)
         if verify and state.steps:
             verifier = _Verifier(repo, verify, worktree_dir, run_id, setup, include,
-                                 verify_timeout, verify_log, stop)
+                                 verify_timeout, verify_log, ending)
             try:
                 tip = _verify_loop(state, start, items, verifier)
             except _Stopped:
@@ -185,8 +185,9 @@ class _Verifier:
 
     def __init__(self, repo: Repo, command: str | Sequence[str], folder: Path, run_id: str,
                  setup: str | None, include: Sequence[str], timeout: float | None, log: Path | None,
-                 stop: Callable[[], bool] | None = None) -> None:
-        self.repo, self.command, self.setup, self.include, self.stop = repo, command, setup, include, stop
+                 ending: Ending) -> None:
+        self.repo, self.command, self.setup, self.include = repo, command, setup, include
+        self.ending = ending
         self.path = ensure_private_dir(Path(folder)) / f"{run_id}-.verify"
         self.timeout, self.log, self.run_id = timeout, log, run_id
         self.wt: Worktree | None = None
@@ -205,14 +206,14 @@ class _Verifier:
                 self._checkout(commit)
             except SetupFailed as e:
                 out.write(f"{e}\n".encode())
-                if self.stop and self.stop():
+                if self.ending.stopping():
                     raise _Stopped from None
                 return False
             argv = ["/bin/sh", "-c", self.command] if isinstance(self.command, str) else list(self.command)
             # guarded: it dies with a killed supervisor, as tasks do; marked like the run's tasks
             code, _ = run_guarded(argv, cwd=self.path, stdout=out, timeout=self.timeout,
-                                  env={**os.environ, "NOVA_RUN_ID": self.run_id}, stop=self.stop)
-            if code is None and self.stop and self.stop():
+                                  env={**os.environ, "NOVA_RUN_ID": self.run_id}, ending=self.ending)
+            if code is None and self.ending.stopping():
                 out.write(b"verify stopped: the run is stopping\n")
                 raise _Stopped
             if code is None:
@@ -230,7 +231,7 @@ class _Verifier:
             self.repo.in_worktree(self.wt, "clean", "-q", "-ffdx")
         bring_in(self.repo.root, self.path, self.include)
         if self.setup:
-            run_setup(self.path, self.setup, self.stop)
+            run_setup(self.path, self.setup, self.ending)
 
     def close(self) -> None:
         if self.wt is not None:

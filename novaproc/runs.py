@@ -17,6 +17,7 @@ from typing import Any
 from .errors import EnvironmentFault, UsageError, did_you_mean
 from .journal import (
     EVENTS_FILE,
+    HISTORY_KEEP,
     JOURNAL_VERSION,
     RUN_FILE,
     JournalCorrupt,
@@ -140,7 +141,7 @@ def list_runs(state_dir: Path, problems: list[str] | None = None) -> list[RunRec
 
 
 def history(state_dir: Path, tasks_file: Path, hashes: Mapping[str, str], *,
-            last: int = 3) -> dict[str, float]:
+            last: int = HISTORY_KEEP) -> dict[str, float]:
     """Task id -> typical duration (median of its `last` recent successes) in past runs of
     `tasks_file`, for tasks whose definition hash then equals `hashes[id]` now."""
     return {tid: statistics.median(recent[:last])

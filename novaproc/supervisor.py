@@ -76,8 +76,10 @@ class Supervisor:
         self._keep_earlier_results()
         with self._interrupts:
             try:
-                while not self.schedule.finished():
+                while True:
                     self._start_ready()
+                    if self.schedule.finished():  # starting may end tasks (a failed setup)
+                        break
                     self._check_progress()
                     self._step(self._next_timeout())
                 interrupted = self._interrupts.first is not None
@@ -157,6 +159,8 @@ class Supervisor:
                 self._wait_for(tid, why)
                 continue
             self._start(task)
+            if self._stopping:  # a signal during its worktree_setup
+                return
 
     def _why_not(self, task: Task) -> str | None:
         for name, n in task.resources.items():
@@ -212,6 +216,7 @@ class Supervisor:
         except NovaError as e:
             if self._interrupts.first is not None:  # a Ctrl-C ended its worktree_setup
                 self._terminated.add(task.id)
+                self._on_interrupt()  # stop now: no retry, no further launch
             self._on_report(Finished(task.id, rec.attempts, None, error=str(e), ended_at=time.time()))
             return False
         self.pool.submit(self._job(task, rec.attempts, folder))

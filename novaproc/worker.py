@@ -196,7 +196,10 @@ def _wait_child_or_orphaned(pid: int, conn: multiprocessing.connection.Connectio
                     _die_with_tree(signal.SIGTERM, None)
                 watched.remove(conn)
             if started is not None and time.monotonic() >= announce_at:
-                conn.send(started)
+                try:
+                    conn.send(started)
+                except OSError:  # the supervisor died just now
+                    _die_with_tree(signal.SIGTERM, None)
                 started = None
     finally:
         os.close(pidfd)

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from .gitrepo import (
     ensure_private_dir,
     run_setup,
 )
+from .guard import UNSTOPPED, Ending
 from .paths import GLOB_CHARS
 
 _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
@@ -76,9 +77,9 @@ class Workspaces:
 
     def __init__(self, repo_root: Path, *, run_id: str, worktree_dir: Path, base: str,
                  setup: str | None = None, include: Sequence[str] = (),
-                 stop: Callable[[], bool] | None = None) -> None:
+                 ending: Ending = UNSTOPPED) -> None:
         self.dir = ensure_private_dir(Path(worktree_dir))
-        self.stop = stop  # asked while worktree_setup runs: a stopping run does not wait for it
+        self.ending = ending  # a stopping run does not wait for a worktree_setup
         self._repo = Repo(repo_root)
         self.run_id, self.setup, self.include = run_id, setup, tuple(include)
         resolved = self._repo.rev(base)
@@ -122,7 +123,7 @@ class Workspaces:
         brought = bring_in(self._repo.root, slot.wt.path, self.include)
         slot.unignored = tuple(set(brought) - self._repo.ignored(slot.wt, brought))
         if self.setup:
-            run_setup(slot.wt.path, self.setup, self.stop)
+            run_setup(slot.wt.path, self.setup, self.ending)
             # what the setup made (dependencies, build output) is not the task's result
             slot.unignored += self._repo.untracked(slot.wt)
         return slot.wt.path

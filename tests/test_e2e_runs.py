@@ -100,7 +100,8 @@ def test_a_killed_run_leaves_no_setup_or_verify_running(tmp_path: Path, box: San
 @pytest.mark.parametrize("setting", ["worktree_setup", "verify"])
 def test_ctrl_c_ends_a_long_setup_or_verify_at_once(tmp_path: Path, box: Sandbox, setting: str) -> None:
     mark, began = marker(), tmp_path / "began"
-    tasks = tasks_toml({"a": {"cmd": "echo a > a.txt", "writes": ["a.txt"]}},
+    tasks = tasks_toml({"a": {"cmd": "echo a > a.txt", "writes": ["a.txt"], "retries": 2},
+                        "b": {"cmd": "echo b > b.txt", "writes": ["b.txt"], "depends_on": ["a"]}},
                        **{setting: f"touch {began}; sleep {mark}"})  # sleeps for minutes
     repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
     base = rev(repo, "main")
@@ -110,6 +111,9 @@ def test_ctrl_c_ends_a_long_setup_or_verify_at_once(tmp_path: Path, box: Sandbox
     assert run.proc.wait(timeout=30) == 130
     assert_gone(mark)
     assert rev(repo, "main") == base  # nothing verified, nothing landed
+    states = {t["id"]: t["state"] for t in box.status(run_id)["tasks"]}
+    if setting == "worktree_setup":  # stopped at once: no retry of a, b never started
+        assert states == {"a": "cancelled", "b": "cancelled"}, states
     if setting == "verify":  # a's result was merged: it waits, unverified
         assert f"nova/{run_id}/merged" in nova_branches(repo)
         assert show(repo, f"nova/{run_id}/merged", "a.txt") == "a\n"

@@ -578,6 +578,18 @@ def test_included_files_and_the_setup_reach_every_task_without_being_committed(
     assert_no_leftovers(repo, box)
 
 
+def test_a_failing_setup_fails_its_task_and_the_run_ends(tmp_path: Path, box: Sandbox) -> None:
+    """The last task failing before it starts (its worktree_setup) must still end the run."""
+    tasks = tasks_toml({"a": {"cmd": "echo a > a.txt", "writes": ["a.txt"]}},
+                       worktree_setup="echo no; exit 3")
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+
+    ran = box.run(repo / "tasks.toml", timeout=30)
+
+    assert ran.code == 1, ran
+    assert "worktree_setup 'echo no; exit 3' failed" in ran.text and "(exit 3): no" in ran.text
+
+
 def test_files_made_by_the_setup_are_not_part_of_a_tasks_result(tmp_path: Path, box: Sandbox) -> None:
     tasks = tasks_toml({"a": simple_task("a")}, worktree_setup="echo generated > setup-output.txt")
     repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
