@@ -128,14 +128,14 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
     """Tasks file, settings and plan, with every input problem as a ConfigError."""
     from .config import load_settings
     from .graph import CycleFound
+    from .history import typical_durations
     from .plan import make_plan, select
-    from .runs import history
     from .taskfile import load_tasks
 
     taskfile = load_tasks(tasks_path)
     settings = load_settings(taskfile.root, taskfile.run_table, tasks_file=str(tasks_path),
                              config_file=getattr(args, "config", None), flags=flags)
-    past = history(settings.state_path(taskfile.root), taskfile.path, taskfile.hashes)
+    past = typical_durations(settings.state_path(taskfile.root), taskfile.path, taskfile.hashes)
     tasks = list(taskfile.tasks)
     try:
         if getattr(args, "only", None):

@@ -3,15 +3,13 @@
     <state_dir>/runs/<id>/run.json        the run's record, replaced atomically (temp, fsync, rename)
                          events.jsonl     version header, then one JSON event per line, append-only
                          logs/<task>.log  each task's output, its attempts appended
-    <state_dir>/history/<key>.json        recent durations of the tasks of one tasks file
-The supervisor writes through one Journal; runs.py reads (load_run, list_runs, history).
+The supervisor writes through one Journal; runs.py reads (load_run, list_runs).
 A crash at any moment loses nothing that finished: a torn last line is dropped, never guessed.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -32,7 +30,6 @@ if TYPE_CHECKING:
 
 JOURNAL_VERSION = 1
 RUN_FILE, EVENTS_FILE, LOGS_DIR = "run.json", "events.jsonl", "logs"
-HISTORY_DIR, HISTORY_KEEP = "history", 3
 DURABLE_KINDS = frozenset({"task_state", "run_started", "run_resumed", "run_finished"})
 SYNC_NOW_KINDS = frozenset({"run_started", "run_resumed", "run_finished"})
 GROUP_COMMIT = 0.02  # seconds a task event may wait for its fsync
@@ -272,38 +269,6 @@ def write_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-
-
-def history_file(state_dir: Path, tasks_file: str | Path) -> Path:
-    """The durations of the runs of `tasks_file`: one small file per tasks file, so a plan
-    reads it alone, however many runs the state dir holds (ninja's .ninja_log, in spirit)."""
-    key = hashlib.sha256(os.path.realpath(tasks_file).encode()).hexdigest()[:16]
-    return Path(state_dir) / HISTORY_DIR / f"{key}.json"
-
-
-def read_history(path: Path) -> dict[str, tuple[str, list[float]]]:
-    """Task id -> (definition hash, recent durations, newest first); {} if none or unreadable:
-    an estimate is never worth failing a run for."""
-    try:
-        tasks = json.loads(path.read_text(encoding="utf-8"))["tasks"]
-        return {tid: (str(t["hash"]), [float(d) for d in t["recent"]]) for tid, t in tasks.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-
-
-def save_durations(state_dir: Path, tasks_file: str | Path,
-                   durations: Mapping[str, tuple[str, float]]) -> None:
-    """Add task id -> (definition hash, seconds) of a run's successes to its tasks file's
-    history, keeping the last HISTORY_KEEP per task under its current definition. Runs of one
-    file never overlap (they hold its run lock), so read, change and replace is safe."""
-    path = history_file(state_dir, tasks_file)
-    known = read_history(path)
-    for tid, (digest, seconds) in durations.items():
-        old_digest, recent = known.get(tid, ("", []))
-        known[tid] = (digest, [round(seconds, 3), *(recent if old_digest == digest else [])][:HISTORY_KEEP])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps({"tasks_file": os.path.realpath(tasks_file), "tasks": {
-        tid: {"hash": digest, "recent": recent} for tid, (digest, recent) in known.items()}}))
 
 
 # --- writing helpers ----------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import BusyError, EnvironmentFault, ExitCode, UsageError
+from .history import save_durations
 from .interrupts import Interrupts
-from .journal import Journal, RunMeta, TaskMeta, save_durations
+from .journal import Journal, RunMeta, TaskMeta
 from .locks import Blocked, LockManager, Owner, run_request
 from .messages import Event, RunState, TaskState
 from .outcome import RunOutcome

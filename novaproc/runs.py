@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -17,15 +16,12 @@ from typing import Any
 from .errors import EnvironmentFault, UsageError, did_you_mean
 from .journal import (
     EVENTS_FILE,
-    HISTORY_KEEP,
     JOURNAL_VERSION,
     RUN_FILE,
     JournalCorrupt,
     Parsed,
     RunMeta,
-    history_file,
     parse_events,
-    read_history,
     supervisor_alive,
 )
 from .messages import RunState, TaskState
@@ -138,15 +134,6 @@ def list_runs(state_dir: Path, problems: list[str] | None = None) -> list[RunRec
             if problems is not None:
                 problems.append(str(e))
     return sorted(runs, key=lambda r: (r.meta.created, r.id), reverse=True)
-
-
-def history(state_dir: Path, tasks_file: Path, hashes: Mapping[str, str], *,
-            last: int = HISTORY_KEEP) -> dict[str, float]:
-    """Task id -> typical duration (median of its `last` recent successes) in past runs of
-    `tasks_file`, for tasks whose definition hash then equals `hashes[id]` now."""
-    return {tid: statistics.median(recent[:last])
-            for tid, (digest, recent) in read_history(history_file(state_dir, tasks_file)).items()
-            if recent and digest == hashes.get(tid)}
 
 
 def kept_results(record: RunRecord, current_hashes: Mapping[str, str],

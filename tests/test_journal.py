@@ -20,13 +20,11 @@ from novaproc.journal import (
     JournalCorrupt,
     RunMeta,
     TaskMeta,
-    history_file,
     process_start_time,
-    save_durations,
     write_atomic,
 )
 from novaproc.messages import Event, RunState, TaskState
-from novaproc.runs import history, kept_results, list_runs, load_run
+from novaproc.runs import kept_results, list_runs, load_run
 
 TASKS = (TaskMeta("build", "build it", "h-build"), TaskMeta("test", "", "h-test"),
          TaskMeta("docs", "", "h-docs"))
@@ -319,20 +317,6 @@ def test_a_success_under_an_older_definition_is_not_kept_after_a_resume(
     assert kept_results(r, {"build": "edited"}) == {}
 
 
-def test_history_keeps_recent_successes_per_tasks_file_and_definition(tmp_path: Path) -> None:
-    state, tasks = tmp_path / "state", tmp_path / "tasks.toml"
-    save_durations(state, tasks, {"build": ("h-build", 3.0)})
-    save_durations(state, tmp_path / "other.toml", {"build": ("h-build", 50.0), "lint": ("h-lint", 1.0)})
-    hashes = {"build": "h-build", "test": "h-test"}
-    assert history(state, tasks, hashes) == {"build": 3.0}  # test never succeeded: no time
-    assert history(state, tmp_path / "." / "tasks.toml", hashes) == {"build": 3.0}  # one file, two spellings
-    assert history(state, tasks, {"build": "edited"}) == {}
-    save_durations(state, tasks, {"build": ("edited", 8.0)})  # a new definition starts afresh
-    assert history(state, tasks, {"build": "edited"}) == {"build": 8.0}
-    assert history(state, tasks, hashes) == {}
-    assert history(tmp_path / "nothing", tasks, hashes) == {}
-
-
 def test_runs_are_listed_newest_first_and_found_by_prefix(tmp_path: Path, dead_pid: tuple[int, int]) -> None:
     ids = [finished_run(tmp_path, tmp_path, dead_pid, created=c) for c in (5.0, 7.0, 6.0)]
     assert [r.id for r in list_runs(tmp_path)] == [ids[1], ids[2], ids[0]]
@@ -381,15 +365,3 @@ def test_a_run_end_without_a_state_takes_it_from_the_exit_code(
     r = load_run(tmp_path, j.run_id)
     assert (r.status, r.exit_code) == (status, code)
     assert [t.id for t in r.tasks] == ["build", "test", "docs"]
-
-
-
-def test_history_is_the_median_of_the_last_three_and_survives_a_damaged_file(tmp_path: Path) -> None:
-    tasks = tmp_path / "tasks.toml"
-    for duration in (100.0, 4.0, 5.0, 9.0):
-        save_durations(tmp_path, tasks, {"build": ("h-build", duration)})
-    assert history(tmp_path, tasks, {"build": "h-build"}) == {"build": 5.0}  # of 9, 5, 4
-    history_file(tmp_path, tasks).write_text("garbage")
-    assert history(tmp_path, tasks, {"build": "h-build"}) == {}  # an estimate never fails a run
-    save_durations(tmp_path, tasks, {"build": ("h-build", 2.0)})
-    assert history(tmp_path, tasks, {"build": "h-build"}) == {"build": 2.0}

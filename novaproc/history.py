@@ -1,0 +1,60 @@
+"""Durations of past runs, kept per tasks file: they feed the plan's estimate and the ETA.
+
+    <state_dir>/history/<key>.json    {"tasks_file": path, "tasks": {id: {"hash", "recent"}}}
+
+One small file per tasks file, so a plan reads it alone, however many runs the state dir
+holds (ninja's .ninja_log, in spirit). Losing it loses estimates, nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+
+from .journal import write_atomic
+
+HISTORY_DIR, HISTORY_KEEP = "history", 3
+
+
+def history_file(state_dir: Path, tasks_file: str | Path) -> Path:
+    """Where the durations of the runs of `tasks_file` are kept."""
+    key = hashlib.sha256(os.path.realpath(tasks_file).encode()).hexdigest()[:16]
+    return Path(state_dir) / HISTORY_DIR / f"{key}.json"
+
+
+def read_history(path: Path) -> dict[str, tuple[str, list[float]]]:
+    """Task id -> (definition hash, recent durations, newest first); {} if none or unreadable:
+    an estimate is never worth failing a run for."""
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))["tasks"]
+        return {tid: (str(t["hash"]), [float(d) for d in t["recent"]]) for tid, t in tasks.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def save_durations(state_dir: Path, tasks_file: str | Path,
+                   durations: Mapping[str, tuple[str, float]]) -> None:
+    """Add task id -> (definition hash, seconds) of a run's successes to its tasks file's
+    history, keeping the last HISTORY_KEEP per task under its current definition. Runs of one
+    file never overlap (they hold its run lock), so read, change and replace is safe."""
+    path = history_file(state_dir, tasks_file)
+    known = read_history(path)
+    for tid, (digest, seconds) in durations.items():
+        old_digest, recent = known.get(tid, ("", []))
+        known[tid] = (digest, [round(seconds, 3), *(recent if old_digest == digest else [])][:HISTORY_KEEP])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps({"tasks_file": os.path.realpath(tasks_file), "tasks": {
+        tid: {"hash": digest, "recent": recent} for tid, (digest, recent) in known.items()}}))
+
+
+def typical_durations(state_dir: Path, tasks_file: Path, hashes: Mapping[str, str], *,
+                      last: int = HISTORY_KEEP) -> dict[str, float]:
+    """Task id -> typical duration (median of its `last` recent successes) in past runs of
+    `tasks_file`, for tasks whose definition hash then equals `hashes[id]` now."""
+    return {tid: statistics.median(recent[:last])
+            for tid, (digest, recent) in read_history(history_file(state_dir, tasks_file)).items()
+            if recent and digest == hashes.get(tid)}

@@ -1,0 +1,33 @@
+"""Durations of past runs per tasks file (novaproc.history), on real files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from novaproc.history import history_file, save_durations, typical_durations
+
+
+def test_history_keeps_recent_successes_per_tasks_file_and_definition(tmp_path: Path) -> None:
+    state, tasks = tmp_path / "state", tmp_path / "tasks.toml"
+    save_durations(state, tasks, {"build": ("h-build", 3.0)})
+    save_durations(state, tmp_path / "other.toml", {"build": ("h-build", 50.0), "lint": ("h-lint", 1.0)})
+    hashes = {"build": "h-build", "test": "h-test"}
+    assert typical_durations(state, tasks, hashes) == {"build": 3.0}  # test never succeeded: no time
+    spelled_otherwise = tmp_path / "." / "tasks.toml"  # one file, two spellings
+    assert typical_durations(state, spelled_otherwise, hashes) == {"build": 3.0}
+    assert typical_durations(state, tasks, {"build": "edited"}) == {}
+    save_durations(state, tasks, {"build": ("edited", 8.0)})  # a new definition starts afresh
+    assert typical_durations(state, tasks, {"build": "edited"}) == {"build": 8.0}
+    assert typical_durations(state, tasks, hashes) == {}
+    assert typical_durations(tmp_path / "nothing", tasks, hashes) == {}
+
+
+def test_history_is_the_median_of_the_last_three_and_survives_a_damaged_file(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks.toml"
+    for duration in (100.0, 4.0, 5.0, 9.0):
+        save_durations(tmp_path, tasks, {"build": ("h-build", duration)})
+    assert typical_durations(tmp_path, tasks, {"build": "h-build"}) == {"build": 5.0}  # of 9, 5, 4
+    history_file(tmp_path, tasks).write_text("garbage")
+    assert typical_durations(tmp_path, tasks, {"build": "h-build"}) == {}  # an estimate never fails a run
+    save_durations(tmp_path, tasks, {"build": ("h-build", 2.0)})
+    assert typical_durations(tmp_path, tasks, {"build": "h-build"}) == {"build": 2.0}
