@@ -1,17 +1,14 @@
 """The one adapter to git: plumbing commands run through GitPython, and the per-repository locks.
 
-Owns every call into git (`Repo`), the start-of-run check (`check_ready`), and what the
-worktrees of tasks and of verify share (the folder checks, included files, `worktree_setup`).
+Owns every call into git (`Repo`) and the start-of-run check (`check_ready`); what a new
+worktree gets besides its checkout is furnish.py's.
 Only `repo.git.*`-style commands are used: GitPython's object and index APIs are slower.
 """
 
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
-import stat
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -21,7 +18,6 @@ from pathlib import Path
 from typing import IO
 
 from .errors import EnvironmentFault, ExitCode, NovaError
-from .guard import UNSTOPPED, Ending, run_guarded
 
 # git must not run the user's hooks for novaproc's own bookkeeping (post-checkout and the like)
 _BASE_ARGS = ("-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false",
@@ -50,10 +46,6 @@ class MergeConflict(NovaError):
     def __init__(self, message: str, files: Sequence[str]) -> None:
         self.files = tuple(files)
         super().__init__(message)
-
-
-class SetupFailed(NovaError):
-    """The user's `worktree_setup` command failed; fix it or run it by hand in the worktree."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,58 +349,3 @@ def check_ready(root: Path | str) -> RepoStatus:
         raise EnvironmentFault(f"{repo.root} has no commit yet: commit something first, then run again")
     code, out, _ = repo.run("symbolic-ref", "-q", "--short", "HEAD", retries=0)
     return RepoStatus(repo.root, repo.git_dir, repo.common_dir, out.strip() if code == 0 else None, head)
-
-
-def bring_in(root: Path, dest: Path, include: Sequence[str]) -> tuple[str, ...]:
-    """Copy included files (and link included folders) from `root` into the worktree `dest`.
-
-    Paths the worktree already has (tracked ones) are left alone. Returns what was brought in.
-    """
-    brought: list[str] = []
-    for pattern in include:
-        for src in sorted(root.glob(pattern.strip("/"))) if pattern.strip("/") else ():
-            rel = src.relative_to(root).as_posix()
-            target = dest / rel
-            if rel.split("/")[0] == ".git" or target.exists() or target.is_symlink():
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir() and not src.is_symlink():
-                target.symlink_to(src.resolve(), target_is_directory=True)
-            else:
-                shutil.copy2(src, target, follow_symlinks=False)
-            brought.append(rel)
-    return tuple(brought)
-
-
-def run_setup(where: Path, command: str, ending: Ending = UNSTOPPED) -> None:
-    """Run `worktree_setup` in `where` (guarded: it dies with a killed supervisor, and ends
-    early as `ending` says); a failure raises SetupFailed with the end of its output."""
-    code, output = run_guarded(["/bin/sh", "-c", command], cwd=where, stdout=subprocess.PIPE, ending=ending)
-    if code is None:
-        raise SetupFailed(f"worktree_setup {command!r} in {where} was stopped: the run is stopping")
-    if code != 0:
-        tail = output.decode(errors="replace").strip().splitlines()[-5:]
-        raise SetupFailed(f"worktree_setup {command!r} failed in {where} (exit {code})"
-                          + (": " + " | ".join(tail) if tail else "")
-                          + "; fix the command, or run it by hand in that folder to see why")
-
-
-def ensure_private_dir(path: Path) -> Path:
-    """`worktree_dir`, created 0700 if missing; a symlink or another user's folder is refused."""
-    if path.is_symlink():
-        raise EnvironmentFault(f"worktree_dir {path} is a symlink; refusing to create worktrees through "
-                               "it. Set worktree_dir (or NOVA_WORKTREE_DIR) to a real folder")
-    try:
-        path.mkdir(mode=0o700, parents=True)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise EnvironmentFault(f"cannot create worktree_dir {path}: {e.strerror}; "
-                               "set worktree_dir (or NOVA_WORKTREE_DIR) to a writable folder") from None
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode):
-        raise EnvironmentFault(f"worktree_dir {path} is not a folder; remove it or choose another")
-    if info.st_uid != os.getuid():
-        raise EnvironmentFault(f"worktree_dir {path} belongs to another user (uid {info.st_uid}); "
-                               "set worktree_dir (or NOVA_WORKTREE_DIR) to a folder of your own")
-    return path.resolve()

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .config import DEFAULT_WORKTREE_DIR
 from .errors import ExitCode, InternalError, NovaError
-from .gitrepo import IN_PROGRESS, Repo, SetupFailed, Worktree, bring_in, ensure_private_dir, run_setup
+from .furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
+from .gitrepo import IN_PROGRESS, Repo, Worktree
 from .guard import UNSTOPPED, Ending, run_guarded
 
 Rerun = Callable[[str, str], str | None]

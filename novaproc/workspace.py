@@ -24,15 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EnvironmentFault, InternalError
-from .gitrepo import (
-    IN_PROGRESS,
-    MergeConflict,
-    Repo,
-    Worktree,
-    bring_in,
-    ensure_private_dir,
-    run_setup,
-)
+from .furnish import bring_in, ensure_private_dir, run_setup
+from .gitrepo import IN_PROGRESS, MergeConflict, Repo, Worktree
 from .guard import UNSTOPPED, Ending
 from .paths import GLOB_CHARS
 

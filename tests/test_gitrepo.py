@@ -12,7 +12,8 @@ import pytest
 from conftest import git
 
 from novaproc.errors import EnvironmentFault
-from novaproc.gitrepo import Repo, SetupFailed, bring_in, check_ready, ensure_private_dir, run_setup
+from novaproc.furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
+from novaproc.gitrepo import Repo, check_ready
 
 pytestmark = pytest.mark.usefixtures("isolated_git")
 

@@ -14,7 +14,8 @@ import pytest
 from conftest import git
 
 from novaproc.errors import EnvironmentFault
-from novaproc.gitrepo import MergeConflict, Repo, SetupFailed
+from novaproc.furnish import SetupFailed
+from novaproc.gitrepo import MergeConflict, Repo
 from novaproc.workspace import Workspaces, clean, remove_stale_locks, undeclared
 
 pytestmark = pytest.mark.usefixtures("isolated_git")
