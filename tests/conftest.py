@@ -6,13 +6,17 @@ the same purpose (`cli`, `tasks_file`).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import psutil
 import pytest
 
 
@@ -77,3 +81,48 @@ def isolated_git(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+# ---------------------------------------------------------------- processes a test started
+
+
+def marker() -> str:
+    """A unique, sleep-able duration: `sleep <marker>` names a process no other test starts."""
+    return f"{random.randint(300, 899)}.{random.randint(10**7, 10**8 - 1)}"
+
+
+def marker_procs(mark: str) -> list[psutil.Process]:
+    """Live (not zombie) processes whose command line contains `mark`."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and mark in " ".join(p.info["cmdline"] or ()):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def sleepers(mark: str) -> list[psutil.Process]:
+    """The `sleep <mark>` processes themselves (not the shells that started them)."""
+    return [p for p in marker_procs(mark) if _cmdline(p)[:1] in (["sleep"], ["/usr/bin/sleep"])]
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+def assert_gone(mark: str, timeout: float = 10.0) -> None:
+    """Within `timeout`, no process carries `mark`; any left are killed, then the test fails."""
+    deadline = time.monotonic() + timeout
+    while marker_procs(mark):
+        if time.monotonic() > deadline:
+            left = [p.info["cmdline"] for p in marker_procs(mark)]
+            for p in marker_procs(mark):  # do not leak them into the rest of the suite
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+            raise AssertionError(f"processes with marker {mark} remain: {left}")
+        time.sleep(0.05)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import assert_gone, marker, sleepers
 from test_e2e_worktree import (
     CLI_POLL,
     RUN_ID,
@@ -36,7 +37,6 @@ from test_e2e_worktree import (
     wait_for_file,
     wait_until,
 )
-from test_pool import assert_gone, marker, marker_procs
 
 
 @pytest.fixture
@@ -91,8 +91,7 @@ def test_a_killed_run_leaves_no_setup_or_verify_running(tmp_path: Path, box: San
     repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
     run, _ = start_run(box, repo / "tasks.toml", repo)
     wait_for_file(began)
-    wait_until(lambda: sum(p.name() == "sleep" for p in marker_procs(mark)) == 2,
-               f"both of {setting}'s sleeps to run")
+    wait_until(lambda: len(sleepers(mark)) == 2, f"both of {setting}'s sleeps to run")
     run.kill()
     assert_gone(mark)
 

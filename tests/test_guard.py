@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_pool import assert_gone, marker, marker_procs, wait_until
+from conftest import assert_gone, marker, sleepers
+from test_pool import wait_until
 
 from novaproc.guard import Ending, run_guarded
 
@@ -24,7 +25,7 @@ def test_a_missing_program_is_127(tmp_path: Path) -> None:
 
 
 def both_sleeping(mark: str) -> bool:
-    return sum(p.name() == "sleep" for p in marker_procs(mark)) == 2
+    return len(sleepers(mark)) == 2
 
 
 def test_a_timeout_ends_the_whole_tree(tmp_path: Path) -> None:

@@ -4,9 +4,7 @@ marker in its command line and checks that no process with it remains."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
 import signal
 import sys
 import textwrap
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import assert_gone, marker, marker_procs, sleepers
 
 from novaproc.messages import Finished, Job, Started
 from novaproc.pool import WorkerPool
@@ -25,33 +24,12 @@ DEADLINE = 30.0
 # ---------------------------------------------------------------- helpers
 
 
-def marker() -> str:
-    """A unique, sleep-able duration: `sleep <marker>` names a process no other test starts."""
-    return f"{random.randint(300, 899)}.{random.randint(10**7, 10**8 - 1)}"
 
 
-def marker_procs(mark: str) -> list[psutil.Process]:
-    """Live (not zombie) processes whose command line contains `mark`."""
-    found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if p.info["status"] != psutil.STATUS_ZOMBIE and mark in " ".join(p.info["cmdline"] or ()):
-                found.append(p)
-        except psutil.Error:
-            continue
-    return found
 
 
-def sleepers(mark: str) -> list[psutil.Process]:
-    """The `sleep <mark>` processes themselves (not the shells that started them)."""
-    return [p for p in marker_procs(mark) if _cmdline(p)[:1] in (["sleep"], ["/usr/bin/sleep"])]
 
 
-def _cmdline(p: psutil.Process) -> list[str]:
-    try:
-        return p.cmdline()
-    except psutil.Error:
-        return []
 
 
 def wait_until(predicate, timeout: float = DEADLINE, what: str = "condition"):
@@ -64,13 +42,6 @@ def wait_until(predicate, timeout: float = DEADLINE, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def assert_gone(mark: str, timeout: float = 10.0) -> None:
-    try:
-        wait_until(lambda: not marker_procs(mark), timeout, f"no process with marker {mark}")
-    finally:
-        for proc in marker_procs(mark):  # never leak them into the rest of the suite
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
 
 
 def make_job(tmp_path: Path, tid: str = "t", **fields) -> Job:

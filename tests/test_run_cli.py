@@ -5,18 +5,15 @@ a unique marker in their command line."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-from conftest import clean_env, run_cli, write_tasks
+from conftest import assert_gone, clean_env, marker, run_cli, write_tasks
 from test_supervisor import max_overlap, read_stamps, stamp_cmd
 
 # no CPU/memory throttle: a busy CI machine must not serialise tasks whose overlap is asserted
@@ -91,31 +88,10 @@ def stamped(stamps: Path, ids: list[str], seconds: float = 0.3, **fields: object
     return "".join(task(tid, stamp_cmd(stamps, seconds), **fields) for tid in ids)
 
 
-def marker() -> str:
-    return f"{random.randint(300, 899)}.{random.randint(10**7, 10**8 - 1)}"
 
 
-def marker_procs(mark: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if p.info["status"] != psutil.STATUS_ZOMBIE and mark in " ".join(p.info["cmdline"] or ()):
-                found.append(p)
-        except psutil.Error:
-            continue
-    return found
 
 
-def assert_gone(mark: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while marker_procs(mark):
-        if time.monotonic() > deadline:
-            left = [p.info["cmdline"] for p in marker_procs(mark)]
-            for p in marker_procs(mark):  # do not leak them into the rest of the suite
-                with contextlib.suppress(psutil.Error):
-                    p.kill()
-            raise AssertionError(f"processes with marker {mark} remain: {left}")
-        time.sleep(0.05)
 
 
 def starts_before(spans, first: str, then: str) -> bool:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import clean_env, run_cli, write_tasks
-from test_run_cli import RUN_TABLE, assert_gone, call_task, marker, task
+from conftest import assert_gone, clean_env, marker, run_cli, write_tasks
+from test_run_cli import RUN_TABLE, call_task, task
 
 DEADLINE = 30.0
 
