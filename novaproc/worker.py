@@ -74,7 +74,7 @@ def guard_command(argv: list[str], watch: multiprocessing.connection.Connection,
     program = argv[0] if "/" in argv[0] else shutil.which(argv[0]) or argv[0]
     try:
         pid = os.posix_spawn(program, argv, os.environ, setsid=True, setsigdef=_DEFAULT_SIGNALS,
-                             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)])
+                             file_actions=_stdio(None))
     except OSError as e:
         os.write(2, f"novaproc: cannot start {argv[0]}: {e.strerror}\n".encode())
         return 127 if isinstance(e, FileNotFoundError) else 126
@@ -168,9 +168,12 @@ def _reap(pid: int) -> tuple[int | None, int | None]:
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
-def _stdio(log_fd: int) -> list[tuple[Any, ...]]:
-    return [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, log_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)]
+def _stdio(log_fd: int | None) -> list[tuple[Any, ...]]:
+    """No input; output to `log_fd`, or (None) where ours goes."""
+    devnull_in = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+    if log_fd is None:
+        return devnull_in
+    return [*devnull_in, (os.POSIX_SPAWN_DUP2, log_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)]
 
 
 def _wait_child_or_orphaned(pid: int, conn: multiprocessing.connection.Connection,

@@ -126,3 +126,13 @@ def assert_gone(mark: str, timeout: float = 10.0) -> None:
                     p.kill()
             raise AssertionError(f"processes with marker {mark} remain: {left}")
         time.sleep(0.05)
+
+
+@pytest.fixture
+def box(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A Sandbox (test_e2e_worktree) for the end-to-end tests: the real CLI, its own state."""
+    from test_e2e_worktree import Sandbox
+
+    sandbox = Sandbox(tmp_path)
+    yield sandbox
+    sandbox.close()

@@ -29,13 +29,6 @@ from test_e2e_worktree import (
 )
 
 
-@pytest.fixture
-def box(tmp_path: Path):  # type: ignore[no-untyped-def]
-    sandbox = Sandbox(tmp_path)
-    yield sandbox
-    sandbox.close()
-
-
 def timed(name: str, body: str, stamps: Path) -> str:
     """`body` between a start and an end stamp in stamps/<name>.start and .end."""
     return f"{stamp(stamps / f'{name}.start')}; {body}; {stamp(stamps / f'{name}.end')}"

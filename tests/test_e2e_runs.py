@@ -39,13 +39,6 @@ from test_e2e_worktree import (
 )
 
 
-@pytest.fixture
-def box(tmp_path: Path):  # type: ignore[no-untyped-def]
-    sandbox = Sandbox(tmp_path)
-    yield sandbox
-    sandbox.close()
-
-
 def counts(path: Path) -> Counter[str]:
     return Counter(path.read_text().split()) if path.exists() else Counter()
 

@@ -292,13 +292,6 @@ class Sandbox:
             spawned.proc.stderr and spawned.proc.stderr.close()
 
 
-@pytest.fixture
-def box(tmp_path: Path):  # type: ignore[no-untyped-def]
-    sandbox = Sandbox(tmp_path)
-    yield sandbox
-    sandbox.close()
-
-
 def assert_no_leftovers(repo: Path, box: Sandbox) -> None:
     """Only the main worktree, an empty worktree folder, no nova/* branch."""
     assert worktree_paths(repo) == [repo.resolve()]
