@@ -5,15 +5,18 @@ Each layer is validated on its own so an error names where the bad value came fr
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from .errors import ConfigError, did_you_mean
 from .taskfile import read_toml
+
+if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
+    from annotated_types import Ge, Gt, Le
 
 DEFAULT_WORKTREE_DIR = "/tmp/nova-worktrees"
 MAX_SLOTS = 4096
@@ -24,12 +27,11 @@ ENV_KEYS = {
 }
 
 
-class Settings(BaseModel):
+@dataclass(frozen=True)
+class Settings:
     """Every setting of a run, with its built-in default."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-    max_parallel: int = Field(default=4, ge=1, le=MAX_SLOTS)
+    max_parallel: Annotated[int, Ge(1), Le(MAX_SLOTS)] = 4
     worktree_dir: str = DEFAULT_WORKTREE_DIR
     state_dir: str | None = None
     isolation: Literal["worktree", "none"] | None = None
@@ -37,14 +39,14 @@ class Settings(BaseModel):
     target: str | None = None
     on_conflict: Literal["rerun", "fail"] = "rerun"
     verify: str | tuple[str, ...] | None = None
-    cpu_limit: float = Field(default=90.0, gt=0, le=100)
-    memory_limit: float = Field(default=90.0, gt=0, le=100)
-    kill_grace: float = Field(default=5.0, ge=0, le=3600)
+    cpu_limit: Annotated[float, Gt(0), Le(100)] = 90.0
+    memory_limit: Annotated[float, Gt(0), Le(100)] = 90.0
+    kill_grace: Annotated[float, Ge(0), Le(3600)] = 5.0
     fail_fast: bool = False
     undeclared_writes: Literal["warn", "fail"] = "warn"
     worktree_setup: str | None = None
     worktree_include: tuple[str, ...] = ()
-    resources: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    resources: dict[str, Annotated[int, Ge(1)]] = dataclasses.field(default_factory=dict)
 
     def resolved_isolation(self, in_git: bool) -> str:
         return self.isolation or ("worktree" if in_git else "none")
@@ -53,7 +55,7 @@ class Settings(BaseModel):
         return Path(self.state_dir) if self.state_dir else root / ".nova"
 
 
-KEYS = sorted(Settings.model_fields)
+KEYS = sorted(f.name for f in dataclasses.fields(Settings))
 
 
 def load_settings(
@@ -73,7 +75,7 @@ def load_settings(
     merged |= _layer(f"{tasks_file} [run]", dict(run_table or {}))
     merged |= _layer("environment", _from_env(os.environ if environ is None else environ))
     merged |= _layer("command line", {k: v for k, v in (flags or {}).items() if v is not None})
-    return Settings(**merged)
+    return Settings(**merged)  # each layer is valid, and no constraint spans two keys
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -93,19 +95,21 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
-    """`values` checked against the settings model, with errors naming `source`."""
+    """`values` checked against the settings' fields, with errors naming `source`."""
     for key in values:
-        if key not in Settings.model_fields:
+        if key not in KEYS:
             raise ConfigError(source, f"unknown setting{did_you_mean(key, KEYS)}; valid settings: "
                               + ", ".join(KEYS), field=key)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     for key in ("cpu_limit", "memory_limit", "kill_grace"):
         if isinstance(values.get(key), int) and not isinstance(values[key], bool):
             values[key] = float(values[key])
+    if not values:
+        return values  # nothing to check: pydantic need not load
+    from .schema import Invalid, validate
+
     try:
-        Settings(**values)
-    except ValidationError as e:
-        first = e.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else None
-        raise ConfigError(source, f"{first['msg']} (got {first.get('input')!r})", field=field) from None
+        validate(Settings, values)
+    except Invalid as e:
+        raise ConfigError(source, f"{e.problem} (got {e.got!r})", field=e.field) from None
     return values

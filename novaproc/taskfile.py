@@ -6,19 +6,24 @@ file, the task and the field. Checks that need the whole graph (cycles) live in 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from . import paths
 from .errors import ConfigError, did_you_mean
 from .kinds import Kind, detect
+
+if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
+    from annotated_types import Ge, Le
+
+    from .schema import Invalid, Lax
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -46,29 +51,29 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
-class Task(BaseModel):
-    """One task as declared; `id` comes from its table name."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+@dataclass(frozen=True)
+class Task:
+    """One task as declared; `id` comes from its table name. Built by `load_tasks` (through
+    `schema.validate`), or from the cache of validated inputs."""
 
     id: str
     cmd: str | tuple[str, ...] | None = None
     call: str | None = None
     args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     description: str = ""
     depends_on: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
-    resources: dict[str, int] = Field(default_factory=dict)
-    kind: Kind = Field(default=Kind.AUTO, strict=False)
+    resources: dict[str, int] = dataclasses.field(default_factory=dict)
+    kind: Annotated[Kind, Lax] = Kind.AUTO
     kind_reason: str = ""
     isolation: Literal["worktree", "none"] | None = None
     timeout: float | None = None
-    retries: int = Field(default=0, ge=0, le=100)
-    env: dict[str, str] = Field(default_factory=dict)
+    retries: Annotated[int, Ge(0), Le(100)] = 0
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
     cwd: str | None = None
-    cpu: int = Field(default=1, ge=1)
+    cpu: Annotated[int, Ge(1)] = 1
     allow_failure: bool = False
 
     @property
@@ -77,16 +82,16 @@ class Task(BaseModel):
 
     def definition_hash(self) -> str:
         """A short hash of what the task does, to match it across runs (never its position)."""
-        fields = self.model_dump(mode="json", exclude={"description", "kind_reason"})
+        fields = dataclasses.asdict(self)
+        del fields["description"], fields["kind_reason"]
         fields["env"] = sorted(fields["env"].items())
-        blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=_json_value)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class TaskFile(BaseModel):
+@dataclass(frozen=True)
+class TaskFile:
     """A loaded tasks file: its location, its [run] table (raw) and its tasks in order."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     path: Path
     root: Path
@@ -99,7 +104,14 @@ class TaskFile(BaseModel):
         return {t.id: t for t in self.tasks}
 
 
-TASK_FIELDS = sorted(set(Task.model_fields) - {"id", "kind_reason"})
+def _json_value(value: object) -> str:
+    """TOML's dates and times, which JSON lacks, as ISO 8601 text."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()  # type: ignore[no-any-return]
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+TASK_FIELDS = sorted({f.name for f in dataclasses.fields(Task)} - {"id", "kind_reason"})
 
 
 def load_tasks(path: Path | str) -> TaskFile:
@@ -174,16 +186,16 @@ def _task(file: str, tid: str, body: object, root: str) -> Task:
         except ValueError as e:
             raise ConfigError(file, str(e), task=tid, field="timeout") from None
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    from .schema import Invalid, validate
+
     try:
-        task = Task(id=tid, **fields)
-    except ValidationError as e:
+        task = validate(Task, {"id": tid, **fields})
+    except Invalid as e:
         raise _from_validation(file, tid, e) from None
     if task.kind == Kind.AUTO:
         kind, reason = detect(task.cmd)
-        task = task.model_copy(update={"kind": kind, "kind_reason": reason})
-    else:
-        task = task.model_copy(update={"kind_reason": "declared"})
-    return task
+        return dataclasses.replace(task, kind=kind, kind_reason=reason)
+    return dataclasses.replace(task, kind_reason="declared")
 
 
 def _check_id(file: str, tid: str) -> None:
@@ -250,9 +262,8 @@ def _resources(file: str, tid: str, value: object) -> dict[str, int]:
                       "e.g. {docker = 1} (counts are whole numbers >= 1)", task=tid, field="resources")
 
 
-def _from_validation(file: str, tid: str, error: ValidationError) -> ConfigError:
-    first = error.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else None
+def _from_validation(file: str, tid: str, error: Invalid) -> ConfigError:
+    field = error.field
     expected = {
         "description": "a string", "depends_on": "a list of task ids", "env": "a table of strings",
         "cwd": "a string", "cpu": "a whole number >= 1", "retries": "a whole number from 0 to 100",
@@ -260,8 +271,8 @@ def _from_validation(file: str, tid: str, error: ValidationError) -> ConfigError
         "isolation": 'one of "worktree", "none"', "args": "a list", "kwargs": "a table",
         "cmd": "a string or a list of strings",
     }.get(field or "", "")
-    got = first.get("input")
-    problem = f"{first['msg']} (got {got!r})" if not isinstance(got, dict) else first["msg"]
+    got = error.got
+    problem = f"{error.problem} (got {got!r})" if not isinstance(got, dict) else error.problem
     return ConfigError(file, problem + (f"; expected {expected}" if expected else ""),
                        task=tid, field=field)
 

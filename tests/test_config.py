@@ -6,10 +6,10 @@ Every test passes `environ=` so the real environment never leaks in and is never
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from novaproc.config import DEFAULT_WORKTREE_DIR, Settings, load_settings
 from novaproc.errors import ConfigError
@@ -146,7 +146,7 @@ def test_empty_environment_variables_are_ignored(tmp_path):
 
 def test_settings_are_frozen(tmp_path):
     s = load_settings(tmp_path, environ={})
-    with pytest.raises(ValidationError):
+    with pytest.raises(FrozenInstanceError):
         s.max_parallel = 99
     assert s.max_parallel == 4
 
