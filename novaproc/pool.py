@@ -19,7 +19,6 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
-import secrets
 import select
 import signal
 import time
@@ -32,7 +31,7 @@ from .worker import DEFAULT_GRACE, worker_main
 def start_forkserver() -> None:
     """Start the process workers fork from (idempotent). Called early, its interpreter starts
     while the caller reads the tasks file, rather than before the first task."""
-    multiprocessing.get_context("forkserver").set_forkserver_preload(["novaproc.worker"])
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["novaproc.worker", "ctypes"])
     from multiprocessing import forkserver
 
     forkserver.ensure_running()
@@ -80,7 +79,7 @@ class WorkerPool:
         self._ctx = multiprocessing.get_context("forkserver")
         start_forkserver()
         self._slots: list[_Slot] = []
-        self._token, self._jobs = f"{os.getpid()}-{secrets.token_hex(4)}", 0
+        self._token, self._jobs = f"{os.getpid()}-{os.urandom(4).hex()}", 0
 
     def idle(self) -> int:
         return self.size - sum(1 for s in self._slots if s.job is not None)

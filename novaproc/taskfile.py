@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -159,6 +158,8 @@ def read_toml(path: Path, name: str) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise ConfigError(name, f"is not valid UTF-8 (byte {e.start}, line {line})") from None
+    import tomllib  # not at the top: a cached tasks file is not parsed again (see `inputs`)
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

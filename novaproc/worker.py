@@ -13,7 +13,6 @@ little, so the forkserver that forks workers stays light.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import json
 import multiprocessing
@@ -36,6 +35,8 @@ STARTED_AFTER = 0.1
 
 
 def _prctl(option: int, value: int) -> None:
+    import ctypes  # here, not at the top: the supervisor imports this module but never calls it
+
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 

@@ -20,6 +20,18 @@ import psutil
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """novaproc caches validated inputs under XDG_CACHE_HOME: keep the suite's out of ~/.cache."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """os.environ without NOVA_* settings (so the caller's shell cannot leak in), plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}

@@ -67,14 +67,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}, **extra}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def wired() -> None:
-    """These commands need `cli_runs.add_parsers(sub)` in cli.build_parser."""
-    if novaproc("status", "--help").returncode != 0:
-        pytest.skip("status/logs/wait/cancel are not wired into novaproc/cli.py yet "
-                    "(add `from .cli_runs import add_parsers` and `add_parsers(sub)` to build_parser)")
-
-
 class StandIn:
     """A running stand-in supervisor process and the id of its run."""
 

@@ -1,0 +1,156 @@
+"""The cache of validated inputs: a second reading of the same inputs skips TOML and
+pydantic, and any change to what the result depends on is a miss."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_tasks
+
+from novaproc import inputs
+from novaproc.errors import ConfigError
+from novaproc.inputs import MAX_ENTRIES, cache_dir, load_inputs
+
+RICH = """
+[run]
+max_parallel = 3
+resources = {db = 2}
+
+[tasks.a]
+cmd = ["echo", "a"]
+writes = ["src/a.py", "docs/*.md"]
+env = {X = "1"}
+retries = 2
+timeout = "1m"
+kind = "git"
+
+[tasks.b]
+call = "tools.gen:run"
+args = [1, "two", [3, 4], {k = 5}, 1979-05-27T07:32:00Z]
+kwargs = {flag = true}
+depends_on = ["a"]
+resources = ["db"]
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """An environment whose cache lies in this test's folder."""
+    return {"XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+
+
+def entries(env: dict[str, str]) -> list[Path]:
+    folder = cache_dir(env)
+    assert folder is not None
+    return sorted(folder.glob("*.pickle")) if folder.is_dir() else []
+
+
+def test_a_second_reading_gives_the_same_result_from_the_cache(tmp_path, env):
+    path = write_tasks(tmp_path, RICH)
+    first = load_inputs(path, flags={"fail_fast": True}, environ=env)
+    assert len(entries(env)) == 1
+    second = load_inputs(path, flags={"fail_fast": True}, environ=env)
+    assert second == first
+    assert second[0].tasks[1].args[4].year == 1979  # a TOML datetime survives
+    assert second[1].fail_fast is True and second[1].max_parallel == 3
+
+
+def test_a_cached_reading_does_not_load_pydantic_or_tomllib(tmp_path, env):
+    path = write_tasks(tmp_path, RICH)
+    probe = ("import sys; from pathlib import Path; from novaproc.inputs import load_inputs; "
+             f"load_inputs(Path({str(path)!r})); "
+             "print(sorted(m for m in ('pydantic', 'tomllib') if m in sys.modules))")
+
+    def loaded() -> list[str]:
+        out = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **env},
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out.replace("'", '"'))
+
+    assert loaded() == ["pydantic", "tomllib"]
+    assert loaded() == []
+
+
+@pytest.mark.parametrize("change", ["tasks", "nova.toml", "environment", "flags", "git"])
+def test_a_change_to_what_the_result_depends_on_is_a_miss(tmp_path, env, change):
+    path = write_tasks(tmp_path, '[tasks.a]\ncmd = "true"\nwrites = ["out"]\n')
+    environ, flags = dict(env), {}
+    before = load_inputs(path, environ=environ, flags=flags)
+    if change == "tasks":
+        path.write_text('[tasks.a]\ncmd = "false"\nwrites = ["out"]\n')
+    elif change == "nova.toml":
+        (tmp_path / "nova.toml").write_text("max_parallel = 7\n")
+    elif change == "environment":
+        environ["NOVA_MAX_PARALLEL"] = "7"
+    elif change == "flags":
+        flags = {"max_parallel": 7}
+    else:
+        (tmp_path / ".git").mkdir()
+    after = load_inputs(path, environ=environ, flags=flags)
+    assert after != before
+    if change == "tasks":
+        assert after[0].tasks[0].cmd == "false"
+    elif change == "git":
+        assert after[0].in_git and not before[0].in_git
+    else:
+        assert after[1].max_parallel == 7
+    assert len(entries(env)) == 2
+
+
+def test_an_invalid_file_is_never_cached(tmp_path, env):
+    path = write_tasks(tmp_path, '[tasks.a]\ncmd = "true"\nretries = 101\n')
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="retries"):
+            load_inputs(path, environ=env)
+    assert entries(env) == []
+
+
+def test_bad_settings_are_never_cached(tmp_path, env):
+    path = write_tasks(tmp_path, '[tasks.a]\ncmd = "true"\n')
+    with pytest.raises(ConfigError, match="max_parallel"):
+        load_inputs(path, environ=env, flags={"max_parallel": 100_000})
+    assert entries(env) == []
+
+
+def test_a_damaged_entry_is_read_again_and_replaced(tmp_path, env):
+    path = write_tasks(tmp_path, RICH)
+    good = load_inputs(path, environ=env)
+    [entry] = entries(env)
+    entry.write_bytes(b"not a pickle")
+    assert load_inputs(path, environ=env) == good
+    assert entry.read_bytes() != b"not a pickle"
+
+
+def test_an_entry_others_could_have_written_is_not_unpickled(tmp_path, env):
+    path = write_tasks(tmp_path, '[tasks.a]\ncmd = "true"\n')
+    load_inputs(path, environ=env)
+    [entry] = entries(env)
+    # a pickle that would run code when loaded, in a file open to the group
+    entry.write_bytes(b"cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR.")
+    entry.chmod(0o664)
+    loaded = load_inputs(path, environ=env)
+    assert loaded[0].tasks[0].cmd == "true"
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_an_unwritable_cache_is_no_cache(tmp_path, env):
+    (tmp_path / "cache").write_text("a file where the folder would go")
+    path = write_tasks(tmp_path, '[tasks.a]\ncmd = "true"\n')
+    assert load_inputs(path, environ=env) == load_inputs(path, environ=env)
+
+
+def test_without_a_home_nothing_is_cached(tmp_path):
+    path = write_tasks(tmp_path, '[tasks.a]\ncmd = "true"\n')
+    assert cache_dir({}) is None
+    assert load_inputs(path, environ={})[0].tasks[0].cmd == "true"
+
+
+def test_only_the_newest_entries_are_kept(tmp_path, env, monkeypatch):
+    monkeypatch.setattr(inputs, "MAX_ENTRIES", 3)
+    for i in range(5):
+        load_inputs(write_tasks(tmp_path, f'[tasks.a]\ncmd = "echo {i}"\n', f"t{i}.toml"), environ=env)
+    assert len(entries(env)) == 3 < MAX_ENTRIES
