@@ -1,6 +1,6 @@
 """`python -m novaproc`."""
 
-from novaproc.cli import main
+from novaproc.cli import entry
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()
