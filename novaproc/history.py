@@ -47,7 +47,8 @@ def save_durations(state_dir: Path, tasks_file: str | Path,
         known[tid] = (digest, [round(seconds, 3), *(recent if old_digest == digest else [])][:HISTORY_KEEP])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps({"tasks_file": os.path.realpath(tasks_file), "tasks": {
-        tid: {"hash": digest, "recent": recent} for tid, (digest, recent) in known.items()}}))
+        tid: {"hash": digest, "recent": recent} for tid, (digest, recent) in known.items()}}),
+        durable=False)  # estimates only: not worth two fsyncs at the end of every run
 
 
 def typical_durations(state_dir: Path, tasks_file: Path, hashes: Mapping[str, str], *,

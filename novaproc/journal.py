@@ -97,15 +97,15 @@ class Journal:
         self._fd: int | None = fd
         self._lock = threading.Lock()
         self._dirty = threading.Event()
-        self._closing = False
+        self._closing, self._closed = False, threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="novaproc-journal", daemon=True)
         self._flusher.start()
 
     def _flush_loop(self) -> None:
         while not self._closing:  # checked before each wait: close() may have set _dirty already
             self._dirty.wait()
-            if not self._closing:
-                time.sleep(GROUP_COMMIT)  # let the events of this span share one fsync
+            if not self._closing:  # let the events of this span share one fsync; close() ends the wait
+                self._closed.wait(GROUP_COMMIT)
             self._dirty.clear()
             with self._lock:
                 if self._fd is None:
@@ -213,6 +213,7 @@ class Journal:
 
     def close(self) -> None:
         self._closing = True
+        self._closed.set()
         self._dirty.set()
         if self._flusher.is_alive() and self._flusher is not threading.current_thread():
             self._flusher.join()
@@ -256,19 +257,22 @@ def supervisor_alive(meta: RunMeta) -> bool:
     return start is not None and (meta.pid_start is None or start == meta.pid_start)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text`: a reader sees the old file or the new one, never a part."""
+def write_atomic(path: Path, text: str, *, durable: bool = True) -> None:
+    """Replace `path` with `text`: a reader sees the old file or the new one, never a part.
+    `durable`: on disk when this returns, even across a machine crash (two fsyncs)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 # --- writing helpers ----------------------------------------------------------------------------
