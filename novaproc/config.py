@@ -56,6 +56,9 @@ class Settings:
 
 
 KEYS = sorted(f.name for f in dataclasses.fields(Settings))
+# any text is a valid value of these: checking them needs no validator (nor loading pydantic,
+# ~0.13 s, for `status --state-dir X` or NOVA_STATE_DIR)
+_TEXT_KEYS = {f.name for f in dataclasses.fields(Settings) if f.type in ("str", "str | None")}
 
 
 def load_settings(
@@ -104,8 +107,8 @@ def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
     for key in ("cpu_limit", "memory_limit", "kill_grace"):
         if isinstance(values.get(key), int) and not isinstance(values[key], bool):
             values[key] = float(values[key])
-    if not values:
-        return values  # nothing to check: pydantic need not load
+    if all(key in _TEXT_KEYS and isinstance(value, str) for key, value in values.items()):
+        return values
     from .schema import Invalid, validate
 
     try:

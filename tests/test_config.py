@@ -199,3 +199,21 @@ def test_nova_toml_syntax_error_names_the_file(tmp_path):
         load_settings(tmp_path, environ={})
     assert "nova.toml" in str(info.value)
     assert "line 1" in str(info.value)
+
+
+def test_text_settings_are_taken_without_loading_pydantic(tmp_path):
+    """`status` and friends read only text settings: they must not pay for the validator."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from pathlib import Path; from novaproc.config import load_settings; "
+             f"s = load_settings(Path({str(tmp_path)!r}), {{'target': 'main'}}, "
+             "environ={'NOVA_STATE_DIR': '/x'}, flags={'state_dir': '/y'}); "
+             "print(s.state_dir, s.target, 'pydantic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["/y", "main", "False"]
+
+
+def test_a_text_setting_of_another_type_is_still_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="target"):
+        load_settings(tmp_path, {"target": 5}, environ={})
