@@ -72,7 +72,7 @@ def _add_plan(sub: Any) -> None:
                        "layers and conflicts of a tasks file. Runs nothing.")
     p.add_argument("tasks", type=Path, help="the tasks file (TOML)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--max-parallel", type=_positive, metavar="N", help="slots to plan for")
+    p.add_argument("-j", "--max-parallel", type=_positive, metavar="N", help="slots to plan for")
     p.add_argument("--only", nargs="+", metavar="ID", help="plan these tasks and what they need")
     p.add_argument("--config", type=Path, help="settings file (default: nova.toml at the root)")
     p.set_defaults(handler=cmd_plan)

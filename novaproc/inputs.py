@@ -38,7 +38,7 @@ def load_inputs(tasks_path: Path, *, config_file: Path | None = None,
                 flags: Mapping[str, Any] | None = None,
                 environ: Mapping[str, str] | None = None) -> tuple[TaskFile, Settings]:
     """The tasks file and settings, as `load_tasks` and `load_settings` give them."""
-    flags = flags or {}
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}  # None: not given
     environ = os.environ if environ is None else environ
     entry = _entry(tasks_path, config_file, flags, environ)
     if entry is not None and (cached := _read(entry)) is not None:

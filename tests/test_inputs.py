@@ -154,3 +154,11 @@ def test_only_the_newest_entries_are_kept(tmp_path, env, monkeypatch):
     for i in range(5):
         load_inputs(write_tasks(tmp_path, f'[tasks.a]\ncmd = "echo {i}"\n', f"t{i}.toml"), environ=env)
     assert len(entries(env)) == 3 < MAX_ENTRIES
+
+
+def test_a_flag_not_given_is_the_same_key_as_no_flag(tmp_path, env):
+    """`plan -j2` then `run -j2` (whose other flags are None) share one entry."""
+    path = write_tasks(tmp_path, '[tasks.a]\ncmd = "true"\n')
+    load_inputs(path, environ=env, flags={"max_parallel": 2})
+    load_inputs(path, environ=env, flags={"max_parallel": 2, "fail_fast": None, "merge": None})
+    assert len(entries(env)) == 1
