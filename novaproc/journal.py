@@ -97,15 +97,14 @@ class Journal:
         self._fd: int | None = fd
         self._lock = threading.Lock()
         self._dirty = threading.Event()
-        self._closing, self._closed = False, threading.Event()
+        self._closing = threading.Event()  # set by close(): ends the flusher's wait at once
         self._flusher = threading.Thread(target=self._flush_loop, name="novaproc-journal", daemon=True)
         self._flusher.start()
 
     def _flush_loop(self) -> None:
-        while not self._closing:  # checked before each wait: close() may have set _dirty already
+        while not self._closing.is_set():  # checked before each wait: close() may have set _dirty already
             self._dirty.wait()
-            if not self._closing:  # let the events of this span share one fsync; close() ends the wait
-                self._closed.wait(GROUP_COMMIT)
+            self._closing.wait(GROUP_COMMIT)  # let the events of this span share one fsync
             self._dirty.clear()
             with self._lock:
                 if self._fd is None:
@@ -212,8 +211,7 @@ class Journal:
         self.record(Event("message", self.run_id, time.time(), data={"level": level, "text": text}))
 
     def close(self) -> None:
-        self._closing = True
-        self._closed.set()
+        self._closing.set()
         self._dirty.set()
         if self._flusher.is_alive() and self._flusher is not threading.current_thread():
             self._flusher.join()

@@ -59,5 +59,5 @@ def _model(cls: type) -> Any:
         else:
             required = f.default is dataclasses.MISSING
             fields[f.name] = (hints[f.name], ... if required else f.default)
-    config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+    config = ConfigDict(extra="forbid", strict=True)
     return create_model(cls.__name__, __config__=config, **fields)
