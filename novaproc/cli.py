@@ -209,12 +209,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .progress import render_plan
-
     if not (args.dry_run or args.background):
         from .pool import start_forkserver
 
-        start_forkserver()  # it starts up on the other core while the tasks file loads
+        # before anything else: the first task waits for the forkserver's interpreter to start,
+        # which it does on the other core while this one loads the tasks file
+        start_forkserver()
+    from .progress import render_plan
+
     flags = {"max_parallel": args.max_parallel, "fail_fast": args.fail_fast,
              "merge": "off" if args.no_merge else None}
     taskfile, settings, plan = load_plan(args.tasks, args, flags)
