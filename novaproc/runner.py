@@ -126,7 +126,7 @@ class Run:
         try:
             save_durations(self.journal.state_dir, self.taskfile.path,
                            {tid: (hashes[tid], r.run_time) for tid, r in outcome.records.items()
-                            if r.state == TaskState.DONE and r.attempts})
+                            if r.state == TaskState.DONE and r.attempts}, hashes)
         except OSError as e:  # only estimates are lost: the run's outcome stands
             self.journal.note("warning", f"cannot keep the durations of this run: {e.strerror or e}")
         return outcome
