@@ -324,6 +324,7 @@ class Supervisor:
 
     def _release(self, task: Task) -> None:
         self._used_slots -= self._need(task)
+        self.throttle.task_ended()
         for name, n in task.resources.items():
             self._held[name] -= n
         if self.gate:

@@ -110,6 +110,51 @@ def test_samples_at_most_once_per_interval():
     assert sampler.calls == 2
 
 
+def test_a_task_ending_while_paused_brings_a_fresh_reading_soon_not_after_the_interval():
+    sampler, clock = FakeSampler(99), FakeClock()
+    gate = Throttle(90, 90, sampler=sampler, clock=clock, interval=60.0, fresh_span=0.1)
+    assert not gate.allows_start(running=1)  # paused by a reading taken while ours ran
+    gate.task_ended()
+    assert not gate.allows_start(running=1)  # read at once: it closes the span that held the task
+    assert sampler.calls == 2
+    sampler.set(45)  # the core it used is idle now
+    clock.advance(0.05)
+    assert not gate.allows_start(running=1)  # too soon for a reading of after the end
+    assert sampler.calls == 2
+    clock.advance(0.06)
+    assert gate.allows_start(running=1)  # 0.11 s later, not 60
+    assert sampler.calls == 3
+
+
+def test_a_reading_just_after_an_end_that_pauses_is_checked_again_soon():
+    sampler, clock = FakeSampler(50), FakeClock()
+    gate = Throttle(90, 90, sampler=sampler, clock=clock, interval=0.5, fresh_span=0.1)
+    assert gate.allows_start(running=1)
+    gate.task_ended()  # not paused: nothing to read yet
+    assert sampler.calls == 1
+    sampler.set(99)  # the span of the next reading holds the ended task's load
+    clock.advance(0.5)
+    assert not gate.allows_start(running=1)
+    sampler.set(45)
+    clock.advance(0.11)
+    assert gate.allows_start(running=1)  # not 0.5 s later
+    assert sampler.calls == 3
+
+
+def test_a_fresh_reading_that_is_still_over_keeps_it_paused():
+    sampler, clock = FakeSampler(99), FakeClock()
+    gate = Throttle(90, 90, sampler=sampler, clock=clock, interval=60.0, fresh_span=0.1)
+    assert not gate.allows_start(running=1)
+    gate.task_ended()
+    gate.task_ended()  # a second end before the reading asks for nothing more
+    assert not gate.allows_start(running=1)
+    clock.advance(0.11)
+    assert not gate.allows_start(running=1)  # the load is not ours: stay paused
+    clock.advance(1.0)
+    assert not gate.allows_start(running=1)
+    assert sampler.calls == 3  # and back to one reading per interval
+
+
 def test_no_sampling_while_nothing_runs():
     sampler = FakeSampler(99)
     gate = throttle(sampler)
