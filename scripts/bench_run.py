@@ -2,7 +2,8 @@
 shell loop, on the same batches, in one run, reported as ratios.
 
 Batches: 1,000 trivial tasks (`true`) and 200 x `sleep 0.05`, at -j2 and -j4. Also: start-up
-time, the supervisor's peak memory and the cost of psutil sampling.
+time, the supervisor's peak memory, the cost of psutil sampling, and what the default throttle
+costs a CPU-bound batch that fills every core.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from pathlib import Path
 Row = tuple[str, float, str]
 
 
-def _tasks_file(folder: Path, n: int, argv: list[str], *, throttle: bool) -> Path:
+def _tasks_file(folder: Path, n: int, argv: list[str], *, throttle: bool, name: str = "") -> Path:
     lines = ["[run]", 'isolation = "none"']
     if not throttle:
         lines += ["cpu_limit = 100", "memory_limit = 100"]
     cmd = "[" + ", ".join(f'"{a}"' for a in argv) + "]"
     lines += [f"[tasks.t{i}]\ncmd = {cmd}" for i in range(n)]
-    path = folder / f"tasks-{n}-{'-'.join(argv)}-{throttle}.toml".replace(" ", "_")
+    path = folder / f"tasks-{n}-{name or '-'.join(argv)}-{throttle}.toml".replace(" ", "_")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -90,6 +91,27 @@ def batch(folder: Path, n: int, command: str, jobs: int, env: dict[str, str]) ->
                      f"s (novaproc {100 * (ours / ideal - 1):+.1f}% over ideal)"))
     else:
         rows.append((f"{n} x {command} -j{jobs}: novaproc per task", 1000 * ours / n, "ms"))
+    return rows
+
+
+def throttle_cost(folder: Path, env: dict[str, str], quick: bool) -> list[Row]:
+    """As many CPU-bound tasks at once as cores, with the default limits and with none: the
+    throttle sees our own tasks as load, and must not leave a core idle when one ends."""
+    jobs = os.cpu_count() or 1
+    n, spin = jobs * (2 if quick else 6), "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"
+    times = []
+    for throttle in (False, True):
+        tasks = _tasks_file(folder, n, ["sh", "-c", spin], throttle=throttle, name="spin")
+        subprocess.run([sys.executable, "-m", "novaproc", "plan", str(tasks)], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        times.append(_time([sys.executable, "-m", "novaproc", "run", "-q", f"-j{jobs}", str(tasks)],
+                           env=env))
+    label = f"{n} x CPU-bound -j{jobs}"
+    rows = [(f"{label}: novaproc", times[0], "s"),
+            (f"{label}: novaproc (default throttle)", times[1],
+             f"s (default throttle / none = {times[1] / times[0]:.2f}x)")]
+    for row in rows:
+        _progress(row)
     return rows
 
 
@@ -167,6 +189,7 @@ def run(quick: bool = False) -> list[Row]:
     for jobs in (2, 4):
         rows += batch(folder, 200 if quick else 1000, "true", jobs, env)
         rows += batch(folder, 50 if quick else 200, "sleep 0.05", jobs, env)
+    rows += throttle_cost(folder, env, quick)
     rows += peak_memory(folder, env)
     rows += sampling_cost()
     shutil.rmtree(folder, ignore_errors=True)
