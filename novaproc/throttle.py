@@ -52,9 +52,9 @@ class PsutilSampler:
 class Throttle:
     """Decides whether load allows one more task to start.
 
-    Samples at most every `interval` seconds (a sample costs little, but not nothing). Once
-    over a limit it stays paused until load falls `hysteresis` points below it, so starts do
-    not flap around the limit.
+    Samples at most every `interval` seconds (a sample costs little, but not nothing), but
+    for the readings after a task's end described below. Once over a limit it stays paused
+    until load falls `hysteresis` points below it, so starts do not flap around the limit.
 
     A reading counts the load of our tasks that ran during its span, even of one that has
     just ended. When a task ends and the reading that pauses starts (before or just after
