@@ -213,7 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .pool import start_forkserver
 
         # before anything else: the first task waits for the forkserver's interpreter to start,
-        # which it does on the other core while this one loads the tasks file
+        # which it does on another core while this one loads the tasks file
         start_forkserver()
     from .progress import render_plan
 

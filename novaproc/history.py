@@ -35,19 +35,18 @@ def read_history(path: Path) -> dict[str, tuple[str, list[float]]]:
         return {}
 
 
-def save_durations(state_dir: Path, tasks_file: str | Path,
-                   durations: Mapping[str, tuple[str, float]], current: Mapping[str, str]) -> None:
-    """Add task id -> (definition hash, seconds) of a run's successes to its tasks file's
-    history, keeping the last HISTORY_KEEP per task under its current definition (`current`:
-    id -> hash of every task the file holds now). Tasks gone from the file or redefined are
-    dropped, so a file whose task ids change from run to run (generated ones) does not make
-    its history grow for ever. Runs of one file never overlap (they hold its run lock), so
-    read, change and replace is safe."""
+def save_durations(state_dir: Path, tasks_file: str | Path, durations: Mapping[str, float],
+                   current: Mapping[str, str]) -> None:
+    """Add task id -> seconds of a run's successes to its tasks file's history, keeping the
+    last HISTORY_KEEP per task under its definition now (`current`: id -> hash of every task
+    the file holds). Tasks gone from the file or redefined are dropped, so a file whose task
+    ids change from run to run (generated ones) does not make its history grow for ever.
+    Runs of one file never overlap (they hold its run lock), so read, change and replace is
+    safe."""
     path = history_file(state_dir, tasks_file)
     known = {tid: kept for tid, kept in read_history(path).items() if current.get(tid) == kept[0]}
-    for tid, (digest, seconds) in durations.items():
-        recent = known.get(tid, ("", []))[1]
-        known[tid] = (digest, [round(seconds, 3), *recent][:HISTORY_KEEP])
+    for tid, seconds in durations.items():
+        known[tid] = (current[tid], [round(seconds, 3), *known.get(tid, ("", []))[1]][:HISTORY_KEEP])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps({"tasks_file": os.path.realpath(tasks_file), "tasks": {
         tid: {"hash": digest, "recent": recent} for tid, (digest, recent) in known.items()}}),

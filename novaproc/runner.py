@@ -122,11 +122,10 @@ class Run:
                                 isolation=isolation, gate=gate, kept=self.kept,
                                 earlier_attempts=self.earlier_attempts, interrupts=interrupts)
         outcome = supervisor.run()
-        hashes = self.taskfile.hashes
         try:
             save_durations(self.journal.state_dir, self.taskfile.path,
-                           {tid: (hashes[tid], r.run_time) for tid, r in outcome.records.items()
-                            if r.state == TaskState.DONE and r.attempts}, hashes)
+                           {tid: r.run_time for tid, r in outcome.records.items()
+                            if r.state == TaskState.DONE and r.attempts}, self.taskfile.hashes)
         except OSError as e:  # only estimates are lost: the run's outcome stands
             self.journal.note("warning", f"cannot keep the durations of this run: {e.strerror or e}")
         return outcome

@@ -22,7 +22,7 @@ class Sampler(Protocol):
     def __call__(self) -> Load: ...
 
 
-FRESH_SPAN = 0.1  # seconds: at 100 Hz kernel ticks, 5-point steps on 2 cores, finer on more
+RECHECK_SPAN = 0.1  # seconds: at 100 Hz kernel ticks, 5-point steps on 2 cores, finer on more
 
 
 class PsutilSampler:
@@ -32,7 +32,9 @@ class PsutilSampler:
     reading sooner than `min_span` after the last one returns the last one again.
     """
 
-    def __init__(self, min_span: float = FRESH_SPAN, clock: Callable[[], float] = time.monotonic) -> None:
+    # half the recheck span: the reading at a task's end must close the span, not be the last again
+    def __init__(self, min_span: float = RECHECK_SPAN / 2,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         import psutil
 
         self._psutil, self._clock, self._min_span = psutil, clock, min_span
@@ -53,27 +55,27 @@ class Throttle:
     """Decides whether load allows one more task to start.
 
     Samples at most every `interval` seconds (a sample costs little, but not nothing), but
-    for the readings after a task's end described below. Once over a limit it stays paused
-    until load falls `hysteresis` points below it, so starts do not flap around the limit.
+    for the rechecks below. Once over a limit it stays paused until load falls `hysteresis`
+    points below it, so starts do not flap around the limit.
 
-    A reading counts the load of our tasks that ran during its span, even of one that has
-    just ended. When a task ends and the reading that pauses starts (before or just after
-    the end) is such a one, the throttle reads again over the `fresh_span` after the end
-    instead of waiting out the `interval`: with as many CPU-bound tasks as cores, a core
-    freed is refilled in a tenth of a second, not left idle for up to a second.
+    A CPU reading covers the span since the one before, so it counts the load of a task of
+    ours that ended within that span. If such a reading pauses starts, the throttle checks
+    again `recheck_span` after it, over a span the ended task has no part in, and against the
+    limit itself. With as many CPU-bound tasks as cores, a core freed is refilled in a tenth
+    of a second rather than left idle for up to a second.
     """
 
     def __init__(self, cpu_limit: float, memory_limit: float, *, sampler: Sampler | None = None,
                  clock: Callable[[], float] = time.monotonic, interval: float = 0.5,
-                 hysteresis: float = 5.0, fresh_span: float = FRESH_SPAN) -> None:
+                 hysteresis: float = 5.0, recheck_span: float = RECHECK_SPAN) -> None:
         self.cpu_limit, self.memory_limit = cpu_limit, memory_limit
         self.enabled = cpu_limit < 100 or memory_limit < 100
         self._sampler = sampler  # a PsutilSampler once first needed: the first task starts sooner
         self._clock, self._interval, self._hysteresis = clock, interval, hysteresis
-        self._fresh_span = fresh_span
+        self._recheck_span = recheck_span
         self._sampled_at = float("-inf")
-        self._fresh_at: float | None = None  # when a reading of after a task's end is due
-        self._ended = False  # one of our tasks ended since the last reading
+        self._recheck_at: float | None = None
+        self._ended_in_span = False  # a task of ours ended since the last reading
         self.load = Load(0.0, 0.0)
         self.paused = False
 
@@ -82,25 +84,29 @@ class Throttle:
         if running == 0 or not self.enabled:
             return True
         now = self._clock()
-        if now >= (self._sampled_at + self._interval if self._fresh_at is None else self._fresh_at):
+        if self._recheck_at is not None:
+            if now >= self._recheck_at:
+                self._sample(now, recheck=True)
+        elif now - self._sampled_at >= self._interval:
             self._sample(now)
         return not self.paused
 
     def task_ended(self) -> None:
-        """One of our tasks ended: the load it made is gone, but readings still count it."""
-        self._ended = True
-        if self.paused and self._fresh_at is None:
-            self._fresh_at = self._clock()  # a reading now closes the span that holds its load
+        """A task of ours ended: the readings so far count load that is gone."""
+        self._ended_in_span = True
+        if self.paused and self._recheck_at is None:
+            self._recheck_at = self._clock()  # read at once: that closes the span it ran in
 
-    def _sample(self, now: float) -> None:
-        stale, self._ended = self._ended, False  # a task ended within this reading's span
+    def _sample(self, now: float, *, recheck: bool = False) -> None:
+        ended_in_span, self._ended_in_span = self._ended_in_span, False
         self._sampled_at = now
         if self._sampler is None:
             self._sampler = PsutilSampler()
         self.load = self._sampler()
-        self.paused = self._over(self._hysteresis if self.paused else 0.0)
-        # over, perhaps only by that task's load: read again over a span of after its end
-        self._fresh_at = now + self._fresh_span if self.paused and stale else None
+        # a recheck goes by the limit alone: N-1 of N cores busy reads 87.5% on 8 cores, which
+        # the hysteresis margin would hold below a limit of 90. It can flap once per task end.
+        self.paused = self._over(self._hysteresis if self.paused and not recheck else 0.0)
+        self._recheck_at = now + self._recheck_span if self.paused and ended_in_span else None
 
     def _over(self, margin: float) -> bool:
         return (self.load.cpu > self.cpu_limit - margin

@@ -49,6 +49,15 @@ def _time(cmd: list[str] | str, *, env: dict[str, str] | None = None, repeat: in
     return best
 
 
+def _time_novaproc(tasks: Path, jobs: int, env: dict[str, str], repeat: int = 3) -> float:
+    """Best time of `novaproc run`, its tasks file read once before (as by `plan`): the first
+    reading of a file is timed in `startup`."""
+    subprocess.run([sys.executable, "-m", "novaproc", "plan", f"-j{jobs}", str(tasks)], env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+    return _time([sys.executable, "-m", "novaproc", "run", "-q", f"-j{jobs}", str(tasks)], env=env,
+                 repeat=repeat)
+
+
 def _peers(folder: Path, n: int, command: str, jobs: int) -> dict[str, list[str] | str]:
     seq = f"seq {n}"
     peers: dict[str, list[str] | str] = {
@@ -71,12 +80,7 @@ def batch(folder: Path, n: int, command: str, jobs: int, env: dict[str, str]) ->
     rows: list[Row] = []
     repeat = 1 if command.startswith("sleep") else 3  # a sleep batch hardly varies: spare the time
     for throttle in (False, True):
-        tasks = _tasks_file(folder, n, command.split(), throttle=throttle)
-        # read once before, as by `plan`: the first reading is timed in `startup`
-        subprocess.run([sys.executable, "-m", "novaproc", "plan", f"-j{jobs}", str(tasks)], env=env,
-                       check=True, stdout=subprocess.DEVNULL)
-        t = _time([sys.executable, "-m", "novaproc", "run", "-q", f"-j{jobs}", str(tasks)], env=env,
-                  repeat=repeat)
+        t = _time_novaproc(_tasks_file(folder, n, command.split(), throttle=throttle), jobs, env, repeat)
         label = "novaproc" + (" (default throttle)" if throttle else "")
         rows.append((f"{n} x {command} -j{jobs}: {label}", t, "s"))
         _progress(rows[-1])
@@ -99,13 +103,8 @@ def throttle_cost(folder: Path, env: dict[str, str], quick: bool) -> list[Row]:
     throttle sees our own tasks as load, and must not leave a core idle when one ends."""
     jobs = os.cpu_count() or 1
     n, spin = jobs * (2 if quick else 6), "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"
-    times = []
-    for throttle in (False, True):
-        tasks = _tasks_file(folder, n, ["sh", "-c", spin], throttle=throttle, name="spin")
-        subprocess.run([sys.executable, "-m", "novaproc", "plan", str(tasks)], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        times.append(_time([sys.executable, "-m", "novaproc", "run", "-q", f"-j{jobs}", str(tasks)],
-                           env=env))
+    times = [_time_novaproc(_tasks_file(folder, n, ["sh", "-c", spin], throttle=throttle, name="spin"),
+                            jobs, env) for throttle in (False, True)]
     label = f"{n} x CPU-bound -j{jobs}"
     rows = [(f"{label}: novaproc", times[0], "s"),
             (f"{label}: novaproc (default throttle)", times[1],

@@ -11,15 +11,15 @@ from novaproc.history import history_file, save_durations, typical_durations
 def test_history_keeps_recent_successes_per_tasks_file_and_definition(tmp_path: Path) -> None:
     state, tasks = tmp_path / "state", tmp_path / "tasks.toml"
     hashes = {"build": "h-build", "test": "h-test"}
-    save_durations(state, tasks, {"build": ("h-build", 3.0)}, hashes)
-    save_durations(state, tmp_path / "other.toml", {"build": ("h-build", 50.0), "lint": ("h-lint", 1.0)},
+    save_durations(state, tasks, {"build": 3.0}, hashes)
+    save_durations(state, tmp_path / "other.toml", {"build": 50.0, "lint": 1.0},
                    {"build": "h-build", "lint": "h-lint"})
     assert typical_durations(state, tasks, hashes) == {"build": 3.0}  # test never succeeded: no time
     spelled_otherwise = tmp_path / "." / "tasks.toml"  # one file, two spellings
     assert typical_durations(state, spelled_otherwise, hashes) == {"build": 3.0}
     assert typical_durations(state, tasks, {"build": "edited"}) == {}
     # a new definition starts afresh
-    save_durations(state, tasks, {"build": ("edited", 8.0)}, {"build": "edited"})
+    save_durations(state, tasks, {"build": 8.0}, {"build": "edited"})
     assert typical_durations(state, tasks, {"build": "edited"}) == {"build": 8.0}
     assert typical_durations(state, tasks, hashes) == {}
     assert typical_durations(tmp_path / "nothing", tasks, hashes) == {}
@@ -28,20 +28,20 @@ def test_history_keeps_recent_successes_per_tasks_file_and_definition(tmp_path: 
 def test_history_is_the_median_of_the_last_three_and_survives_a_damaged_file(tmp_path: Path) -> None:
     tasks = tmp_path / "tasks.toml"
     for duration in (100.0, 4.0, 5.0, 9.0):
-        save_durations(tmp_path, tasks, {"build": ("h-build", duration)}, {"build": "h-build"})
+        save_durations(tmp_path, tasks, {"build": duration}, {"build": "h-build"})
     assert typical_durations(tmp_path, tasks, {"build": "h-build"}) == {"build": 5.0}  # of 9, 5, 4
     history_file(tmp_path, tasks).write_text("garbage")
     assert typical_durations(tmp_path, tasks, {"build": "h-build"}) == {}  # an estimate never fails a run
-    save_durations(tmp_path, tasks, {"build": ("h-build", 2.0)}, {"build": "h-build"})
+    save_durations(tmp_path, tasks, {"build": 2.0}, {"build": "h-build"})
     assert typical_durations(tmp_path, tasks, {"build": "h-build"}) == {"build": 2.0}
 
 
 def test_history_forgets_tasks_gone_from_the_file_so_generated_ids_do_not_pile_up(tmp_path: Path) -> None:
     tasks = tmp_path / "tasks.toml"
     for day in range(30):  # a nightly file whose task ids change every day
-        save_durations(tmp_path, tasks, {f"fix-{day}": ("h", 1.0)}, {f"fix-{day}": "h", "lint": "h-lint"})
-    save_durations(tmp_path, tasks, {"lint": ("h-lint", 2.0)}, {"lint": "h-lint", "slow": "h-slow"})
-    save_durations(tmp_path, tasks, {"slow": ("h-slow", 9.0)}, {"lint": "h-lint", "slow": "h-slow"})
+        save_durations(tmp_path, tasks, {f"fix-{day}": 1.0}, {f"fix-{day}": "h", "lint": "h-lint"})
+    save_durations(tmp_path, tasks, {"lint": 2.0}, {"lint": "h-lint", "slow": "h-slow"})
+    save_durations(tmp_path, tasks, {"slow": 9.0}, {"lint": "h-lint", "slow": "h-slow"})
     kept = json.loads(history_file(tmp_path, tasks).read_text())["tasks"]
     assert sorted(kept) == ["lint", "slow"]  # the 30 fix-N are gone; lint, not run last time, stays
     save_durations(tmp_path, tasks, {}, {"lint": "h-lint-edited", "slow": "h-slow"})

@@ -110,12 +110,16 @@ def test_samples_at_most_once_per_interval():
     assert sampler.calls == 2
 
 
-def test_a_task_ending_while_paused_brings_a_fresh_reading_soon_not_after_the_interval():
+def gated(sampler: FakeSampler, clock: FakeClock, interval: float) -> Throttle:
+    return Throttle(90, 90, sampler=sampler, clock=clock, interval=interval, recheck_span=0.1)
+
+
+def test_a_task_ending_while_paused_brings_a_recheck_soon_not_after_the_interval():
     sampler, clock = FakeSampler(99), FakeClock()
-    gate = Throttle(90, 90, sampler=sampler, clock=clock, interval=60.0, fresh_span=0.1)
+    gate = gated(sampler, clock, interval=60.0)
     assert not gate.allows_start(running=1)  # paused by a reading taken while ours ran
     gate.task_ended()
-    assert not gate.allows_start(running=1)  # read at once: it closes the span that held the task
+    assert not gate.allows_start(running=1)  # read at once: that closes the span it ran in
     assert sampler.calls == 2
     sampler.set(45)  # the core it used is idle now
     clock.advance(0.05)
@@ -126,9 +130,9 @@ def test_a_task_ending_while_paused_brings_a_fresh_reading_soon_not_after_the_in
     assert sampler.calls == 3
 
 
-def test_a_reading_just_after_an_end_that_pauses_is_checked_again_soon():
+def test_a_reading_just_after_an_end_that_pauses_is_rechecked_soon():
     sampler, clock = FakeSampler(50), FakeClock()
-    gate = Throttle(90, 90, sampler=sampler, clock=clock, interval=0.5, fresh_span=0.1)
+    gate = gated(sampler, clock, interval=0.5)
     assert gate.allows_start(running=1)
     gate.task_ended()  # not paused: nothing to read yet
     assert sampler.calls == 1
@@ -141,9 +145,20 @@ def test_a_reading_just_after_an_end_that_pauses_is_checked_again_soon():
     assert sampler.calls == 3
 
 
-def test_a_fresh_reading_that_is_still_over_keeps_it_paused():
+def test_a_recheck_goes_by_the_limit_not_the_hysteresis_margin():
     sampler, clock = FakeSampler(99), FakeClock()
-    gate = Throttle(90, 90, sampler=sampler, clock=clock, interval=60.0, fresh_span=0.1)
+    gate = gated(sampler, clock, interval=60.0)
+    assert not gate.allows_start(running=7)
+    gate.task_ended()
+    gate.allows_start(running=7)
+    sampler.set(87.5)  # 7 of 8 cores busy: over 90 - 5, under 90
+    clock.advance(0.11)
+    assert gate.allows_start(running=7)
+
+
+def test_a_recheck_that_is_still_over_keeps_it_paused():
+    sampler, clock = FakeSampler(99), FakeClock()
+    gate = gated(sampler, clock, interval=60.0)
     assert not gate.allows_start(running=1)
     gate.task_ended()
     gate.task_ended()  # a second end before the reading asks for nothing more
@@ -153,6 +168,18 @@ def test_a_fresh_reading_that_is_still_over_keeps_it_paused():
     clock.advance(1.0)
     assert not gate.allows_start(running=1)
     assert sampler.calls == 3  # and back to one reading per interval
+
+
+def test_an_end_that_changes_nothing_costs_no_extra_reading():
+    sampler, clock = FakeSampler(50), FakeClock()
+    gate = gated(sampler, clock, interval=0.5)
+    assert gate.allows_start(running=1)
+    gate.task_ended()
+    clock.advance(0.5)
+    assert gate.allows_start(running=1)  # the next reading, under the limit: no recheck
+    clock.advance(0.11)
+    assert gate.allows_start(running=1)
+    assert sampler.calls == 2
 
 
 def test_no_sampling_while_nothing_runs():
