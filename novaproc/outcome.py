@@ -5,6 +5,7 @@ views, the JUnit report and the CLI's exit code are made from.
 from __future__ import annotations
 
 import signal as signal_module
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,18 @@ class RunOutcome:
         if self.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
             return RunState.CANCELLED
         return RunState.DONE if self.exit_code == ExitCode.OK else RunState.FAILED
+
+
+def run_exit_code(records: Iterable[TaskRecord], landed: ExitCode, stopped_by: int | None) -> ExitCode:
+    """How a run ends, for its shell: 128 + the signal that stopped it before or during the
+    merge (130 / 143); else FAILED if a task that may not fail failed or was cancelled;
+    else what bringing the results to the target gave (`landed`). Skipped tasks do not
+    count: their cause failed the run already, or was allowed to fail."""
+    if stopped_by is not None:
+        return ExitCode(128 + stopped_by)
+    failed = any(r.state in (TaskState.FAILED, TaskState.CANCELLED) and not r.task.allow_failure
+                 for r in records)
+    return ExitCode.FAILED if failed else landed
 
 
 def describe_failure(error: str | None, signal: int | None, exit_code: int | None) -> str:

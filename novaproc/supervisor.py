@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .errors import ExitCode, InternalError, NovaError
+from .errors import InternalError, NovaError
 from .interrupts import Interrupts
 from .messages import Event, Finished, Job, Started, TaskState
-from .outcome import RunOutcome, TaskRecord
+from .outcome import RunOutcome, TaskRecord, run_exit_code
 from .plan import Plan, Schedule
 from .pool import WorkerPool
 from .seams import Finish, Gate, InPlace, Isolation, Landing
@@ -383,15 +383,9 @@ class Supervisor:
     # ------------------------------------------------------------ results
 
     def _outcome(self, wall: float, landing: Landing, notes: list[str], interrupted: bool) -> RunOutcome:
-        # skipped tasks do not count: their cause failed the run already, or was allowed to fail
-        failed = any(r.state in (TaskState.FAILED, TaskState.CANCELLED) and not r.task.allow_failure
-                     for r in self.records.values())
-        # stopped before the merge, or during it cutting verify short; a merge that finished
-        # despite a signal gives its own exit code
-        if interrupted:
-            code = ExitCode(128 + self._interrupts.first)  # 130 / 143, as a shell reports it
-        else:
-            code = ExitCode.FAILED if failed else landing.exit_code
+        # a merge that finished despite a signal gives its own exit code: not `interrupted`
+        code = run_exit_code(self.records.values(), landing.exit_code,
+                             self._interrupts.first if interrupted else None)
         task_time = sum(r.run_time for r in self.records.values())
         return RunOutcome(self.run_id, code, wall, task_time, self.plan.estimated_speedup,
                           dict(self.records), (*landing.notes, *notes))
