@@ -37,7 +37,7 @@ class FakeClock:
 def throttle(sampler: FakeSampler, clock: FakeClock | None = None, *, cpu_limit: float = 90,
              memory_limit: float = 90, interval: float = 0.5, hysteresis: float = 5.0) -> Throttle:
     return Throttle(cpu_limit, memory_limit, sampler=sampler, clock=clock or FakeClock(),
-                    interval=interval, hysteresis=hysteresis)
+                    interval=interval, hysteresis=hysteresis, recheck_span=0.1)
 
 
 @pytest.mark.parametrize(("cpu", "memory"), [(95, 10), (10, 95), (99, 99)])
@@ -110,13 +110,9 @@ def test_samples_at_most_once_per_interval():
     assert sampler.calls == 2
 
 
-def gated(sampler: FakeSampler, clock: FakeClock, interval: float) -> Throttle:
-    return Throttle(90, 90, sampler=sampler, clock=clock, interval=interval, recheck_span=0.1)
-
-
 def test_a_task_ending_while_paused_brings_a_recheck_soon_not_after_the_interval():
     sampler, clock = FakeSampler(99), FakeClock()
-    gate = gated(sampler, clock, interval=60.0)
+    gate = throttle(sampler, clock, interval=60.0)
     assert not gate.allows_start(running=1)  # paused by a reading taken while ours ran
     gate.task_ended()
     assert not gate.allows_start(running=1)  # read at once: that closes the span it ran in
@@ -132,7 +128,7 @@ def test_a_task_ending_while_paused_brings_a_recheck_soon_not_after_the_interval
 
 def test_a_reading_just_after_an_end_that_pauses_is_rechecked_soon():
     sampler, clock = FakeSampler(50), FakeClock()
-    gate = gated(sampler, clock, interval=0.5)
+    gate = throttle(sampler, clock, interval=0.5)
     assert gate.allows_start(running=1)
     gate.task_ended()  # not paused: nothing to read yet
     assert sampler.calls == 1
@@ -147,7 +143,7 @@ def test_a_reading_just_after_an_end_that_pauses_is_rechecked_soon():
 
 def test_a_recheck_goes_by_the_limit_not_the_hysteresis_margin():
     sampler, clock = FakeSampler(99), FakeClock()
-    gate = gated(sampler, clock, interval=60.0)
+    gate = throttle(sampler, clock, interval=60.0)
     assert not gate.allows_start(running=7)
     gate.task_ended()
     gate.allows_start(running=7)
@@ -158,7 +154,7 @@ def test_a_recheck_goes_by_the_limit_not_the_hysteresis_margin():
 
 def test_a_recheck_that_is_still_over_keeps_it_paused():
     sampler, clock = FakeSampler(99), FakeClock()
-    gate = gated(sampler, clock, interval=60.0)
+    gate = throttle(sampler, clock, interval=60.0)
     assert not gate.allows_start(running=1)
     gate.task_ended()
     gate.task_ended()  # a second end before the reading asks for nothing more
@@ -172,7 +168,7 @@ def test_a_recheck_that_is_still_over_keeps_it_paused():
 
 def test_an_end_that_changes_nothing_costs_no_extra_reading():
     sampler, clock = FakeSampler(50), FakeClock()
-    gate = gated(sampler, clock, interval=0.5)
+    gate = throttle(sampler, clock, interval=0.5)
     assert gate.allows_start(running=1)
     gate.task_ended()
     clock.advance(0.5)
