@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from .messages import Finished, Job, Started
 from .worker import DEFAULT_GRACE, worker_main
 
+MAX_WAIT = 3600.0  # seconds: the longest single wait; waking once an hour costs nothing
+
 
 def start_forkserver() -> None:
     """Start the process workers fork from (idempotent). Called early, its interpreter starts
@@ -116,7 +118,9 @@ class WorkerPool:
         poller = select.poll()  # as multiprocessing.connection.wait, in fewer steps: it runs per task
         for fd in [*(s.conn.fileno() for s in busy), *(s.process.sentinel for s in busy), *(wake or ())]:
             poller.register(fd, select.POLLIN)
-        ready = {fd for fd, _ in poller.poll(None if timeout is None else math.ceil(timeout * 1000))}
+        # poll takes at most 2**31-1 ms (24.8 days): a longer wait (timeout = "600h") wakes early
+        wait_ms = None if timeout is None else math.ceil(min(timeout, MAX_WAIT) * 1000)
+        ready = {fd for fd, _ in poller.poll(wait_ms)}
         reports: list[Started | Finished] = []
         for slot in busy:
             if slot.conn.fileno() in ready:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -206,7 +207,7 @@ def write_junit(outcome: RunOutcome, path: Path, log_path: Callable[[str], Path]
         case = ET.SubElement(suite, "testcase", classname=f"novaproc.{outcome.run_id}",
                              name=r.task.id, time=f"{r.run_time:.3f}")
         if r.state == "failed":
-            failure = ET.SubElement(case, "failure", message=r.failure)
+            failure = ET.SubElement(case, "failure", message=plain_text(r.failure))
             failure.text = _tail(log_path(r.task.id), 4000)
         elif r.state in ("skipped", "cancelled"):
             ET.SubElement(case, "skipped", message=str(r.state))
@@ -214,13 +215,29 @@ def write_junit(outcome: RunOutcome, path: Path, log_path: Callable[[str], Path]
 
 
 def _tail(path: Path, limit: int) -> str:
+    """The last `limit` bytes of a log as text, as shown: see plain_text."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - limit))
-            return f.read().decode("utf-8", "replace")
+            start = max(0, f.tell() - limit)
+            f.seek(start)
+            data = f.read()
     except OSError:
         return ""
+    if start:  # not from a character's middle: skip UTF-8 continuation bytes
+        data = data.lstrip(bytes(range(0x80, 0xC0)))
+    return plain_text(data.decode("utf-8", "replace"))
+
+
+# escape sequences (CSI, OSC, two-byte) and the control characters that a terminal would act
+# on or an XML parser refuse: a task's output is shown, never obeyed
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffe\uffff]")
+
+
+def plain_text(text: str) -> str:
+    """`text` without escape sequences and control characters, tabs and newlines kept."""
+    return _CONTROLS.sub("", _ESCAPES.sub("", text))
 
 
 def last_line(path: Path) -> str:

@@ -127,6 +127,9 @@ def load_tasks(path: Path | str) -> TaskFile:
     if not isinstance(run_table, dict):
         raise ConfigError(name, "[run] must be a table", field="run")
     raw_tasks = data.get("tasks", {})
+    if isinstance(raw_tasks, list):  # [[tasks]]: each task needs its id in its header
+        raise ConfigError(name, "tasks are tables named by their id, [tasks.<id>], not an array "
+                          "[[tasks]]", field="tasks")
     if not isinstance(raw_tasks, dict) or not raw_tasks:
         raise ConfigError(name, "no tasks: add at least one [tasks.<id>] table with a cmd or call",
                           field="tasks")
@@ -202,7 +205,7 @@ def _task(file: str, tid: str, body: object, root: str) -> Task:
 def _check_id(file: str, tid: str) -> None:
     if not TASK_ID.fullmatch(tid) or tid.endswith(_RESERVED_SUFFIXES) or ".." in tid:
         raise ConfigError(
-            file, f"invalid task id {tid!r}: ids are 1-64 characters of letters, digits, '_', '.', "
+            file, f"invalid task id {tid!r}: ids are 1-64 characters of ASCII letters, digits, '_', '.', "
             "'-', start with a letter or digit, and do not end in '.lock' or contain '..' "
             "(they become branch and folder names)", task=tid)
 

@@ -22,7 +22,7 @@ from test_run_cli import RUN_TABLE, nova, task
 
 from novaproc.messages import TaskState
 from novaproc.outcome import RunOutcome, TaskRecord
-from novaproc.progress import format_duration, summary, summary_json, write_junit
+from novaproc.progress import format_duration, last_line, summary, summary_json, write_junit
 from novaproc.taskfile import Task
 
 ANSI = re.compile(r"\x1b[\[\]()#;?]*[0-9;]*[A-Za-z]?")
@@ -178,6 +178,24 @@ def test_junit_report_parses_and_has_a_failure_for_a_failed_task(tmp_path):
     assert cases["after_bad"].find("skipped") is not None
     assert cases["good"].find("failure") is None and cases["good"].find("skipped") is None
     assert float(cases["good"].get("time")) >= 0.2
+
+
+def test_junit_report_stays_valid_xml_when_the_output_has_colours_and_control_bytes(tmp_path):
+    report = tmp_path / "junit.xml"
+    noisy = r"printf '\033[31mFAILED\033[0m \001\013\014\037 end\n'; exit 1"
+    result = nova(tmp_path, RUN_TABLE + task("colour", noisy), "--junit", str(report))
+    assert result.code == 1, result
+    failure = ET.parse(report).getroot().find("testcase/failure")  # parses: no invalid characters
+    assert failure is not None and "FAILED  end" in failure.text
+    assert "\x1b" not in failure.text and "[31m" not in failure.text
+
+
+def test_last_line_shows_output_as_text_not_as_terminal_commands(tmp_path):
+    log = tmp_path / "t.log"
+    log.write_bytes(b"first\n\x1b[2J\x1b[H\x1b[32mPASSED\x1b[0m 3 tests\r\n\n")
+    assert last_line(log) == "PASSED 3 tests"
+    log.write_bytes("é".encode() * 300 + b"\n")  # 600 bytes: the last 512 start mid-character
+    assert last_line(log) == "é" * 120
 
 
 def test_a_junit_path_that_cannot_be_written_is_bad_usage(tmp_path):

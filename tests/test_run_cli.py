@@ -520,6 +520,13 @@ def test_a_timeout_kills_a_call_task_and_what_it_started(tmp_path):
 # ---------------------------------------------------------------- exit code 2: nothing runs
 
 
+def test_a_timeout_longer_than_a_poll_can_wait_is_no_crash(tmp_path):
+    # poll() takes at most 2**31-1 ms, about 24.8 days; 600 hours is more
+    result = nova(tmp_path, RUN_TABLE + task("a", "sleep 0.2", timeout="600h") + task("b", "true"))
+    assert result.code == 0, result
+    assert result.states() == {"a": "done", "b": "done"}
+
+
 BAD_FILES = {
     "syntax": "[tasks.a\ncmd = 'touch {ran}'\n",
     "unknown_field": "[tasks.a]\ncmd = 'touch {ran}'\ntimout = 5\n",
@@ -529,6 +536,7 @@ BAD_FILES = {
     "both_cmd_and_call": "[tasks.a]\ncmd = 'touch {ran}'\ncall = 'm:f'\n",
     "bad_setting": "[run]\nmax_paralel = 2\n[tasks.a]\ncmd = 'touch {ran}'\n",
     "no_tasks": "[run]\nmax_parallel = 2\n",
+    "array_of_tasks": "[[tasks]]\ncmd = 'touch {ran}'\n",
 }
 
 
@@ -542,6 +550,11 @@ def test_an_invalid_tasks_file_exits_2_and_runs_nothing(tmp_path, case):
     assert result.out == ""
     assert not ran.exists()
     assert result.runs() == []
+
+
+def test_an_array_of_tasks_is_named_as_the_mistake(tmp_path):
+    result = nova(tmp_path, BAD_FILES["array_of_tasks"].format(ran=tmp_path / "ran"))
+    assert result.code == 2 and "[[tasks]]" in result.err and "[tasks.<id>]" in result.err, result
 
 
 @pytest.mark.parametrize("args", [["-j", "0"], ["--bogus"], ["--json", "--quiet"]])
