@@ -157,7 +157,7 @@ class JsonView(View):
 
 
 def _failure_text(d: dict) -> str:
-    return describe_failure(d.get("error"), d.get("signal"), d.get("exit_code"))
+    return one_line(describe_failure(d.get("error"), d.get("signal"), d.get("exit_code")))
 
 
 def summary(outcome: RunOutcome) -> str:
@@ -168,8 +168,7 @@ def summary(outcome: RunOutcome) -> str:
     width = max([4, *(len(r.task.id) for r in recs[:SUMMARY_ROWS])])
     lines = [f"{'Task':<{width}}  {'Status':<9}  {'Attempts':>8}  Duration"]
     for r in recs[:SUMMARY_ROWS]:
-        note = f"  {r.failure}" \
-            if r.state == "failed" else ""
+        note = f"  {one_line(r.failure)}" if r.state == "failed" else ""
         lines.append(f"{r.task.id:<{width}}  {r.state:<9}  {r.all_attempts:>8}  "
                      f"{format_duration(r.run_time)}{note}")
     if len(recs) > SUMMARY_ROWS:
@@ -240,10 +239,21 @@ def plain_text(text: str) -> str:
     return _CONTROLS.sub("", _ESCAPES.sub("", text))
 
 
+def one_line(text: str) -> str:
+    """plain_text on one line, for a table cell or an event's line."""
+    return " ".join(plain_text(text).split())
+
+
 def last_line(path: Path) -> str:
     """The last non-empty line of a log, for the live view."""
     lines = [ln for ln in _tail(path, 512).splitlines() if ln.strip()]
     return lines[-1].strip()[:120] if lines else ""
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 class LiveView(View):
@@ -265,8 +275,10 @@ class LiveView(View):
                           get_renderable=self._render)
         self._live.start()
 
+    # what comes from tasks (output, errors, labels) is escaped: rich must not read "[/x]" in
+    # it as markup, which fails the render, or "[tasks.a]" as a style, which vanishes
     def warn(self, event: Event) -> None:
-        self._console.print(f"[yellow]novaproc: {event.data['level']}: {event.data['text']}[/]")
+        self._console.print(f"[yellow]novaproc: {event.data['level']}: {_escape(event.data['text'])}[/]")
 
     def show(self, event: Event) -> None:
         if event.kind != "task_state" or event.task_id is None or event.state is None:
@@ -278,7 +290,7 @@ class LiveView(View):
             if event.state == "done":
                 self._durations.append(float(event.data.get("duration", 0.0)))
             if event.state == "failed":
-                self._console.print(f"[red]✗ {event.task_id}[/] {_failure_text(event.data)}")
+                self._console.print(f"[red]✗ {event.task_id}[/] {_escape(_failure_text(event.data))}")
 
     def _render(self):
         from rich.table import Table
@@ -292,7 +304,8 @@ class LiveView(View):
             detail = reason if state == "waiting" else \
                 last_line(self._log_path(tid)) if state == "running" else self._labels.get(tid, "")
             table.add_row(MARKS.get(state, "?"), f"[{self.finished}/{self.total}]", tid,
-                          format_duration(now - since) if state == "running" else state, detail)
+                          format_duration(now - since) if state == "running" else state,
+                          _escape(one_line(detail)))
         table.add_row("", "", f"elapsed {format_duration(now - self.started)}", self._eta(), "")
         return table
 

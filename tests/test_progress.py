@@ -282,6 +282,18 @@ def test_live_view_colours_a_failure_unless_no_color(tmp_path):
     assert "speedup" in out
 
 
+def test_live_view_shows_bracketed_output_and_errors_as_text_not_markup(tmp_path):
+    module = 'def fail():\n    raise ValueError("bad [/x] value, see [tasks.f]")\n'
+    (tmp_path / "brackets.py").write_text(module)
+    text = (RUN_TABLE + task("talk", "echo 'step [/y] half'; sleep 1")
+            + '[tasks.f]\ncall = "brackets:fail"\n')
+    code, out = run_in_pty(tmp_path, text)
+    assert code == 1 and "internal error" not in out, out  # "[/y]" once failed rich's render
+    plain = ANSI.sub("", out)
+    assert "step [/y] half" in plain  # the running task's last line, as printed
+    assert "bad [/x] value, see [tasks.f]" in plain  # the failure, nothing taken for a style
+
+
 # ---------------------------------------------------------------- formatting helpers
 
 
