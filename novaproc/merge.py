@@ -23,7 +23,8 @@ from .gitrepo import IN_PROGRESS, Repo, Worktree
 from .guard import UNSTOPPED, Ending, run_guarded
 
 Rerun = Callable[[str, str], str | None]
-"""rerun(task_id, base_commit) -> the task's new result commit, or None if it failed again."""
+"""rerun(task_id, base_commit) -> the task's new result commit (`base_commit` itself when it
+changed nothing on top of it), or None if it failed again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +117,12 @@ def _merge_all(state: _State, start: str, items: Sequence[tuple[str, str]], reru
         if first.commit is None and rerun is not None:
             state.reruns.append(task)
             commit = _rerun(state, rerun, task, tip)
+            again = f"{task}: conflicted in {', '.join(first.conflicts)}; ran again on the merged result, "
+            if commit == tip:  # its edit is in the merged result already, as when run one by one
+                state.notes.append(again + "where it changed nothing more")
+                continue
             merged = repo.merge(tip, commit, message) if commit else first
-            state.notes.append(f"{task}: conflicted in {', '.join(first.conflicts)}; ran again on the merged "
-                               "result, " + ("and merged" if merged.commit else "and still could not merge"))
+            state.notes.append(again + ("and merged" if merged.commit else "and still could not merge"))
         if merged.commit is None:
             state.conflicts[task] = merged.conflicts
             state.left_out[task] = "conflicts in " + ", ".join(merged.conflicts)
@@ -267,22 +271,24 @@ def _land(state: _State, ref: str, old: str, new: str) -> str | None:
     """Move `ref` from `old` to `new`; None when done, else why the result must wait."""
     repo = state.repo
     for _ in range(5):
+        current = repo.rev(ref)
+        if current is None:
+            return f"{_short(ref)} was deleted meanwhile"
+        if current != old:  # before the checkout is touched: it is at `current` now, not `old`
+            merged = repo.merge(current, new, f"Merge novaproc run {state.run_id} into {_short(ref)}")
+            if merged.commit is None:
+                return (f"{_short(ref)} moved meanwhile and conflicts with the result in "
+                        + ", ".join(merged.conflicts))
+            state.notes.append(f"{_short(ref)} moved while merging; merged onto its new tip "
+                               "(not re-verified)")
+            old, new = current, merged.commit
         checkout = next((w.path for w in repo.worktrees() if w.branch == _short(ref)), None)
         if checkout is not None and (why := _advance_checkout(repo, checkout, old, new)):
             return why
         if repo.set_ref(ref, new, old, f"novaproc: merge run {state.run_id}"):
             return None
-        if checkout is not None:
-            _advance_checkout(repo, checkout, new, old)  # put the checkout back
-        current = repo.rev(ref)
-        if current is None:
-            return f"{_short(ref)} was deleted meanwhile"
-        merged = repo.merge(current, new, f"Merge novaproc run {state.run_id} into {_short(ref)}")
-        if merged.commit is None:
-            return (f"{_short(ref)} moved meanwhile and conflicts with the result in "
-                    + ", ".join(merged.conflicts))
-        state.notes.append(f"{_short(ref)} moved while merging; merged onto its new tip (not re-verified)")
-        old, new = current, merged.commit
+        if checkout is not None:  # it moved between the look and the swap: put the checkout back
+            _advance_checkout(repo, checkout, new, old)
     return f"{_short(ref)} keeps moving"
 
 

@@ -386,6 +386,24 @@ def test_undeclared_conflicting_edits_are_run_again_and_both_kept(tmp_path: Path
     assert_no_leftovers(repo, box)
 
 
+def test_a_task_that_changes_nothing_when_run_again_is_no_conflict(tmp_path: Path, box: Sandbox) -> None:
+    """Run one by one, `two` would find LEVEL = 2 and change nothing: so does its run again."""
+    tasks = tasks_toml({
+        "one": {"cmd": "sed -i 's/^LEVEL = 1$/LEVEL = 2/' config.py"},
+        "two": {"cmd": "sleep 0.1; sed -i 's/^LEVEL = 1$/LEVEL = 3/' config.py"},
+    })
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks, "config.py": "LEVEL = 1\n"})
+
+    ran = box.run(repo / "tasks.toml")
+
+    assert ran.code == 0, ran
+    assert show(repo, "main", "config.py") == "LEVEL = 2\n"
+    assert ran.event("merge")["reruns"] == ["two"]
+    assert "changed nothing more" in ran.notes
+    assert_clean(repo)
+    assert_no_leftovers(repo, box)
+
+
 def test_the_progress_count_stays_within_the_total_when_a_task_runs_again(
         tmp_path: Path, box: Sandbox) -> None:
     tasks = tasks_toml({

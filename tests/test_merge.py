@@ -59,7 +59,8 @@ class Run:
         return result
 
     def rerun(self, task_id: str, new_base: str) -> str | None:
-        return self.task(task_id, self.edits[task_id], (new_base,))
+        # as the supervisor's: a task that changes nothing on `new_base` has `new_base` as its result
+        return self.task(task_id, self.edits[task_id], (new_base,)) or new_base
 
     def merge(self, results: list[tuple[str, str | None]], **kw: object) -> MergeOutcome:
         kw.setdefault("rerun", self.rerun)
@@ -141,6 +142,20 @@ def test_undeclared_conflict_is_rerun_on_the_merged_result(repo: Path, tmp_path:
     assert leftovers(repo) == (1, [])
 
 
+def test_a_rerun_that_changes_nothing_leaves_the_merged_result_as_it_is(repo: Path, tmp_path: Path) -> None:
+    def level(to: str) -> Edit:  # sed 's/^s$/<to>/': a no-op once another edit changed the line
+        return lambda path: (path / "shared.txt").write_text(
+            (path / "shared.txt").read_text().replace("s\n", f"{to}\n"))
+
+    run = Run(repo, tmp_path)
+    results = [("x", run.task("x", level("two"))), ("y", run.task("y", level("three")))]
+    outcome = run.merge(results)
+    assert outcome.exit_code == ExitCode.OK and outcome.reruns == ("y",) and outcome.merged == ("x",)
+    assert (repo / "shared.txt").read_text() == "two\n"
+    assert any("y: conflicted in shared.txt" in n and "changed nothing more" in n for n in outcome.notes)
+    assert leftovers(repo) == (1, [])
+
+
 def test_conflict_with_fail_keeps_the_branch_and_names_the_file(repo: Path, tmp_path: Path) -> None:
     run = Run(repo, tmp_path)
     results = [(t, run.task(t, append("shared.txt", f"from {t}"))) for t in ("x", "y")]
@@ -198,6 +213,23 @@ def test_target_moved_during_the_run_keeps_both(repo: Path, tmp_path: Path) -> N
     git(repo, "merge-base", "--is-ancestor", other, "main")
     assert {"a.txt", "b.txt", "meanwhile.txt"} <= set(git(repo, "ls-files").split())
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_a_target_moved_during_verify_in_a_file_the_run_changed_keeps_both(tmp_path: Path) -> None:
+    """The user commits to main while verify runs, in a file a task changed too (another line):
+    the result is merged onto the new tip; the checkout, at that tip, is no "uncommitted change"."""
+    repo = make_repo(tmp_path / "repo", {"lines.txt": "".join(f"{i}\n" for i in range(1, 9))})
+    run = Run(repo, tmp_path)
+    results = [("a", run.task("a", lambda p: (p / "lines.txt").write_text(
+        (p / "lines.txt").read_text().replace("1\n", "one\n", 1))))]
+    meanwhile = (f"cd {repo} && sed -i 's/^8$/eight/' lines.txt && git commit -qam meanwhile "
+                 f"&& touch {tmp_path / 'committed'}")
+    outcome = run.merge(results, verify=["sh", "-c", f"test -e {tmp_path / 'committed'} || ({meanwhile})"])
+    assert outcome.exit_code == ExitCode.OK and outcome.target_moved, outcome.notes
+    text = (repo / "lines.txt").read_text()
+    assert text.startswith("one\n") and text.endswith("eight\n")
+    assert git(repo, "status", "--porcelain") == ""
+    assert any("moved while merging" in n for n in outcome.notes)
 
 
 def test_a_dirty_checkout_is_never_overwritten(repo: Path, tmp_path: Path) -> None:
