@@ -104,7 +104,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
         except BusyError as e:
             raise BusyError(f"lock: {e}") from None
         try:
-            return run_command(command)
+            return run_command(command, keep=manager.life_fd())
         finally:
             manager.release(grant)
 
@@ -161,10 +161,12 @@ def _capacities(resources: dict[str, int], cwd: str) -> dict[str, int]:
     return {name: declared[name] for name in resources if name in declared}
 
 
-def run_command(command: Sequence[str]) -> int:
-    """Run `command`, passing on SIGTERM, SIGHUP and SIGINT; its exit code, shell style."""
+def run_command(command: Sequence[str], keep: int) -> int:
+    """Run `command`, passing on SIGTERM, SIGHUP and SIGINT; its exit code, shell style. It
+    inherits `keep`, the lock holder's life: were this process killed, the locks would hold
+    until the command too has ended, not let another holder in beside it."""
     try:
-        proc = subprocess.Popen(command)
+        proc = subprocess.Popen(command, pass_fds=(keep,))
     except FileNotFoundError:
         print(f"novaproc: error: lock: {command[0]}: command not found", file=sys.stderr)
         return NOT_FOUND

@@ -156,6 +156,12 @@ class LockManager:
         """Readable when a lock this owner waits for may have come free: add it to a wait set."""
         return self._fds["bell"]
 
+    def life_fd(self) -> int:
+        """The file whose kernel lock says this owner lives. A child given it keeps this
+        owner's locks alive for as long as it runs, even past this process, as flock(1)'s
+        command keeps its lock."""
+        return self._fds["owner"]
+
     def close(self) -> None:
         """Release everything, delete this owner's files and wake the waiters. Idempotent."""
         if "owner" not in self._fds:

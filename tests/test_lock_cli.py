@@ -110,6 +110,26 @@ def test_timeout_gives_75_naming_the_holder(tmp_path: Path, env: dict[str, str])
     assert holder.wait(timeout=30) == 143  # SIGTERM went on to the command, which it ended
 
 
+def test_the_command_keeps_the_lock_when_novaproc_lock_alone_is_killed(tmp_path: Path,
+                                                                       env: dict[str, str]) -> None:
+    """As with flock(1): the lock lives as long as the command, so killing the wrapper alone
+    does not let another holder in beside a command that still runs."""
+    ready, pid_file = tmp_path / "ready", tmp_path / "pid"
+    wrapper = start(["lock", "data", "--", "sh", "-c", f"echo $$ > {pid_file}; touch {ready}; exec sleep 60"],
+                    tmp_path, env)
+    wait_for(ready, wrapper)
+    command = int(pid_file.read_text())
+    try:
+        wrapper.kill()
+        wrapper.wait(timeout=30)
+        done = run_cli("lock", "--timeout", "0.5", "data", "--", "true", cwd=tmp_path, env=env)
+        assert done.returncode == 75, done.stderr  # held: its command runs on
+    finally:
+        os.kill(command, signal.SIGKILL)
+    done = run_cli("lock", "--timeout", "20", "data", "--", "true", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr  # the command has ended: free
+
+
 @pytest.mark.parametrize(("held", "wanted"), [
     ("sub/../data.txt", "{tmp}/data.txt"),  # another spelling of the same file
     ("data.txt", "{tmp}/link/data.txt"),  # through a symlinked folder
