@@ -107,7 +107,7 @@ def summary(record: RunRecord) -> dict[str, Any]:
 
 def render_run(record: RunRecord) -> str:
     """One run in detail: where it came from, how it went, and a line per task."""
-    now = time.time()
+    now = time.time() if record.status is RunState.RUNNING else None
     lines = [f"run {record.id}: {_status_text(record)}",
              f"  tasks file: {record.tasks_file}",
              f"  started:    {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record.started))}"

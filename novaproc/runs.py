@@ -59,11 +59,12 @@ class TaskRecord:
     def label(self) -> str:
         return self.description or self.id
 
-    def elapsed(self, now: float) -> float | None:
-        """Its duration, or for a running task the time since it started."""
+    def elapsed(self, now: float | None) -> float | None:
+        """Its duration, or for a running task the time since it started (None when `now` is:
+        the task of a run whose supervisor is gone ended at a time nobody recorded)."""
         if self.duration is not None or self.state is not TaskState.RUNNING or self.started_at is None:
             return self.duration
-        return max(now - self.started_at, 0.0)
+        return None if now is None else max(now - self.started_at, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
