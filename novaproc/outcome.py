@@ -84,7 +84,7 @@ def describe_failure(error: str | None, signal: int | None, exit_code: int | Non
         return error
     if signal:
         return f"killed by {_signal_name(signal)}"
-    return f"exit code {exit_code}"
+    return "failed, with no exit code" if exit_code is None else f"exit code {exit_code}"
 
 
 def _signal_name(signum: int) -> str:

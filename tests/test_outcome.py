@@ -8,7 +8,7 @@ import pytest
 
 from novaproc.errors import ExitCode
 from novaproc.messages import TaskState
-from novaproc.outcome import TaskRecord, run_exit_code
+from novaproc.outcome import TaskRecord, describe_failure, run_exit_code
 from novaproc.taskfile import Task
 
 
@@ -37,3 +37,11 @@ def test_allowed_failures_leave_the_code_to_the_landing():
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_that_stopped_the_run_gives_128_plus_its_number(signum, code):
     assert run_exit_code(records("done", "failed"), ExitCode.OK, signum) == code
+
+
+@pytest.mark.parametrize(("error", "sig", "code", "text"), [
+    ("boom", None, 1, "boom"), (None, signal.SIGKILL, None, "killed by SIGKILL"),
+    (None, None, 3, "exit code 3"), (None, None, None, "failed, with no exit code"),
+])
+def test_a_failure_is_described_in_a_few_words(error, sig, code, text):
+    assert describe_failure(error, sig, code) == text
