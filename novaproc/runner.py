@@ -181,11 +181,13 @@ def start_background(taskfile: TaskFile, args: list[str]) -> str:
         if not run_id:
             code = child.wait()
             err.seek(0)
-            why = err.read().decode(errors="replace").strip().splitlines()
+            why = [line.removeprefix("novaproc: error: ")
+                   for line in err.read().decode(errors="replace").strip().splitlines()]
             if code == ExitCode.BUSY and why:  # --if-busy skip: the same answer as in the foreground
-                raise BusyError(why[-1].removeprefix("novaproc: error: "))
-            raise EnvironmentFault(f"the background run of {taskfile.path} did not start"
-                                   + (f": {why[-1]}" if why else ""))
+                raise BusyError(why[-1])
+            fault = UsageError if code == ExitCode.USAGE else EnvironmentFault  # its exit code, ours
+            raise fault(f"the background run of {taskfile.path} did not start"
+                        + (f": {why[-1]}" if why else ""))
     return run_id
 
 

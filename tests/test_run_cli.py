@@ -574,6 +574,21 @@ def test_a_missing_tasks_file_exits_2(tmp_path):
     assert not (tmp_path / "state" / "runs").exists() or not any((tmp_path / "state" / "runs").iterdir())
 
 
+@pytest.mark.parametrize("where", ["{file}", "{file}/below"])
+def test_a_state_dir_where_a_file_is_exits_2_and_runs_nothing(tmp_path, where):
+    (tmp_path / "a-file").write_text("")
+    ran = tmp_path / "ran"
+    state = where.format(file=tmp_path / "a-file")
+    result = nova(tmp_path, task("a", f"touch {ran}"), env={"NOVA_STATE_DIR": state})
+    assert result.code == 2, result
+    assert f"cannot create the state dir {state}" in result.err and "Traceback" not in result.err
+    assert not ran.exists()
+    background = run_cli("run", tmp_path / "tasks.toml", "--background", cwd=tmp_path,
+                         env={"NOVA_STATE_DIR": state})
+    assert background.returncode == 2 and background.stdout == "", background
+    assert background.stderr.count("novaproc: error:") == 1, background.stderr  # said once
+
+
 def test_bad_max_parallel_in_the_environment_exits_2(tmp_path):
     ran = tmp_path / "ran"
     result = nova(tmp_path, task("a", f"touch {ran}"), env={"NOVA_MAX_PARALLEL": "lots"})
