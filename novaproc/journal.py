@@ -283,8 +283,7 @@ def _prepare_state_dir(state_dir: Path) -> Path:
             write_atomic(ignore, "*\n")
         (state_dir / "runs").mkdir(exist_ok=True)
     except OSError as e:
-        # a file where the folder should be is a setting to fix (exit 2, nothing ran); the rest
-        # (permissions, a read-only or full disk) is this machine's state
+        # a file in the way is a setting to fix (exit 2); the rest is this machine's state
         fault = UsageError if isinstance(e, (FileExistsError, NotADirectoryError)) else EnvironmentFault
         raise fault(f"cannot create the state dir {state_dir}: {e.strerror}; set another "
                     "with NOVA_STATE_DIR or state_dir in nova.toml") from None

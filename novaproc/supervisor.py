@@ -137,9 +137,7 @@ class Supervisor:
         if self._launch(rec, [base]):
             while task_id in self.pool.busy():
                 self._step(self._next_timeout())
-        if rec.state != TaskState.DONE:
-            return None
-        return rec.commit or base  # no change on top of `base`: its result is `base` itself
+        return (rec.commit or base) if rec.state == TaskState.DONE else None  # no change: `base`
 
     def _start_ready(self) -> None:
         """Start as many ready tasks as slots, resources, load and locks allow, best first."""
