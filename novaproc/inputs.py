@@ -27,6 +27,7 @@ from typing import Any
 
 from . import __version__, paths
 from .config import ENV_KEYS, Settings, load_settings
+from .journal import write_atomic
 from .taskfile import MAX_FILE_BYTES, TaskFile, load_tasks
 
 MAX_ENTRIES = 64
@@ -118,11 +119,7 @@ def _write(entry: Path, value: tuple[TaskFile, Settings]) -> None:
         return
     with contextlib.suppress(OSError):
         entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temp = entry.with_name(f".{entry.name}.{os.getpid()}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(temp, entry)  # readers see the old entry or the new one, never a part
+        write_atomic(entry, blob, durable=False, mode=0o600)  # a lost entry is only a miss
         _prune(entry.parent)
 
 

@@ -255,13 +255,13 @@ def supervisor_alive(meta: RunMeta) -> bool:
     return start is not None and (meta.pid_start is None or start == meta.pid_start)
 
 
-def write_atomic(path: Path, text: str, *, durable: bool = True) -> None:
-    """Replace `path` with `text`: a reader sees the old file or the new one, never a part.
-    `durable`: on disk when this returns, even across a machine crash (two fsyncs)."""
+def write_atomic(path: Path, data: str | bytes, *, durable: bool = True, mode: int = 0o666) -> None:
+    """Replace `path` with `data` (text as UTF-8): readers see the old file or the new one, never
+    a part. `durable`: on disk on return, even across a crash (two fsyncs); `mode` less the umask."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
