@@ -3,14 +3,13 @@ to live in, the included untracked files, and the `worktree_setup` command run i
 
 from __future__ import annotations
 
-import os
 import shutil
-import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import EnvironmentFault, NovaError
+from .fsio import private_dir
 from .guard import UNSTOPPED, Ending, run_guarded
 
 
@@ -54,20 +53,12 @@ def run_setup(where: Path, command: str, ending: Ending = UNSTOPPED) -> None:
 
 def ensure_private_dir(path: Path) -> Path:
     """`worktree_dir`, created 0700 if missing; a symlink or another user's folder is refused."""
-    if path.is_symlink():
-        raise EnvironmentFault(f"worktree_dir {path} is a symlink; refusing to create worktrees through "
-                               "it. Set worktree_dir (or NOVA_WORKTREE_DIR) to a real folder")
     try:
-        path.mkdir(mode=0o700, parents=True)
-    except FileExistsError:
-        pass
+        problem = private_dir(path, parents=True)
     except OSError as e:
         raise EnvironmentFault(f"cannot create worktree_dir {path}: {e.strerror}; "
                                "set worktree_dir (or NOVA_WORKTREE_DIR) to a writable folder") from None
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode):
-        raise EnvironmentFault(f"worktree_dir {path} is not a folder; remove it or choose another")
-    if info.st_uid != os.getuid():
-        raise EnvironmentFault(f"worktree_dir {path} belongs to another user (uid {info.st_uid}); "
-                               "set worktree_dir (or NOVA_WORKTREE_DIR) to a folder of your own")
+    if problem:
+        raise EnvironmentFault(f"refusing worktree_dir {path}: it {problem}; set worktree_dir "
+                               "(or NOVA_WORKTREE_DIR) to a folder of your own")
     return path.resolve()

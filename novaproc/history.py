@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from .journal import write_atomic
+from .fsio import write_atomic
 
 HISTORY_DIR, HISTORY_KEEP = "history", 3
 

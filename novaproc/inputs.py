@@ -27,7 +27,7 @@ from typing import Any
 
 from . import __version__, paths
 from .config import ENV_KEYS, Settings, load_settings
-from .journal import write_atomic
+from .fsio import write_atomic
 from .taskfile import MAX_FILE_BYTES, TaskFile, load_tasks
 
 MAX_ENTRIES = 64

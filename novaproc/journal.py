@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import EnvironmentFault, InternalError, UsageError
+from .fsio import fsync_dir, write_atomic
 from .messages import Event, RunState
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ class Journal:
             header = {"novaproc_journal": JOURNAL_VERSION, "run_id": run_id, "created": meta.created}
             _write_all(fd, json.dumps(header).encode() + b"\n")
             os.fsync(fd)
-            _fsync_dir(folder)
+            fsync_dir(folder)
         except (OSError, EnvironmentFault) as e:
             shutil.rmtree(folder, ignore_errors=True)  # a half-made run must not look like a run
             raise EnvironmentFault(f"cannot write the run journal in {folder}: "
@@ -255,24 +256,6 @@ def supervisor_alive(meta: RunMeta) -> bool:
     return start is not None and (meta.pid_start is None or start == meta.pid_start)
 
 
-def write_atomic(path: Path, data: str | bytes, *, durable: bool = True, mode: int = 0o666) -> None:
-    """Replace `path` with `data` (text as UTF-8): readers see the old file or the new one, never
-    a part. `durable`: on disk on return, even across a crash (two fsyncs); `mode` less the umask."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable:
-        _fsync_dir(path.parent)
-
-
 # --- writing helpers ----------------------------------------------------------------------------
 
 def _prepare_state_dir(state_dir: Path) -> Path:
@@ -321,14 +304,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _run_json(run_id: str, meta: RunMeta) -> str:

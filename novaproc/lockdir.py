@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
@@ -21,6 +20,7 @@ import portalocker
 from portalocker.portalocker import FlockLocker
 
 from .errors import EnvironmentFault, InternalError
+from .fsio import private_dir
 from .locktable import Entry, decode_entries
 
 ENV_LOCK_DIR = "NOVA_LOCK_DIR"
@@ -41,32 +41,17 @@ def default_lock_dir() -> Path:
 def prepare_lock_dir(path: Path | None = None) -> Path:
     """The lock folder, created 0700 if missing; refuses one other users could tamper with."""
     if path is None and not os.environ.get(ENV_LOCK_DIR):
-        _private_folder(default_lock_dir().parent)
+        _private(default_lock_dir().parent)
     folder = Path(os.path.abspath(path or default_lock_dir()))
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EnvironmentFault(f"cannot create the lock folder {folder}: {e.strerror}") from None
-    _private_folder(folder)
+    _private(folder, parents=True)
     return folder
 
 
-def _private_folder(folder: Path) -> None:
+def _private(folder: Path, parents: bool = False) -> None:
     try:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(folder, 0o700)
-        info = os.lstat(folder)
+        problem = private_dir(folder, parents=parents)
     except OSError as e:
         raise EnvironmentFault(f"cannot create the lock folder {folder}: {e.strerror}") from None
-    problem = None
-    if stat.S_ISLNK(info.st_mode):
-        problem = "is a symbolic link"
-    elif not stat.S_ISDIR(info.st_mode):
-        problem = "is not a folder"
-    elif info.st_uid != os.geteuid():
-        problem = f"belongs to another user (uid {info.st_uid})"
-    elif info.st_mode & stat.S_IWOTH:
-        problem = "is writable by every user"
     if problem:
         raise EnvironmentFault(f"refusing the lock folder {folder}: it {problem}; remove it, or set "
                                f"{ENV_LOCK_DIR} to a folder only you can write")

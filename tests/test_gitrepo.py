@@ -163,7 +163,7 @@ def test_worktree_dir_is_private(tmp_path: Path) -> None:
     made = ensure_private_dir(tmp_path / "a" / "wt")
     assert made.is_dir() and (made.stat().st_mode & 0o777) == 0o700
     (tmp_path / "link").symlink_to(made)
-    with pytest.raises(EnvironmentFault, match="symlink"):
+    with pytest.raises(EnvironmentFault, match="symbolic link"):
         ensure_private_dir(tmp_path / "link")
     (tmp_path / "file").write_text("")
     with pytest.raises(EnvironmentFault, match="not a folder"):

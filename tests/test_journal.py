@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from novaproc.errors import EnvironmentFault, InternalError, UsageError
+from novaproc.fsio import write_atomic
 from novaproc.journal import (
     EVENTS_FILE,
     RUN_FILE,
@@ -21,7 +22,6 @@ from novaproc.journal import (
     RunMeta,
     TaskMeta,
     process_start_time,
-    write_atomic,
 )
 from novaproc.messages import Event, RunState, TaskState
 from novaproc.runs import kept_results, list_runs, load_run

@@ -201,7 +201,7 @@ def test_worktree_dir_owned_by_someone_else_or_a_symlink_is_refused(repo: Path, 
     real = tmp_path / "real"
     real.mkdir()
     (tmp_path / "wt").symlink_to(real)
-    with pytest.raises(EnvironmentFault, match="symlink"):
+    with pytest.raises(EnvironmentFault, match="symbolic link"):
         workspaces(repo, tmp_path)
 
 
