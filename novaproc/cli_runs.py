@@ -207,7 +207,7 @@ class _Tail:
         self.current: str | None = None
 
     def drain(self, record: RunRecord, task_ids: list[str]) -> None:
-        from .journal import task_log_path
+        from .journal_format import task_log_path
 
         for tid in task_ids:
             data = self._read_new(task_log_path(record.folder, tid), self.offsets.get(tid, 0))
@@ -295,7 +295,7 @@ def _report_cancel(record: RunRecord, asked: bool) -> int:
 
 
 def signal_supervisor(record: RunRecord, sig: int) -> bool:
-    from .journal import process_start_time
+    from .journal_format import process_start_time
 
     """Send `sig` to the run's supervisor if it is still the process the journal names.
 

@@ -21,7 +21,8 @@ from .config import Settings
 from .errors import BusyError, EnvironmentFault, ExitCode, UsageError
 from .history import save_durations
 from .interrupts import Interrupts
-from .journal import Journal, RunMeta, TaskMeta
+from .journal import Journal
+from .journal_format import RunMeta, TaskMeta
 from .locks import Blocked, LockManager, Owner, run_request
 from .messages import Event, RunState, TaskState
 from .outcome import RunOutcome
@@ -161,7 +162,8 @@ def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: 
         raise UsageError(f"run {record.id} is {record.status}: there is nothing to resume")
     kept = kept_results(record, taskfile.hashes, {t.id: t.depends_on for t in plan.tasks})
     kill_marked("NOVA_RUN_ID", record.id)  # anything a crashed supervisor's tasks left running
-    journal = Journal.reopen(record, tasks=_task_metas(plan, taskfile.hashes))
+    journal = Journal.reopen(record.folder, record.meta, record.status,
+                             tasks=_task_metas(plan, taskfile.hashes))
     return Run(taskfile, settings, plan, journal,
                {tid: (t.commit, t.duration or 0.0) for tid, t in kept.items()},
                {t.id: t.attempts for t in record.tasks})

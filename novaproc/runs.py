@@ -5,7 +5,6 @@ writer is journal.Journal.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -14,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EnvironmentFault, UsageError, did_you_mean
-from .journal import (
+from .journal_format import (
     EVENTS_FILE,
-    JOURNAL_VERSION,
     RUN_FILE,
     JournalCorrupt,
     Parsed,
     RunMeta,
     parse_events,
+    read_meta,
     supervisor_alive,
 )
 from .messages import RunState, TaskState
@@ -209,7 +208,7 @@ class _Replay:
 
 
 def _load(folder: Path) -> RunRecord:
-    meta = _read_meta(folder / RUN_FILE)
+    meta = read_meta(folder / RUN_FILE)
     path = folder / EVENTS_FILE
     parsed = parse_events(path)
     replay = _Replay(meta)
@@ -246,20 +245,6 @@ def _state_of_exit(code: int | None) -> RunState:
     if code == 0:
         return RunState.DONE
     return RunState.CANCELLED if code in (130, 143) else RunState.FAILED
-
-
-def _read_meta(path: Path) -> RunMeta:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        version = data.get("novaproc_journal", 0)
-        if version > JOURNAL_VERSION:
-            raise EnvironmentFault(f"{path} was written by a newer novaproc (version {version}); upgrade")
-        return RunMeta.from_json(data)
-    except FileNotFoundError:
-        raise EnvironmentFault(f"{path.parent}: not a run (no {path.name})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError,
-            AttributeError) as e:
-        raise EnvironmentFault(f"{path}: unreadable run record ({e!r})") from None
 
 
 def _run_folders(state_dir: Path) -> list[Path]:

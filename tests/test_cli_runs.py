@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from novaproc.journal import Journal, RunMeta, TaskMeta, process_start_time
+from novaproc.journal import Journal
+from novaproc.journal_format import RunMeta, TaskMeta, process_start_time
 from novaproc.messages import Event, RunState, TaskState
 from novaproc.runs import list_runs, load_run
 
@@ -23,7 +24,8 @@ from novaproc.runs import list_runs, load_run
 SUPERVISOR = """
 import os, signal, sys, time
 from pathlib import Path
-from novaproc.journal import Journal, RunMeta, TaskMeta
+from novaproc.journal import Journal
+from novaproc.journal_format import RunMeta, TaskMeta
 from novaproc.messages import Event, TaskState
 
 state, lines, code, on_term = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -14,17 +15,17 @@ import pytest
 
 from novaproc.errors import EnvironmentFault, InternalError, UsageError
 from novaproc.fsio import write_atomic
-from novaproc.journal import (
+from novaproc.journal import Journal
+from novaproc.journal_format import (
     EVENTS_FILE,
     RUN_FILE,
-    Journal,
     JournalCorrupt,
     RunMeta,
     TaskMeta,
     process_start_time,
 )
 from novaproc.messages import Event, RunState, TaskState
-from novaproc.runs import kept_results, list_runs, load_run
+from novaproc.runs import RunRecord, kept_results, list_runs, load_run
 
 TASKS = (TaskMeta("build", "build it", "h-build"), TaskMeta("test", "", "h-test"),
          TaskMeta("docs", "", "h-docs"))
@@ -273,7 +274,7 @@ def test_reopen_drops_a_torn_tail_and_records_the_new_supervisor(
     path.write_bytes(path.read_bytes()[:-20])  # the supervisor died writing run_finished
     assert load_run(tmp_path, run_id).status is RunState.CRASHED
     changed = (TaskMeta("build", hash="h-build"), TaskMeta("test", hash="h-test2"), TaskMeta("new", hash="n"))
-    with Journal.reopen(load_run(tmp_path, run_id[:4]), tasks=changed) as j:
+    with reopen(load_run(tmp_path, run_id[:4]), tasks=changed) as j:
         assert load_run(tmp_path, run_id).status is RunState.RUNNING
         emit(j, "task_state", "test", TaskState.RUNNING, at=2000, attempt=1)
         emit(j, "task_state", "test", TaskState.DONE, at=2001, attempt=1, exit_code=0, duration=1.0)
@@ -288,11 +289,12 @@ def test_reopen_drops_a_torn_tail_and_records_the_new_supervisor(
 
 def test_reopen_refuses_a_run_that_is_still_going(tmp_path: Path) -> None:
     with Journal.create(tmp_path, meta(tmp_path)) as j:
+        running = load_run(tmp_path, j.run_id)
         with pytest.raises(UsageError, match="still running"):
-            Journal.reopen(load_run(tmp_path, j.run_id))
-        with pytest.raises(UsageError, match="being written by another"):
-            Journal.reopen(load_run(tmp_path, j.run_id), force=True)
-    Journal.reopen(load_run(tmp_path, j.run_id), force=True).close()  # a handoff once the writer let go
+            reopen(running)
+        with pytest.raises(UsageError, match="being written by another"):  # whatever run.json says
+            Journal.reopen(running.folder, running.meta, RunState.CRASHED)
+    Journal.reopen(running.folder, running.meta, RunState.CRASHED).close()  # once the writer let go
 
 
 def test_kept_results_are_the_successes_with_an_unchanged_definition(
@@ -311,7 +313,10 @@ def test_a_success_under_an_older_definition_is_not_kept_after_a_resume(
         tmp_path: Path, dead_pid: tuple[int, int]) -> None:
     run_id = finished_run(tmp_path, tmp_path, dead_pid)
     edited = (TaskMeta("build", hash="edited"),)
-    Journal.reopen(load_run(tmp_path, run_id), pid=dead_pid[0], tasks=edited).close()
+    resumed = multiprocessing.get_context("fork").Process(
+        target=lambda: reopen(load_run(tmp_path, run_id), tasks=edited).close())
+    resumed.start()
+    resumed.join()
     r = load_run(tmp_path, run_id)  # the resumed supervisor died before build ran again
     assert r.status is RunState.CRASHED and r.task("build").hash == "edited"
     assert kept_results(r, {"build": "edited"}) == {}
@@ -333,7 +338,8 @@ def test_a_killed_supervisor_leaves_a_loadable_crashed_run(tmp_path: Path) -> No
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from novaproc.journal import Journal, RunMeta\n"
+        "from novaproc.journal import Journal\n"
+        "from novaproc.journal_format import RunMeta\n"
         "from novaproc.messages import Event, TaskState\n"
         "j = Journal.create(Path(sys.argv[1]), RunMeta(tasks_file='t.toml', root='.'))\n"
         "n = 0\n"
@@ -365,3 +371,7 @@ def test_a_run_end_without_a_state_takes_it_from_the_exit_code(
     r = load_run(tmp_path, j.run_id)
     assert (r.status, r.exit_code) == (status, code)
     assert [t.id for t in r.tasks] == ["build", "test", "docs"]
+
+
+def reopen(record: RunRecord, tasks: tuple[TaskMeta, ...] | None = None) -> Journal:
+    return Journal.reopen(record.folder, record.meta, record.status, tasks=tasks)
