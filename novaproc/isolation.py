@@ -14,8 +14,8 @@ from .config import Settings
 from .errors import UsageError
 from .gitrepo import Repo, check_ready
 from .guard import Ending
+from .isolation_interface import Finish, Landing
 from .merge import merge_results
-from .seams import Finish, Landing
 from .taskfile import Task
 from .workspace import Workspaces, forget_run
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import BusyError, EnvironmentFault, ExitCode, UsageError
+from .gate import LockGate
 from .history import save_durations
 from .interrupts import Interrupts
 from .journal import Journal
@@ -29,7 +30,6 @@ from .outcome import RunOutcome
 from .plan import Plan
 from .pool import WorkerPool, kill_marked
 from .runs import RunRecord, kept_results
-from .seams import LockGate
 from .supervisor import Supervisor
 from .taskfile import TaskFile
 

@@ -18,12 +18,13 @@ from typing import Any
 
 from .config import Settings
 from .errors import InternalError, NovaError
+from .gate import Gate
 from .interrupts import Interrupts
+from .isolation_interface import Finish, InPlace, Isolation, Landing
 from .messages import Event, Finished, Job, Started, TaskState
 from .outcome import RunOutcome, TaskRecord, run_exit_code
 from .plan import Plan, Schedule
 from .pool import WorkerPool
-from .seams import Finish, Gate, InPlace, Isolation, Landing
 from .taskfile import Task
 from .throttle import Throttle
 
