@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-DEFAULT_GRACE = 5.0
+from .proctree import DEFAULT_GRACE
+
 STOP_POLL = 0.1  # seconds between asking whether the run stops
 
 

@@ -79,6 +79,19 @@ class Finished:
 
 
 @dataclass(frozen=True, slots=True)
+class Escalated:
+    """A stopped task outlived `grace` seconds after SIGTERM, so its tree was sent SIGKILL."""
+
+    task_id: str
+    attempt: int
+    grace: float
+
+
+Report = Started | Finished | Escalated
+"""What running a job reports to the supervisor."""
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """Something the supervisor reports: progress views and the journal consume these."""
 

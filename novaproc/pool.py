@@ -24,8 +24,9 @@ import signal
 import time
 from dataclasses import dataclass
 
-from .messages import Finished, Job, Started
-from .worker import DEFAULT_GRACE, worker_main
+from .messages import Escalated, Finished, Job, Report
+from .proctree import DEFAULT_GRACE, kill_marked, signal_tree
+from .worker import worker_main
 
 MAX_WAIT = 3600.0  # seconds: the longest single wait; waking once an hour costs nothing
 
@@ -39,23 +40,6 @@ def start_forkserver() -> None:
     forkserver.ensure_running()
 
 
-def kill_marked(name: str, value: str) -> int:
-    """SIGKILL every process whose environment has `name`=`value`. What a task starts inherits
-    its marks (NOVA_JOB for one attempt, NOVA_RUN_ID for a run), wherever it was reparented:
-    this finds them when the tree is lost, as when a worker or a supervisor was killed outright."""
-    import psutil
-
-    killed = 0
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid != os.getpid() and proc.environ().get(name) == value:
-                proc.kill()
-                killed += 1
-        except psutil.Error:
-            continue
-    return killed
-
-
 # ---------------------------------------------------------------- supervisor side
 
 
@@ -67,6 +51,7 @@ class _Slot:
     task_pid: int | None = None
     started_at: float = 0.0
     kill_at: float | None = None  # when SIGKILL follows a SIGTERM already sent
+    escalated: bool = False  # that SIGKILL was sent, and reported
 
 
 class WorkerPool:
@@ -98,6 +83,7 @@ class WorkerPool:
                 self._slots.remove(slot)
                 slot.conn.close()
         slot.job, slot.task_pid, slot.started_at, slot.kill_at = job, None, time.time(), None
+        slot.escalated = False
 
     def _spawn(self) -> _Slot:
         if len(self._slots) >= self.size:
@@ -111,7 +97,7 @@ class WorkerPool:
         self._slots.append(slot)
         return slot
 
-    def wait(self, timeout: float | None, wake: list[int] | None = None) -> list[Started | Finished]:
+    def wait(self, timeout: float | None, wake: list[int] | None = None) -> list[Report]:
         """Reports from workers, waiting up to `timeout` seconds for the first one."""
         timeout = self._until_next_kill(timeout)
         busy = [s for s in self._slots if s.job is not None]
@@ -121,18 +107,18 @@ class WorkerPool:
         # poll takes at most 2**31-1 ms (24.8 days): a longer wait (timeout = "600h") wakes early
         wait_ms = None if timeout is None else math.ceil(min(timeout, MAX_WAIT) * 1000)
         ready = {fd for fd, _ in poller.poll(wait_ms)}
-        reports: list[Started | Finished] = []
+        reports: list[Report] = []
         for slot in busy:
             if slot.conn.fileno() in ready:
                 reports.extend(self._drain(slot))
             if slot.job is not None and slot.process.sentinel in ready:
                 reports.append(self._worker_died(slot))
-        self._escalate()
+        reports.extend(self._escalate())
         return reports
 
-    def _drain(self, slot: _Slot) -> list[Started | Finished]:
+    def _drain(self, slot: _Slot) -> list[Report]:
         """What a readable worker sent: a Finished ends it (the worker says nothing more)."""
-        reports: list[Started | Finished] = []
+        reports: list[Report] = []
         try:
             while True:
                 report = slot.conn.recv()
@@ -167,22 +153,12 @@ class WorkerPool:
         for slot in self._slots:
             if slot.job is not None and slot.job.task_id == task_id:
                 self._signal_tree(slot, signal.SIGKILL if kill else signal.SIGTERM)
+                slot.escalated |= kill  # asked for outright: nothing to report
                 if slot.kill_at is None:
                     slot.kill_at = now + (0.0 if kill else self.kill_grace)
 
     def _signal_tree(self, slot: _Slot, sig: int) -> None:
-        import psutil
-
-        try:
-            procs = psutil.Process(slot.process.pid).children(recursive=True)
-        except psutil.Error:
-            procs = []
-        if slot.task_pid:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(slot.task_pid, sig)
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                p.send_signal(sig)
+        signal_tree(slot.process.pid, slot.task_pid, sig)
 
     def _until_next_kill(self, timeout: float | None) -> float | None:
         due = [s.kill_at for s in self._slots if s.job is not None and s.kill_at is not None]
@@ -191,12 +167,17 @@ class WorkerPool:
         left = max(0.0, min(due) - time.monotonic())
         return left if timeout is None else min(timeout, left)
 
-    def _escalate(self) -> None:
-        now = time.monotonic()
+    def _escalate(self) -> list[Escalated]:
+        """SIGKILL the tasks that outlived their grace period; say so, once per task."""
+        now, said = time.monotonic(), []
         for slot in self._slots:
             if slot.job is not None and slot.kill_at is not None and now >= slot.kill_at:
                 self._signal_tree(slot, signal.SIGKILL)
+                if not slot.escalated:
+                    slot.escalated = True
+                    said.append(Escalated(slot.job.task_id, slot.job.attempt, self.kill_grace))
                 slot.kill_at = now + 1.0  # repeat while anything survives
+        return said
 
     def busy(self) -> list[str]:
         """The tasks the workers hold now."""

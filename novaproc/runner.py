@@ -28,7 +28,8 @@ from .locks import Blocked, LockManager, Owner, run_request
 from .messages import Event, RunState, TaskState
 from .outcome import RunOutcome
 from .plan import Plan
-from .pool import WorkerPool, kill_marked
+from .pool import WorkerPool
+from .proctree import kill_marked
 from .runs import RunRecord, kept_results
 from .supervisor import Supervisor
 from .taskfile import TaskFile

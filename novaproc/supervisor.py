@@ -21,7 +21,7 @@ from .errors import InternalError, NovaError
 from .gate import Gate
 from .interrupts import Interrupts
 from .isolation_interface import Finish, InPlace, Isolation, Landing
-from .messages import Event, Finished, Job, Started, TaskState
+from .messages import Escalated, Event, Finished, Job, Report, Started, TaskState
 from .outcome import RunOutcome, TaskRecord, run_exit_code
 from .plan import Plan, Schedule
 from .pool import WorkerPool
@@ -257,8 +257,12 @@ class Supervisor:
             return Job(**common, shell=task.cmd)
         return Job(**common, argv=task.cmd)
 
-    def _on_report(self, report: Started | Finished) -> None:
+    def _on_report(self, report: Report) -> None:
         rec = self.records[report.task_id]
+        if isinstance(report, Escalated):
+            self._emit("message", rec.task.id, data={"level": "warning", "text": (
+                f"{rec.task.id} did not end within {report.grace:g}s of SIGTERM: sent SIGKILL")})
+            return
         if isinstance(report, Started):  # only a task that runs a while reports its pid
             rec.pid = report.pid
             self._emit("task_pid", rec.task.id, data={"attempt": rec.attempts, "pid": report.pid})

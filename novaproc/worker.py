@@ -4,8 +4,8 @@ escape (every job is answered with a Finished record).
     supervisor ── Job ──▶ worker ── spawn, own session ──▶ task (cmd), or fork ──▶ child (call)
                ◀─ Started (a task still running after STARTED_AFTER), Finished ─┘
 
-The worker is a child subreaper, so whatever its task leaves behind (even a daemon that called
-setsid) stays below it and can be found and killed. It sees the supervisor die as EOF on its
+The worker is a child subreaper (proctree.py), so whatever its task leaves behind (even a daemon
+that called setsid) stays below it and can be found and killed. It sees the supervisor die as EOF on its
 pipe, even mid-task, and then kills its tree and exits: nothing outlives novaproc. It imports
 little, so the forkserver that forks workers stays light.
 """
@@ -26,26 +26,18 @@ import traceback
 from typing import Any
 
 from .messages import Finished, Job, Started
+from .proctree import DEFAULT_GRACE, become_subreaper, kill_tree, reap, reap_leftovers, spawn
 
-PR_SET_CHILD_SUBREAPER = 36
-DEFAULT_GRACE = 5.0
 # A task that ends sooner is reported by its Finished alone: one message, one wake-up of the
 # supervisor per short task instead of two. Longer ones report their pid (for the journal).
 STARTED_AFTER = 0.1
-
-
-def _prctl(option: int, value: int) -> None:
-    import ctypes  # here, not at the top: the supervisor imports this module but never calls it
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
 def worker_main(conn: multiprocessing.connection.Connection) -> None:
     """Serve jobs until the pipe closes. Never lets an exception escape: every job is
     answered with a Finished record."""
     os.setsid()
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    become_subreaper()
     # no SIG_IGN here: an ignored signal stays ignored across exec, in every task. The own
     # session already keeps a terminal's Ctrl-C away; the supervisor decides what to stop.
     signal.signal(signal.SIGTERM, _die_with_tree)
@@ -62,26 +54,25 @@ def worker_main(conn: multiprocessing.connection.Connection) -> None:
         except BaseException as e:  # report, never escape
             result = Finished(job.task_id, job.attempt, None, error=f"novaproc could not run it: {e!r}")
         conn.send(result)
-    _reap_leftovers()  # cheap when the last task left nothing behind, the usual case
+    reap_leftovers(_Worker.grace)  # cheap when the last task left nothing behind, the usual case
 
 
 def guard_command(argv: list[str], watch: multiprocessing.connection.Connection, grace: float) -> int:
     """Run `argv` below this process as a task runs below a worker (own session, no input,
     our output), and end its whole tree if `watch` closes: the supervisor died. Its exit
     code, shell style. For the run's own commands (verify, worktree_setup), see guard.py."""
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    become_subreaper()
     _Worker.grace = grace
     signal.signal(signal.SIGTERM, _die_with_tree)  # a timeout: the tree goes with us
     program = argv[0] if "/" in argv[0] else shutil.which(argv[0]) or argv[0]
     try:
-        pid = os.posix_spawn(program, argv, os.environ, setsid=True, setsigdef=_DEFAULT_SIGNALS,
-                             file_actions=_stdio(None))
+        pid = spawn(program, argv, os.environ, None)
     except OSError as e:
         os.write(2, f"novaproc: cannot start {argv[0]}: {e.strerror}\n".encode())
         return 127 if isinstance(e, FileNotFoundError) else 126
     _wait_child_or_orphaned(pid, watch, None)
-    code, sig = _reap(pid)
-    _reap_leftovers()
+    code, sig = reap(pid)
+    reap_leftovers(_Worker.grace)
     return code if code is not None else 128 + (sig or 0)
 
 
@@ -97,7 +88,7 @@ def _worker_env() -> dict[str, str]:
 
 
 def _die_with_tree(signum: int, frame: object) -> None:
-    _kill_tree(os.getpid(), _Worker.grace)
+    kill_tree(os.getpid(), _Worker.grace)
     os._exit(128 + signum)
 
 
@@ -113,7 +104,7 @@ def _run_job(job: Job, conn: multiprocessing.connection.Connection) -> Finished:
             pid, code, sig, error = _run_command(job, log, conn, started)
             value = None
     if pid:
-        _reap_leftovers()
+        reap_leftovers(_Worker.grace)
     return Finished(job.task_id, job.attempt, code, sig, error, value, started, time.time())
 
 
@@ -146,8 +137,7 @@ def _run_command(job: Job, log: Any, conn: multiprocessing.connection.Connection
             log.write(f"novaproc: {argv[0]}: program not found\n".encode())
             return 0, 127, None, f"program not found: {argv[0]}"
     try:
-        pid = os.posix_spawn(program, argv, env, setsid=True, setsigdef=_DEFAULT_SIGNALS,
-                             file_actions=_stdio(log.fileno()))
+        pid = spawn(program, argv, env, log.fileno())
     except FileNotFoundError:
         log.write(f"novaproc: {program}: program not found\n".encode())
         return 0, 127, None, f"program not found: {program}"
@@ -155,26 +145,8 @@ def _run_command(job: Job, log: Any, conn: multiprocessing.connection.Connection
         log.write(f"novaproc: cannot start {program}: {e.strerror}\n".encode())
         return 0, 126, None, f"cannot start {program}: {e.strerror or e}"
     _wait_child_or_orphaned(pid, conn, Started(job.task_id, job.attempt, pid, started))
-    code, sig = _reap(pid)
+    code, sig = reap(pid)
     return pid, code, sig, None
-
-
-def _reap(pid: int) -> tuple[int | None, int | None]:
-    """(exit code, None) or (None, signal) of the ended child `pid`."""
-    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    return (status, None) if status >= 0 else (None, -status)
-
-
-# Python ignores SIGPIPE and SIGXFSZ for itself; a task starts with the defaults, as from a shell
-_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
-
-
-def _stdio(log_fd: int | None) -> list[tuple[Any, ...]]:
-    """No input; output to `log_fd`, or (None) where ours goes."""
-    devnull_in = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
-    if log_fd is None:
-        return devnull_in
-    return [*devnull_in, (os.POSIX_SPAWN_DUP2, log_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)]
 
 
 def _wait_child_or_orphaned(pid: int, conn: multiprocessing.connection.Connection,
@@ -244,7 +216,7 @@ def _run_call(job: Job, log: Any, conn: multiprocessing.connection.Connection,
                                           read_fd)
     finally:
         os.close(read_fd)
-    code, sig = _reap(pid)
+    code, sig = reap(pid)
     report = json.loads(payload) if payload else {}
     error = report.get("error")
     if sig is not None and error is None:
@@ -291,33 +263,3 @@ def _jsonable(value: Any) -> Any:
         return value
     except (TypeError, ValueError):
         return {"repr": repr(value)}
-
-
-def _reap_leftovers() -> None:
-    """After a task ends, end whatever it left running: a finished task owns nothing."""
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return  # no children at all: the common, cheap case
-    _kill_tree(os.getpid(), _Worker.grace)
-
-
-def _kill_tree(root: int, grace: float) -> None:
-    """SIGTERM every descendant of `root`, SIGKILL those alive after `grace`, reap them."""
-    import psutil
-
-    try:
-        procs = psutil.Process(root).children(recursive=True)
-    except psutil.Error:
-        return
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(alive, timeout=1)
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from conftest import assert_gone, marker, marker_procs, sleepers
 
-from novaproc.messages import Finished, Job, Started
+from novaproc.messages import Escalated, Finished, Job, Started
 from novaproc.pool import WorkerPool
 
 DEADLINE = 30.0
@@ -58,11 +58,14 @@ class Reports:
         self.pool = pool
         self.started: dict[str, Started] = {}
         self.finished: dict[str, Finished] = {}
+        self.escalated: list[Escalated] = []
 
     def pump(self, timeout: float = 0.2) -> None:
         for report in self.pool.wait(timeout):
             if isinstance(report, Started):
                 self.started[report.task_id] = report
+            elif isinstance(report, Escalated):
+                self.escalated.append(report)
             else:
                 assert report.task_id not in self.finished, f"{report.task_id} finished twice"
                 self.finished[report.task_id] = report
@@ -358,6 +361,7 @@ def test_terminate_escalates_to_sigkill_after_the_grace_period(tmp_path, pool):
     finished = reports.until_finished("t")
     assert finished.signal == signal.SIGKILL or finished.exit_code == 128 + signal.SIGKILL
     assert finished.ended_at - sent >= 0.9  # SIGKILL only after the grace period
+    assert reports.escalated == [Escalated("t", 1, 1.0)]  # and it says so, once
     assert_gone(mark)
 
 
@@ -370,7 +374,7 @@ def test_terminate_with_kill_does_not_wait_for_the_grace_period(tmp_path, pool):
     wait_until(lambda: marker_procs(mark), what="the task to start")
     p.terminate("t", kill=True)
     finished = reports.until_finished("t")  # well before the 60 s grace
-    assert not finished.ok
+    assert not finished.ok and not reports.escalated  # a kill asked for is no escalation
     assert_gone(mark)
 
 
