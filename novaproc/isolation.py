@@ -15,7 +15,7 @@ from .errors import UsageError
 from .gitrepo import Repo, check_ready
 from .guard import Ending
 from .isolation_interface import Finish, Landing
-from .merge import merge_results
+from .merge import MergePolicy, merge_results
 from .taskfile import Task
 from .workspace import Workspaces, forget_run
 
@@ -71,12 +71,11 @@ class WorktreeIsolation:
             branches = [f"nova/{self.run_id}/{t}" for t, _ in results]
             notes = (f"merge is off: results stay on {', '.join(branches)}",) if branches else ()
             return Landing(notes=notes)
-        outcome = merge_results(
-            self.root, run_id=self.run_id, target=self.target or "HEAD", base=self.base,
-            results=results, on_conflict=self.settings.on_conflict, rerun=rerun,
-            verify=self.settings.verify, worktree_dir=Path(self.settings.worktree_dir),
-            setup=self.settings.worktree_setup, include=self.settings.worktree_include,
-            verify_log=self.log_dir / "verify.log", ending=self.ending)
+        policy = MergePolicy(
+            self.target or "HEAD", self.base, self.settings.on_conflict, self.settings.verify,
+            Path(self.settings.worktree_dir), self.settings.worktree_setup,
+            self.settings.worktree_include, self.log_dir / "verify.log", self.ending)
+        outcome = merge_results(self.root, self.run_id, results, policy, rerun)
         data = {"commit": outcome.commit, "merged": list(outcome.merged),
                 "conflicts": {t: list(f) for t, f in outcome.conflicts.items()},
                 "left_out": outcome.left_out, "culprit": outcome.culprit,

@@ -27,6 +27,23 @@ Rerun = Callable[[str, str], str | None]
 changed nothing on top of it), or None if it failed again."""
 
 
+@dataclass(frozen=True)
+class MergePolicy:
+    """How a run's results land: on which branch, from which base commit (the target's tip
+    when the run started), what a conflict does, and how `verify` runs (in its own worktree
+    under `worktree_dir`, furnished with `include` and `setup`, its output to `verify_log`)."""
+
+    target: str
+    base: str
+    on_conflict: str = "rerun"
+    verify: str | Sequence[str] | None = None
+    worktree_dir: Path = Path(DEFAULT_WORKTREE_DIR)
+    setup: str | None = None
+    include: Sequence[str] = ()
+    verify_log: Path | None = None
+    ending: Ending = UNSTOPPED
+
+
 @dataclass(frozen=True, slots=True)
 class MergeOutcome:
     """How the merge ended. `exit_code`: 3 when something could not merge or the result waits
@@ -70,27 +87,23 @@ class _State:
     blocked: bool = False  # the target could not take the result
 
 
-def merge_results(repo_root: Path, *, run_id: str, target: str, base: str,
-                  results: Sequence[tuple[str, str | None]], on_conflict: str = "rerun",
-                  rerun: Rerun | None = None, verify: str | Sequence[str] | None = None,
-                  worktree_dir: Path = Path(DEFAULT_WORKTREE_DIR), setup: str | None = None,
-                  include: Sequence[str] = (), verify_timeout: float | None = None,
-                  verify_log: Path | None = None, ending: Ending = UNSTOPPED) -> MergeOutcome:
+def merge_results(repo_root: Path, run_id: str, results: Sequence[tuple[str, str | None]],
+                  policy: MergePolicy, rerun: Rerun | None = None) -> MergeOutcome:
     """Merge `results` ((task, result commit or None), dependency-then-declared order) into
-    branch `target`. `base` is the run's base commit; the target's tip when it moved."""
+    the policy's target, as it says."""
     repo = Repo(repo_root)
     state = _State(repo, run_id)
+    target = policy.target
     ref = target if target.startswith("refs/") else f"refs/heads/{target}"
     with repo.hold_run(run_id):
-        old, base_commit = repo.rev(ref), repo.rev(base) or base
+        old, base_commit = repo.rev(ref), repo.rev(policy.base) or policy.base
         start = old or base_commit
         if old is not None and old != base_commit:
             state.notes.append(f"{_short(ref)} moved during the run; results merged onto its new tip")
         items = [(t, c) for t, c in results if c]
-        tip = _merge_all(state, start, items, rerun if on_conflict == "rerun" else None)
-        if verify and state.steps:
-            verifier = _Verifier(repo, verify, worktree_dir, run_id, setup, include,
-                                 verify_timeout, verify_log, ending)
+        tip = _merge_all(state, start, items, rerun if policy.on_conflict == "rerun" else None)
+        if policy.verify and state.steps:
+            verifier = _Verifier(repo, run_id, policy)
             try:
                 tip = _verify_loop(state, start, items, verifier)
             except _Stopped:
@@ -188,13 +201,9 @@ class _Stopped(Exception):
 class _Verifier:
     """Runs `verify` at the root of a worktree of a given commit (one worktree, reused)."""
 
-    def __init__(self, repo: Repo, command: str | Sequence[str], folder: Path, run_id: str,
-                 setup: str | None, include: Sequence[str], timeout: float | None, log: Path | None,
-                 ending: Ending) -> None:
-        self.repo, self.command, self.setup, self.include = repo, command, setup, include
-        self.ending = ending
-        self.path = ensure_private_dir(Path(folder)) / f"{run_id}-.verify"
-        self.timeout, self.log, self.run_id = timeout, log, run_id
+    def __init__(self, repo: Repo, run_id: str, policy: MergePolicy) -> None:
+        self.repo, self.run_id, self.policy, self.ending = repo, run_id, policy, policy.ending
+        self.path = ensure_private_dir(Path(policy.worktree_dir)) / f"{run_id}-.verify"
         self.wt: Worktree | None = None
         self.verdicts: dict[str, bool] = {}
 
@@ -204,7 +213,7 @@ class _Verifier:
         return self.verdicts[commit]
 
     def _run(self, commit: str) -> bool:
-        with open(self.log or os.devnull, "ab") as out:
+        with open(self.policy.verify_log or os.devnull, "ab") as out:
             out.write(f"== verify {commit} ==\n".encode())
             out.flush()
             try:
@@ -214,15 +223,14 @@ class _Verifier:
                 if self.ending.stopping():
                     raise _Stopped from None
                 return False
-            argv = ["/bin/sh", "-c", self.command] if isinstance(self.command, str) else list(self.command)
+            command = self.policy.verify or ()
+            argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
             # guarded: it dies with a killed supervisor, as tasks do; marked like the run's tasks
-            code, _ = run_guarded(argv, cwd=self.path, stdout=out, timeout=self.timeout,
+            code, _ = run_guarded(argv, cwd=self.path, stdout=out,
                                   env={**os.environ, "NOVA_RUN_ID": self.run_id}, ending=self.ending)
             if code is None and self.ending.stopping():
                 out.write(b"verify stopped: the run is stopping\n")
                 raise _Stopped
-            if code is None:
-                out.write(b"verify timed out\n")
             return code == 0
 
     def _checkout(self, commit: str) -> None:
@@ -234,9 +242,9 @@ class _Verifier:
         else:
             self.repo.in_worktree(self.wt, "checkout", "-q", "-f", "--detach", commit)
             self.repo.in_worktree(self.wt, "clean", "-q", "-ffdx")
-        bring_in(self.repo.root, self.path, self.include)
-        if self.setup:
-            run_setup(self.path, self.setup, self.ending)
+        bring_in(self.repo.root, self.path, self.policy.include)
+        if self.policy.setup:
+            run_setup(self.path, self.policy.setup, self.ending)
 
     def close(self) -> None:
         if self.wt is not None:

@@ -22,6 +22,7 @@ from .errors import BusyError, EnvironmentFault, ExitCode, UsageError
 from .gate import LockGate
 from .history import save_durations
 from .interrupts import Interrupts
+from .isolation_interface import InPlace, Isolation
 from .journal import Journal
 from .journal_format import RunMeta, TaskMeta
 from .locks import Blocked, LockManager, Owner, run_request
@@ -31,7 +32,7 @@ from .plan import Plan
 from .pool import WorkerPool
 from .proctree import kill_marked
 from .runs import RunRecord, kept_results
-from .supervisor import Supervisor
+from .supervisor import Earlier, RunParts, Supervisor
 from .taskfile import TaskFile
 
 
@@ -110,7 +111,8 @@ class Run:
                 self._consumers.remove(consume)
 
     def execute(self) -> RunOutcome:
-        isolation, interrupts = None, Interrupts()
+        interrupts = Interrupts()
+        isolation: Isolation = InPlace(self.taskfile.root)
         if self.plan.isolation == "worktree":
             from .isolation import WorktreeIsolation
 
@@ -119,10 +121,9 @@ class Run:
                                           self.journal.folder, resumed=self.resumed,
                                           stop=lambda: interrupts.first is not None)
         gate = LockGate(self.locks, self.taskfile.root, self.run_id, self.settings.resources)
-        supervisor = Supervisor(self.plan, self.settings, run_id=self.run_id, root=self.taskfile.root,
-                                log_path=self.journal.log_path, emit=self._emit, pool=self.pool,
-                                isolation=isolation, gate=gate, kept=self.kept,
-                                earlier_attempts=self.earlier_attempts, interrupts=interrupts)
+        parts = RunParts(self.run_id, self.pool, isolation, self._emit, self.journal.log_path,
+                         gate=gate, interrupts=interrupts)
+        supervisor = Supervisor(self.plan, self.settings, parts, Earlier(self.kept, self.earlier_attempts))
         outcome = supervisor.run()
         try:
             save_durations(self.journal.state_dir, self.taskfile.path,

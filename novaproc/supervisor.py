@@ -1,9 +1,9 @@
 """The run loop (ninja's Builder): start as many tasks as allowed, wait for the next report,
 record it, repeat until every task has ended.
 
-What may start is the plan's Schedule; slots, named resources, the load throttle and an
-optional lock gate decide when; the WorkerPool runs it. Every change is emitted as an Event
-for the views and the journal. Nothing here prints.
+What may start is the plan's Schedule; Admission (slots, resources, load, locks) decides
+when; an Executor runs it; Timers hold retries and timeouts. Every change is emitted as an
+Event for the views and the journal. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -13,56 +13,74 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .admission import Admission, WaitKind
 from .config import Settings
 from .errors import InternalError, NovaError
+from .executor import Executor
 from .gate import Gate
 from .interrupts import Interrupts
-from .isolation_interface import Finish, InPlace, Isolation, Landing
+from .isolation_interface import Finish, Isolation, Landing
 from .messages import Escalated, Event, Finished, Job, Report, Started, TaskState
 from .outcome import RunOutcome, TaskRecord, run_exit_code
 from .plan import Plan, Schedule
-from .pool import WorkerPool
 from .taskfile import Task
 from .throttle import Throttle
+from .timers import Timers
 
 LOCK_RETRY = 0.05  # seconds between tries of a lock held by another process
+
+
+@dataclass(frozen=True)
+class RunParts:
+    """What a supervisor drives: how jobs run, where tasks run, what they hold beyond a slot,
+    where events and output go, and the clock its timers read."""
+
+    run_id: str
+    executor: Executor
+    isolation: Isolation
+    emit: Callable[[Event], None]
+    log_path: Callable[[str], Path]
+    gate: Gate | None = None
+    throttle: Throttle | None = None  # default: the settings' limits
+    interrupts: Interrupts = field(default_factory=Interrupts)
+    clock: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """What a resumed run keeps of its earlier supervisors: results (commit, duration) of tasks
+    that succeeded unchanged, and how many attempts each task made."""
+
+    kept: Mapping[str, tuple[str | None, float]] = field(default_factory=dict)
+    attempts: Mapping[str, int] = field(default_factory=dict)
 
 
 class Supervisor:
     """Drives one run of a plan to its end; `run()` returns how it went."""
 
-    def __init__(self, plan: Plan, settings: Settings, *, run_id: str, root: Path,
-                 log_path: Callable[[str], Path], emit: Callable[[Event], None],
-                 pool: WorkerPool | None = None, throttle: Throttle | None = None,
-                 gate: Gate | None = None, isolation: Isolation | None = None,
-                 kept: Mapping[str, tuple[str | None, float]] | None = None,
-                 earlier_attempts: Mapping[str, int] | None = None,
-                 interrupts: Interrupts | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.plan, self.settings, self.run_id, self.root = plan, settings, run_id, root
-        self._log_path, self._emit_event, self._clock = log_path, emit, clock
+    def __init__(self, plan: Plan, settings: Settings, parts: RunParts,
+                 earlier: Earlier | None = None) -> None:
+        self.plan, self.settings, self.parts, self.run_id = plan, settings, parts, parts.run_id
+        self.pool, self.isolation, self._clock = parts.executor, parts.isolation, parts.clock
         self.slots = settings.max_parallel
-        self.pool = pool or WorkerPool(self.slots, settings.kill_grace)
-        self.throttle = throttle or Throttle(settings.cpu_limit, settings.memory_limit)
-        self.gate = gate
-        self.isolation = isolation or InPlace(root)
+        throttle = parts.throttle or Throttle(settings.cpu_limit, settings.memory_limit)
+        self.admission = Admission(self.slots, settings.resources, throttle, parts.gate)
+        self.timers = Timers(parts.clock)
         self.schedule = Schedule.of(plan)
-        earlier = earlier_attempts or {}
-        self.records = {t.id: TaskRecord(t, earlier_attempts=earlier.get(t.id, 0)) for t in plan.tasks}
-        self._used_slots = 0
-        self._held: dict[str, int] = {}
-        self._retry_at: dict[str, float] = {}  # task -> when its next attempt may start
-        self._deadlines: dict[str, float] = {}  # running task -> when its timeout strikes
+        earlier = earlier or Earlier()
+        self.records = {t.id: TaskRecord(t, earlier_attempts=earlier.attempts.get(t.id, 0))
+                        for t in plan.tasks}
         self._waiting: set[str] = set()  # ready tasks held back by a resource, load or lock
         self._rerunning: set[str] = set()  # ended tasks run again by the merge protocol
         self._terminated: set[str] = set()  # running tasks a stop ended
         self._stopping = False
-        self._kept = dict(kept or {})  # task -> (result commit, duration) kept from earlier
-        self._interrupts = interrupts or Interrupts()
-        bell = gate.fileno() if gate else None
+        self._kept = dict(earlier.kept)
+        self._interrupts = parts.interrupts
+        bell = self.admission.bell()
         self._wake_fds = [self._interrupts.fileno()] + ([bell] if bell is not None else [])
 
     # ------------------------------------------------------------ the loop
@@ -131,8 +149,8 @@ class Supervisor:
         self._emit("message", task_id, data={"level": "info", "text": f"{task_id}: its result "
                    "conflicts with the merged result so far; running it again on top of it"})
         self._rerunning.add(task_id)
-        while self.gate and (why := self.gate.try_acquire(rec.task)):  # locks hold for reruns too
-            self._wait_for(task_id, why)
+        while wait := self.admission.try_lock(rec.task):  # locks hold for reruns too
+            self._wait_for(task_id, wait.reason)
             self._step(LOCK_RETRY)
         self._waiting.discard(task_id)
         if self._launch(rec, [base]):
@@ -144,61 +162,39 @@ class Supervisor:
         """Start as many ready tasks as slots, resources, load and locks allow, best first."""
         if self._stopping:
             return
-        now = self._clock()
-        due = [t for t, at in self._retry_at.items() if at <= now]
-        for tid in itertools.chain(due, self.schedule.iter_ready()):
-            if self._used_slots >= self.slots:
-                return
+        for tid in itertools.chain(self.timers.due_retries(), self.schedule.iter_ready()):
             task = self.records[tid].task
-            if self._need(task) > self.slots - self._used_slots:
+            if self.admission.full() or not self.admission.room_for(task):
                 return  # keep the free slots for the best task rather than starve it
-            why = self._why_not(task)
-            if why == "throttle":
-                self._wait_for(tid, self.throttle.reason())
-                return
-            if why:
-                self._wait_for(tid, why)
+            wait = self.admission.try_admit(task)
+            if wait is not None:
+                self._wait_for(tid, wait.reason)
+                if wait.kind is WaitKind.THROTTLE:  # the load holds back every task alike
+                    return
                 continue
             self._start(task)
             if self._stopping:  # a signal during its worktree_setup
                 return
 
-    def _why_not(self, task: Task) -> str | None:
-        for name, n in task.resources.items():
-            held, capacity = self._held.get(name, 0), self.settings.resources.get(name, 1)
-            if held and held + n > capacity:
-                return f"resource {name} in use ({held} of {capacity})"
-        if not self.throttle.allows_start(self._used_slots):
-            return "throttle"
-        return self.gate.try_acquire(task) if self.gate else None
-
     def _check_progress(self) -> None:
         """Name the impossible state instead of waiting forever."""
-        if self._used_slots or self._retry_at or self.schedule.finished():
+        if self.admission.used or self.timers.retrying() or self.schedule.finished():
             return
         if self.schedule.has_ready():
             return  # waiting for another process's lock: we poll
         raise InternalError(f"stuck: no task running or ready, states {self.schedule.state}")
 
     def _next_timeout(self) -> float | None:
-        now = self._clock()
-        # a retry already due waits for a slot or a lock like any ready task: not a timer
-        times = [*self._deadlines.values(), *(at for at in self._retry_at.values() if at > now)]
-        timeout = max(0.0, min(times) - now) if times else None
+        timeout = self.timers.next_wake()
         if self._waiting:  # a lock of another process or the load may free up: try again soon
             timeout = LOCK_RETRY if timeout is None else min(timeout, LOCK_RETRY)
         return timeout
 
     # ------------------------------------------------------------ starting and ending
 
-    def _need(self, task: Task) -> int:
-        return min(task.cpu, self.slots)
-
     def _start(self, task: Task) -> None:
         rec = self.records[task.id]
-        if task.id in self._retry_at:
-            del self._retry_at[task.id]
-        else:
+        if not self.timers.take_retry(task.id):
             self.schedule.start(task.id)
         self._waiting.discard(task.id)
         self._launch(rec, self._parents(task.id))
@@ -208,9 +204,7 @@ class Supervisor:
         task = rec.task
         rec.attempts += 1
         rec.reason, rec.timed_out, rec.commit = None, False, None
-        self._used_slots += self._need(task)
-        for name, n in task.resources.items():
-            self._held[name] = self._held.get(name, 0) + n
+        self.admission.take(task)
         rec.state = TaskState.RUNNING
         try:
             folder = self.isolation.prepare(task, parents)
@@ -224,8 +218,7 @@ class Supervisor:
         if rec.started_at is None:
             rec.started_at = time.time()
         self._emit("task_state", task.id, TaskState.RUNNING, {"attempt": rec.attempts})
-        if task.timeout is not None:
-            self._deadlines[task.id] = self._clock() + task.timeout
+        self.timers.start_deadline(task.id, task.timeout)
         return True
 
     def _parents(self, tid: str) -> list[str]:
@@ -249,7 +242,7 @@ class Supervisor:
     def _job(self, task: Task, attempt: int, folder: Path) -> Job:
         cwd = folder / task.cwd if task.cwd else folder
         env = {**task.env, "NOVA_RUN_ID": self.run_id}
-        common = {"task_id": task.id, "attempt": attempt, "log_path": str(self._log_path(task.id)),
+        common = {"task_id": task.id, "attempt": attempt, "log_path": str(self.parts.log_path(task.id)),
                   "cwd": str(cwd), "env": env, "kill_grace": self.settings.kill_grace}
         if task.call is not None:
             return Job(**common, call=task.call, args=task.args, kwargs=task.kwargs)
@@ -267,8 +260,8 @@ class Supervisor:
             rec.pid = report.pid
             self._emit("task_pid", rec.task.id, data={"attempt": rec.attempts, "pid": report.pid})
             return
-        self._release(rec.task)
-        self._deadlines.pop(rec.task.id, None)
+        self.admission.release(rec.task)
+        self.timers.clear_deadline(rec.task.id)
         rec.exit_code, rec.signal, rec.value = report.exit_code, report.signal, report.value
         rec.error = f"timed out after {rec.task.timeout:g}s" if rec.timed_out else report.error
         if report.started_at:
@@ -302,8 +295,7 @@ class Supervisor:
         return ok
 
     def _retry(self, rec: TaskRecord) -> None:
-        backoff = min(0.2 * 2 ** (rec.attempts - 1), 5.0)
-        self._retry_at[rec.task.id] = self._clock() + backoff
+        backoff = self.timers.retry_later(rec.task.id, rec.attempts)
         self._wait_for(rec.task.id, f"attempt {rec.attempts} failed ({rec.failure}); "
                        f"retrying in {backoff:.1f}s")
 
@@ -327,14 +319,6 @@ class Supervisor:
         if state == TaskState.FAILED and self.settings.fail_fast and not rec.task.allow_failure:
             self._stop(f"fail_fast: {rec.task.id} failed")
 
-    def _release(self, task: Task) -> None:
-        self._used_slots -= self._need(task)
-        self.throttle.task_ended()
-        for name, n in task.resources.items():
-            self._held[name] -= n
-        if self.gate:
-            self.gate.release(task)
-
     def _wait_for(self, tid: str, reason: str) -> None:
         rec = self.records[tid]
         self._waiting.add(tid)
@@ -346,29 +330,23 @@ class Supervisor:
 
     def _on_timers(self) -> None:
         self._on_interrupt()
-        now = self._clock()
-        for tid, deadline in list(self._deadlines.items()):
+        for tid in self.timers.expired():  # the executor's kill timer takes over
             rec = self.records[tid]
-            if now >= deadline:
-                del self._deadlines[tid]  # struck: the pool's kill timer takes over
-                rec.timed_out = True
-                self._emit("message", rec.task.id, data={
-                    "level": "warning", "text": f"{rec.task.id}: timed out after "
-                    f"{rec.task.timeout:g}s; sending SIGTERM, SIGKILL after {self.settings.kill_grace:g}s"})
-                self.pool.terminate(rec.task.id)
+            rec.timed_out = True
+            self._emit("message", rec.task.id, data={
+                "level": "warning", "text": f"{rec.task.id}: timed out after "
+                f"{rec.task.timeout:g}s; sending SIGTERM, SIGKILL after {self.settings.kill_grace:g}s"})
+            self.pool.terminate(rec.task.id)
 
     def _stop(self, why: str, *, kill: bool = False) -> None:
         """Start no more work and end what runs: SIGTERM, then SIGKILL after the grace period."""
         if not self._stopping:
             self._emit("message", data={"level": "warning", "text": f"stopping: {why}"})
         self._stopping = True
-        for tid in list(self._retry_at):
-            del self._retry_at[tid]
-            rec = self.records[tid]
-            self._end(rec, TaskState.CANCELLED, time.time())
-        if self.gate:
-            for tid in self._waiting:
-                self.gate.cancel(self.records[tid].task)
+        for tid in self.timers.drop_retries():
+            self._end(self.records[tid], TaskState.CANCELLED, time.time())
+        for tid in self._waiting:
+            self.admission.give_up(self.records[tid].task)
         self._waiting.clear()
         for tid in self.schedule.cancel_rest():
             self.records[tid].state = TaskState.CANCELLED
@@ -397,7 +375,7 @@ class Supervisor:
 
     def _emit(self, kind: str, task_id: str | None = None, state: TaskState | None = None,
               data: dict[str, Any] | None = None) -> None:
-        self._emit_event(Event(kind, self.run_id, time.time(), task_id, state, data or {}))
+        self.parts.emit(Event(kind, self.run_id, time.time(), task_id, state, data or {}))
 
 
 def _gist(reason: str | None) -> str | None:

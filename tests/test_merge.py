@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from novaproc.errors import ExitCode
-from novaproc.merge import MergeOutcome, merge_results
+from novaproc.merge import MergeOutcome, MergePolicy, merge_results
 from novaproc.workspace import Workspaces
 
 Edit = Callable[[Path], None]
@@ -64,8 +64,9 @@ class Run:
 
     def merge(self, results: list[tuple[str, str | None]], **kw: object) -> MergeOutcome:
         kw.setdefault("rerun", self.rerun)
-        outcome = merge_results(self.repo, run_id=self.run_id, target="main", base=self.base, results=results,
-                                worktree_dir=self.wt_dir, **kw)  # type: ignore[arg-type]
+        rerun = kw.pop("rerun", None)
+        policy = MergePolicy("main", self.base, worktree_dir=self.wt_dir, **kw)  # type: ignore[arg-type]
+        outcome = merge_results(self.repo, self.run_id, results, policy, rerun)  # type: ignore[arg-type]
         self.ws.close()
         return outcome
 

@@ -15,11 +15,12 @@ from conftest import write_tasks
 
 from novaproc.config import Settings
 from novaproc.errors import ExitCode
+from novaproc.isolation_interface import InPlace
 from novaproc.messages import Event, TaskState
 from novaproc.outcome import RunOutcome
 from novaproc.plan import make_plan
 from novaproc.pool import WorkerPool
-from novaproc.supervisor import Supervisor
+from novaproc.supervisor import RunParts, Supervisor
 from novaproc.taskfile import Task, load_tasks
 from novaproc.throttle import Load, Throttle
 
@@ -88,11 +89,10 @@ class Runner:
         config = Settings(**settings)
         plan = make_plan(list(taskfile.tasks), root=str(taskfile.root), slots=config.max_parallel,
                          isolation="none", resources=config.resources)
-        supervisor = Supervisor(plan, config, run_id="r-test", root=taskfile.root,
-                                log_path=lambda tid: self.logs / f"{tid}.log",
-                                emit=self.events.append, pool=pool, throttle=throttle, gate=gate,
-                                clock=clock)
-        return supervisor.run()
+        executor = pool or WorkerPool(config.max_parallel, config.kill_grace)
+        parts = RunParts("r-test", executor, InPlace(taskfile.root), self.events.append,
+                         lambda tid: self.logs / f"{tid}.log", gate=gate, throttle=throttle, clock=clock)
+        return Supervisor(plan, config, parts).run()
 
     def spans(self) -> dict[str, list[tuple[float, float]]]:
         return read_stamps(self.stamps)
