@@ -16,6 +16,7 @@ from .gitrepo import Repo, check_ready
 from .guard import Ending
 from .isolation_interface import Finish, Landing
 from .merge import MergePolicy, merge_results
+from .messages import MergeDone
 from .taskfile import Task
 from .workspace import Workspaces, forget_run
 
@@ -76,11 +77,9 @@ class WorktreeIsolation:
             Path(self.settings.worktree_dir), self.settings.worktree_setup,
             self.settings.worktree_include, self.log_dir / "verify.log", self.ending)
         outcome = merge_results(self.root, self.run_id, results, policy, rerun)
-        data = {"commit": outcome.commit, "merged": list(outcome.merged),
-                "conflicts": {t: list(f) for t, f in outcome.conflicts.items()},
-                "left_out": outcome.left_out, "culprit": outcome.culprit,
-                "reruns": list(outcome.reruns), "waiting_branch": outcome.waiting_branch}
-        return Landing(outcome.exit_code, outcome.notes, data, outcome.stopped)
+        merge = MergeDone(outcome.commit, outcome.merged, dict(outcome.conflicts), dict(outcome.left_out),
+                          outcome.culprit, outcome.reruns, outcome.waiting_branch, int(outcome.exit_code))
+        return Landing(outcome.exit_code, outcome.notes, merge, outcome.stopped)
 
     def close(self) -> list[str]:
         return [f"kept for inspection: {path}" for path in self.ws.close()]

@@ -5,11 +5,12 @@ interface, the records it answers in, and InPlace, the isolation of tasks run in
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from .errors import ExitCode
+from .messages import MergeDone
 from .taskfile import Task
 
 
@@ -41,7 +42,7 @@ class Finish:
 class Landing:
     exit_code: ExitCode = ExitCode.OK
     notes: tuple[str, ...] = ()
-    data: dict[str, Any] = field(default_factory=dict)
+    merge: MergeDone | None = None  # what merged, for the journal and the views
     stopped: bool = False  # the run's stop (Ctrl-C, SIGTERM) cut it short
 
 

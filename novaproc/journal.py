@@ -33,12 +33,11 @@ from .journal_format import (
     run_json,
     task_log_path,
 )
-from .messages import Event, RunState
+from .messages import Event, EventKind, Level, Message, RunResumed, RunState
 
-DURABLE_KINDS = frozenset({"task_state", "run_started", "run_resumed", "run_finished"})
-SYNC_NOW_KINDS = frozenset({"run_started", "run_resumed", "run_finished"})
+SYNC_NOW_KINDS = frozenset({EventKind.RUN_STARTED, EventKind.RUN_RESUMED, EventKind.RUN_FINISHED})
+DURABLE_KINDS = SYNC_NOW_KINDS | {EventKind.TASK_STATE}
 GROUP_COMMIT = 0.02  # seconds a task event may wait for its fsync
-UNRECORDED_KINDS = frozenset({"task_output"})  # output lives in the task's log file
 
 
 class Journal:
@@ -126,11 +125,9 @@ class Journal:
             raise
         journal = cls(folder, run_id, fd)
         if parsed.torn:
-            journal.note("warning", f"dropped a torn last line ({parsed.torn} bytes) of the journal")
-        data: dict[str, Any] = {"pid": pid, "pid_start": meta.pid_start, "previous": str(previous)}
-        if tasks is not None:
-            data["tasks"] = [asdict(t) for t in meta.tasks]
-        journal.record(Event("run_resumed", run_id, time.time(), data=data))
+            journal.note(Level.WARNING, f"dropped a torn last line ({parsed.torn} bytes) of the journal")
+        declared = tuple(asdict(t) for t in meta.tasks) if tasks is not None else None
+        journal.record(Event(run_id, time.time(), RunResumed(pid, meta.pid_start, str(previous), declared)))
         return journal
 
     @property
@@ -147,8 +144,6 @@ class Journal:
     def record(self, event: Event) -> None:
         """Append `event` as one line; a state change is fsynced within GROUP_COMMIT seconds.
         Raises EnvironmentFault."""
-        if event.kind in UNRECORDED_KINDS:
-            return
         if event.run_id != self.run_id:
             raise InternalError(f"event of run {event.run_id} recorded in run {self.run_id}")
         line = json.dumps(_scrub_env(event.to_json()), default=str, separators=(",", ":")) + "\n"
@@ -165,8 +160,8 @@ class Journal:
                 raise EnvironmentFault(f"cannot write the run journal {self.folder / EVENTS_FILE}: "
                                        f"{e.strerror}") from None
 
-    def note(self, level: str, text: str) -> None:
-        self.record(Event("message", self.run_id, time.time(), data={"level": level, "text": text}))
+    def note(self, level: Level, text: str) -> None:
+        self.record(Event(self.run_id, time.time(), Message(level, text)))
 
     def close(self) -> None:
         self._closing.set()

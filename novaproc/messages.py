@@ -1,14 +1,14 @@
 """Small frozen records that cross process boundaries, and the state enums.
 
-Supervisor -> worker: Job.  Worker -> supervisor: Started, then Finished.
-The supervisor -> views/journal direction carries Event.
+Supervisor -> executor: Job.  Executor -> supervisor: Started, Escalated, Finished (Report).
+Supervisor -> journal and views: Event, whose kind (EventKind) names its typed payload.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class TaskState(StrEnum):
@@ -91,22 +91,160 @@ Report = Started | Finished | Escalated
 """What running a job reports to the supervisor."""
 
 
+class EventKind(StrEnum):
+    """What an Event reports; its value is the "event" field of the journal and of --json."""
+
+    RUN_STARTED = "run_started"
+    RUN_RESUMED = "run_resumed"
+    TASK_STATE = "task_state"
+    TASK_PID = "task_pid"
+    MESSAGE = "message"
+    MERGE = "merge"
+    RUN_FINISHED = "run_finished"
+
+
+class Level(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    kind: ClassVar[EventKind] = EventKind.RUN_STARTED
+    pid: int
+    strategy: str
+    estimated_speedup: float
+    max_parallel: int
+    tasks: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunResumed:
+    """A supervisor took the run up again; `tasks` re-declares them when the file changed."""
+
+    kind: ClassVar[EventKind] = EventKind.RUN_RESUMED
+    pid: int
+    pid_start: int | None
+    previous: str
+    tasks: tuple[dict[str, Any], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChanged:
+    """A task's new state. An attempt's end carries its duration and exit code (None too); a
+    waiting, skipped or cancelled task says why in `reason`."""
+
+    kind: ClassVar[EventKind] = EventKind.TASK_STATE
+    state: TaskState
+    attempt: int | None = None
+    duration: float | None = None
+    exit_code: int | None = None
+    commit: str | None = None
+    signal: int | None = None
+    error: str | None = None
+    value: Any = None
+    reason: str | None = None
+    kept: bool = False  # a resume kept its earlier result
+    rerun: bool = False  # run again by the merge protocol
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPid:
+    kind: ClassVar[EventKind] = EventKind.TASK_PID
+    attempt: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    kind: ClassVar[EventKind] = EventKind.MESSAGE
+    level: Level
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MergeDone:
+    """How the results landed: the merged commit, what it holds, what it left out and why."""
+
+    kind: ClassVar[EventKind] = EventKind.MERGE
+    commit: str | None
+    merged: tuple[str, ...]
+    conflicts: dict[str, tuple[str, ...]]
+    left_out: dict[str, str]
+    culprit: str | None
+    reruns: tuple[str, ...]
+    waiting_branch: str | None
+    exit_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    kind: ClassVar[EventKind] = EventKind.RUN_FINISHED
+    exit_code: int
+    state: str
+    wall: float
+    task_time: float
+    speedup: float | None = None
+    estimated_speedup: float | None = None
+
+
+Payload = RunStarted | RunResumed | TaskChanged | TaskPid | Message | MergeDone | RunFinished
+_PAYLOADS: dict[str, type[Payload]] = {
+    cls.kind: cls for cls in (RunStarted, RunResumed, TaskChanged, TaskPid, Message, MergeDone, RunFinished)}
+_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in _PAYLOADS.values()}
+# what an event's JSON leaves out when it is unset, to keep lines short; the rest always appear
+_OPTIONAL = frozenset({"attempt", "duration", "commit", "signal", "error", "value", "reason", "kept",
+                       "rerun", "tasks", "speedup", "estimated_speedup"})
+
+
+def _left_out(payload: Payload, name: str, value: Any) -> bool:
+    if value is not None and value is not False:
+        return False
+    if name == "exit_code" and isinstance(payload, TaskChanged):
+        return payload.duration is None  # an attempt's end says its code, None too
+    return name in _OPTIONAL
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Something the supervisor reports: progress views and the journal consume these."""
+    """Something the supervisor reports, for the journal and the views: a typed payload, the
+    run, when, and the task it is about."""
 
-    kind: str  # run_started, task_state, task_output, throttle, run_finished, message
     run_id: str
     time: float
+    payload: Payload
     task_id: str | None = None
-    state: TaskState | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> EventKind:
+        return self.payload.kind
+
+    @property
+    def state(self) -> TaskState | None:
+        return self.payload.state if isinstance(self.payload, TaskChanged) else None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"event": self.kind, "run_id": self.run_id, "time": round(self.time, 6)}
+        """The event on the wire (journal lines, --json): "event", "run_id", "time", "task",
+        then the payload's fields."""
+        out: dict[str, Any] = {"event": str(self.kind), "run_id": self.run_id, "time": round(self.time, 6)}
         if self.task_id is not None:
             out["task"] = self.task_id
-        if self.state is not None:
-            out["state"] = str(self.state)
-        out.update(self.data)
+        for name in _FIELDS[type(self.payload)]:
+            value = getattr(self.payload, name)
+            if not _left_out(self.payload, name, value):
+                out[name] = str(value) if isinstance(value, StrEnum) else \
+                    list(value) if isinstance(value, tuple) else value
         return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Event:
+        """An event from its wire form; unknown fields (a newer writer's) are ignored.
+        Raises KeyError, ValueError or TypeError for one that is not an event."""
+        payload_type = _PAYLOADS[data["event"]]
+        fields = {k: data[k] for k in _FIELDS[payload_type] if k in data}
+        if payload_type is TaskChanged:
+            fields["state"] = TaskState(fields["state"])
+        elif payload_type is Message:
+            fields["level"] = Level(fields["level"])
+        return cls(data["run_id"], float(data["time"]), payload_type(**fields), data.get("task"))

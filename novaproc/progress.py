@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from .messages import Event
+from .messages import Event, Level, Message, RunStarted, TaskChanged, TaskState
 from .outcome import describe_failure
 
 if TYPE_CHECKING:  # only types: `plan` must not pay for importing the run machinery
@@ -85,18 +85,19 @@ class View:
         self.started = time.monotonic()
 
     def handle(self, event: Event) -> None:
-        if event.kind == "task_state" and event.state is not None and event.state.finished:
+        payload = event.payload
+        if isinstance(payload, TaskChanged) and payload.state.finished:
             self._ended.add(event.task_id or "")
-        if event.kind == "message" and event.data.get("level") in ("warning", "error"):
-            self.warn(event)
+        if isinstance(payload, Message) and payload.level in (Level.WARNING, Level.ERROR):
+            self.warn(payload)
         self.show(event)
 
     @property
     def finished(self) -> int:
         return len(self._ended)
 
-    def warn(self, event: Event) -> None:
-        self.err.write(f"novaproc: {event.data['level']}: {event.data['text']}\n")
+    def warn(self, message: Message) -> None:
+        self.err.write(f"novaproc: {message.level}: {message.text}\n")
         self.err.flush()
 
     def show(self, event: Event) -> None:
@@ -124,19 +125,19 @@ class PlainView(View):
             self.out.flush()
 
     def _line(self, event: Event) -> str | None:
-        d = event.data
-        if event.kind == "run_started":
-            return (f"novaproc: run {event.run_id}: {d['tasks']} task(s), {d['strategy']}, "
-                    f"{d['max_parallel']} slot(s), estimated speedup {d['estimated_speedup']:.1f}x")
-        if event.kind != "task_state" or event.state is None:
+        d = event.payload
+        if isinstance(d, RunStarted):
+            return (f"novaproc: run {event.run_id}: {d.tasks} task(s), {d.strategy}, "
+                    f"{d.max_parallel} slot(s), estimated speedup {d.estimated_speedup:.1f}x")
+        if not isinstance(d, TaskChanged):
             return None
-        head = f"[{self.finished}/{self.total}] {event.state:<9} {event.task_id}"
-        if event.state == "running":
-            return head + (f" (attempt {d['attempt']})" if d.get("attempt", 1) > 1 else "")
-        if event.state == "waiting" or event.state in ("skipped", "cancelled"):
-            return head + (f": {d['reason']}" if d.get("reason") else "")
-        extra = f" in {format_duration(d.get('duration', 0.0))}"
-        if event.state == "failed":
+        head = f"[{self.finished}/{self.total}] {d.state:<9} {event.task_id}"
+        if d.state is TaskState.RUNNING:
+            return head + (f" (attempt {d.attempt})" if (d.attempt or 1) > 1 else "")
+        if d.state in (TaskState.WAITING, TaskState.SKIPPED, TaskState.CANCELLED):
+            return head + (f": {d.reason}" if d.reason else "")
+        extra = f" in {format_duration(d.duration or 0.0)}"
+        if d.state is TaskState.FAILED:
             extra += f": {_failure_text(d)}"
         return head + extra
 
@@ -144,7 +145,7 @@ class PlainView(View):
 class JsonView(View):
     """--json: one JSON object per event, then a summary object."""
 
-    def warn(self, event: Event) -> None:
+    def warn(self, message: Message) -> None:
         pass  # the message event itself carries it
 
     def show(self, event: Event) -> None:
@@ -156,8 +157,8 @@ class JsonView(View):
         self.out.flush()
 
 
-def _failure_text(d: dict) -> str:
-    return one_line(describe_failure(d.get("error"), d.get("signal"), d.get("exit_code")))
+def _failure_text(d: TaskChanged) -> str:
+    return one_line(describe_failure(d.error, d.signal, d.exit_code))
 
 
 def summary(outcome: RunOutcome) -> str:
@@ -277,20 +278,20 @@ class LiveView(View):
 
     # what comes from tasks (output, errors, labels) is escaped: rich must not read "[/x]" in
     # it as markup, which fails the render, or "[tasks.a]" as a style, which vanishes
-    def warn(self, event: Event) -> None:
-        self._console.print(f"[yellow]novaproc: {event.data['level']}: {_escape(event.data['text'])}[/]")
+    def warn(self, message: Message) -> None:
+        self._console.print(f"[yellow]novaproc: {message.level}: {_escape(message.text)}[/]")
 
     def show(self, event: Event) -> None:
-        if event.kind != "task_state" or event.task_id is None or event.state is None:
+        d = event.payload
+        if not isinstance(d, TaskChanged) or event.task_id is None:
             return
-        self._states[event.task_id] = (str(event.state), time.monotonic(),
-                                       str(event.data.get("reason") or ""))
-        if event.state.finished:
+        self._states[event.task_id] = (str(d.state), time.monotonic(), d.reason or "")
+        if d.state.finished:
             self._recent = [*self._recent[-4:], event.task_id]
-            if event.state == "done":
-                self._durations.append(float(event.data.get("duration", 0.0)))
-            if event.state == "failed":
-                self._console.print(f"[red]✗ {event.task_id}[/] {_escape(_failure_text(event.data))}")
+            if d.state is TaskState.DONE:
+                self._durations.append(d.duration or 0.0)
+            if d.state is TaskState.FAILED:
+                self._console.print(f"[red]✗ {event.task_id}[/] {_escape(_failure_text(d))}")
 
     def _render(self):
         from rich.table import Table

@@ -26,7 +26,7 @@ from .isolation_interface import InPlace, Isolation
 from .journal import Journal
 from .journal_format import RunMeta, TaskMeta
 from .locks import Blocked, LockManager, Owner, run_request
-from .messages import Event, RunState, TaskState
+from .messages import Event, Level, Message, Payload, RunFinished, RunState, TaskState
 from .outcome import RunOutcome
 from .plan import Plan
 from .pool import WorkerPool
@@ -76,8 +76,7 @@ class Run:
     def wait_for_tasks_file(self, holder: str) -> ExitCode | None:
         """Wait for the other run of this file; a SIGINT or SIGTERM meanwhile cancels this run
         (recorded as such, its exit code returned) before anything ran."""
-        self._emit(Event("message", self.run_id, time.time(), data={
-            "level": "warning", "text": f"waiting for the other run of this file: {holder}"}))
+        self._report(Message(Level.WARNING, f"waiting for the other run of this file: {holder}"))
 
         def stop(signum: int, frame: object) -> None:
             raise _Stopped(signum)
@@ -89,8 +88,7 @@ class Run:
         except _Stopped as e:
             self.locks.cancel(self._file_lock)
             code = ExitCode(128 + e.signum)  # 130 / 143
-            self._emit(Event("run_finished", self.run_id, time.time(), data={
-                "exit_code": int(code), "state": str(RunState.CANCELLED), "wall": 0.0, "task_time": 0.0}))
+            self._report(RunFinished(int(code), str(RunState.CANCELLED), 0.0, 0.0))
             return code
         finally:
             for s, handler in old.items():
@@ -101,6 +99,9 @@ class Run:
 
     def emit_to(self, consumer: Callable[[Event], None]) -> None:
         self._consumers.append(consumer)
+
+    def _report(self, payload: Payload) -> None:
+        self._emit(Event(self.run_id, time.time(), payload))
 
     def _emit(self, event: Event) -> None:
         self.journal.record(event)  # durable first: a view that fails must not lose the record
@@ -130,7 +131,7 @@ class Run:
                            {tid: r.run_time for tid, r in outcome.records.items()
                             if r.state == TaskState.DONE and r.attempts}, self.taskfile.hashes)
         except OSError as e:  # only estimates are lost: the run's outcome stands
-            self.journal.note("warning", f"cannot keep the durations of this run: {e.strerror or e}")
+            self.journal.note(Level.WARNING, f"cannot keep the durations of this run: {e.strerror or e}")
         return outcome
 
     def detach(self, ready_fd: int) -> None:

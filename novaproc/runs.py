@@ -23,7 +23,7 @@ from .journal_format import (
     read_meta,
     supervisor_alive,
 )
-from .messages import RunState, TaskState
+from .messages import EventKind, RunState, TaskState
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -166,17 +166,17 @@ class _Replay:
     def apply(self, ev: dict[str, Any]) -> None:
         kind = ev["event"]
         self.last_time = max(self.last_time, float(ev.get("time", 0)))
-        if kind in ("run_started", "run_resumed"):
+        if kind in (EventKind.RUN_STARTED, EventKind.RUN_RESUMED):
             self.finished = None  # a resumed run is running again
             self._declare(ev.get("tasks", ()))
-            if kind == "run_started":
+            if kind == EventKind.RUN_STARTED:
                 self.started_data = ev
                 self.started = self.started or float(ev["time"])
-        elif kind == "task_state":
+        elif kind == EventKind.TASK_STATE:
             self._task(ev)
-        elif kind == "task_pid" and ev.get("task") in self.tasks:
+        elif kind == EventKind.TASK_PID and ev.get("task") in self.tasks:
             self.tasks[ev["task"]] = replace(self.tasks[ev["task"]], pid=ev.get("pid"))
-        elif kind == "run_finished":
+        elif kind == EventKind.RUN_FINISHED:
             self.finished = ev
 
     def _declare(self, tasks: Any) -> None:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .admission import Admission, WaitKind
 from .config import Settings
@@ -24,7 +23,22 @@ from .executor import Executor
 from .gate import Gate
 from .interrupts import Interrupts
 from .isolation_interface import Finish, Isolation, Landing
-from .messages import Escalated, Event, Finished, Job, Report, Started, TaskState
+from .messages import (
+    Escalated,
+    Event,
+    Finished,
+    Job,
+    Level,
+    Message,
+    Payload,
+    Report,
+    RunFinished,
+    RunStarted,
+    Started,
+    TaskChanged,
+    TaskPid,
+    TaskState,
+)
 from .outcome import RunOutcome, TaskRecord, run_exit_code
 from .plan import Plan, Schedule
 from .taskfile import Task
@@ -87,11 +101,10 @@ class Supervisor:
 
     def run(self) -> RunOutcome:
         started = time.time()
-        self._emit("run_started", data={"pid": os.getpid(), "strategy": self.plan.strategy,
-                                        "estimated_speedup": round(self.plan.estimated_speedup, 2),
-                                        "max_parallel": self.slots, "tasks": len(self.records)})
+        self._emit(RunStarted(os.getpid(), self.plan.strategy, round(self.plan.estimated_speedup, 2),
+                              self.slots, len(self.records)))
         for warning in self.plan.warnings:
-            self._emit("message", data={"level": "warning", "text": warning})
+            self._emit(Message(Level.WARNING, warning))
         self._keep_earlier_results()
         with self._interrupts:
             try:
@@ -107,11 +120,9 @@ class Supervisor:
                 self.pool.shutdown()
                 notes = self.isolation.close()
         outcome = self._outcome(time.time() - started, landing, notes, interrupted or landing.stopped)
-        self._emit("run_finished", data={
-            "exit_code": int(outcome.exit_code), "state": str(outcome.state),
-            "wall": round(outcome.wall, 3),
-            "task_time": round(outcome.task_time, 3), "speedup": round(outcome.speedup, 2),
-            "estimated_speedup": round(outcome.estimated_speedup, 2)})
+        self._emit(RunFinished(int(outcome.exit_code), str(outcome.state), round(outcome.wall, 3),
+                               round(outcome.task_time, 3), round(outcome.speedup, 2),
+                               round(outcome.estimated_speedup, 2)))
         return outcome
 
     def _keep_earlier_results(self) -> None:
@@ -121,8 +132,8 @@ class Supervisor:
                 self.schedule.assume_done(tid)
                 rec = self.records[tid]
                 rec.state, (rec.commit, duration), rec.exit_code = TaskState.DONE, self._kept[tid], 0
-                self._emit("task_state", tid, TaskState.DONE, {
-                    "kept": True, "commit": rec.commit, "duration": duration, "exit_code": 0})
+                self._emit(TaskChanged(TaskState.DONE, duration=duration, exit_code=0, commit=rec.commit,
+                                       kept=True), tid)
 
     def _step(self, timeout: float | None) -> None:
         """Wait for the next reports (or timer) and act on them."""
@@ -139,15 +150,15 @@ class Supervisor:
             note = "interrupted: results were not merged; they stay on their branches"
             return Landing(notes=(note,) if results else ())
         landing = self.isolation.land(results, self._rerun)  # type: ignore[arg-type]
-        if landing.data:
-            self._emit("merge", data={**landing.data, "exit_code": int(landing.exit_code)})
+        if landing.merge is not None:
+            self._emit(landing.merge)
         return landing
 
     def _rerun(self, task_id: str, base: str) -> str | None:
         """Run `task_id` again, now, on top of `base` (merge conflict protocol); its new result."""
         rec = self.records[task_id]
-        self._emit("message", task_id, data={"level": "info", "text": f"{task_id}: its result "
-                   "conflicts with the merged result so far; running it again on top of it"})
+        self._emit(Message(Level.INFO, f"{task_id}: its result conflicts with the merged result so "
+                           "far; running it again on top of it"), task_id)
         self._rerunning.add(task_id)
         while wait := self.admission.try_lock(rec.task):  # locks hold for reruns too
             self._wait_for(task_id, wait.reason)
@@ -217,7 +228,7 @@ class Supervisor:
         self.pool.submit(self._job(task, rec.attempts, folder))
         if rec.started_at is None:
             rec.started_at = time.time()
-        self._emit("task_state", task.id, TaskState.RUNNING, {"attempt": rec.attempts})
+        self._emit(TaskChanged(TaskState.RUNNING, attempt=rec.attempts), task.id)
         self.timers.start_deadline(task.id, task.timeout)
         return True
 
@@ -253,12 +264,12 @@ class Supervisor:
     def _on_report(self, report: Report) -> None:
         rec = self.records[report.task_id]
         if isinstance(report, Escalated):
-            self._emit("message", rec.task.id, data={"level": "warning", "text": (
-                f"{rec.task.id} did not end within {report.grace:g}s of SIGTERM: sent SIGKILL")})
+            self._emit(Message(Level.WARNING, f"{rec.task.id} did not end within {report.grace:g}s of "
+                               "SIGTERM: sent SIGKILL"), rec.task.id)
             return
         if isinstance(report, Started):  # only a task that runs a while reports its pid
             rec.pid = report.pid
-            self._emit("task_pid", rec.task.id, data={"attempt": rec.attempts, "pid": report.pid})
+            self._emit(TaskPid(rec.attempts, report.pid), rec.task.id)
             return
         self.admission.release(rec.task)
         self.timers.clear_deadline(rec.task.id)
@@ -271,7 +282,7 @@ class Supervisor:
         if rec.task.id in self._rerunning:  # the merge protocol waits for it; the plan is done
             self._rerunning.discard(rec.task.id)
             rec.state = TaskState.DONE if ok else TaskState.FAILED
-            self._emit("task_state", rec.task.id, rec.state, {"attempt": rec.attempts, "rerun": True})
+            self._emit(TaskChanged(rec.state, attempt=rec.attempts, rerun=True), rec.task.id)
             return
         if not ok and not self._stopping and rec.attempts <= rec.task.retries:
             self._retry(rec)
@@ -287,7 +298,7 @@ class Supervisor:
         except NovaError as e:
             finish = Finish(problem=f"novaproc could not keep its result: {e}")
         if finish.warning:
-            self._emit("message", rec.task.id, data={"level": "warning", "text": finish.warning})
+            self._emit(Message(Level.WARNING, finish.warning), rec.task.id)
         if finish.problem:
             rec.error = finish.problem
             return False
@@ -302,20 +313,12 @@ class Supervisor:
     def _end(self, rec: TaskRecord, state: TaskState, ended_at: float) -> None:
         rec.state, rec.ended_at = state, ended_at
         skipped = self.schedule.finish(rec.task.id, state == TaskState.DONE, state=state)
-        data: dict[str, Any] = {"attempt": rec.attempts, "duration": round(rec.run_time, 3),
-                                "exit_code": rec.exit_code}
-        if rec.commit:
-            data["commit"] = rec.commit
-        if rec.signal:
-            data["signal"] = rec.signal
-        if rec.error:
-            data["error"] = rec.error
-        if rec.value is not None:
-            data["value"] = rec.value
-        self._emit("task_state", rec.task.id, state, data)
+        self._emit(TaskChanged(state, attempt=rec.attempts, duration=round(rec.run_time, 3),
+                               exit_code=rec.exit_code, commit=rec.commit or None, signal=rec.signal or None,
+                               error=rec.error or None, value=rec.value), rec.task.id)
         for tid in skipped:
             self.records[tid].state = TaskState.SKIPPED
-            self._emit("task_state", tid, TaskState.SKIPPED, {"reason": f"{rec.task.id} {state}"})
+            self._emit(TaskChanged(TaskState.SKIPPED, reason=f"{rec.task.id} {state}"), tid)
         if state == TaskState.FAILED and self.settings.fail_fast and not rec.task.allow_failure:
             self._stop(f"fail_fast: {rec.task.id} failed")
 
@@ -324,7 +327,7 @@ class Supervisor:
         self._waiting.add(tid)
         if _gist(rec.reason) != _gist(reason):  # a load that drifts from 96% to 97% is no news
             rec.state, rec.reason = TaskState.WAITING, reason
-            self._emit("task_state", tid, TaskState.WAITING, {"reason": reason})
+            self._emit(TaskChanged(TaskState.WAITING, reason=reason), tid)
 
     # ------------------------------------------------------------ stopping
 
@@ -333,15 +336,14 @@ class Supervisor:
         for tid in self.timers.expired():  # the executor's kill timer takes over
             rec = self.records[tid]
             rec.timed_out = True
-            self._emit("message", rec.task.id, data={
-                "level": "warning", "text": f"{rec.task.id}: timed out after "
-                f"{rec.task.timeout:g}s; sending SIGTERM, SIGKILL after {self.settings.kill_grace:g}s"})
+            self._emit(Message(Level.WARNING, f"{rec.task.id}: timed out after {rec.task.timeout:g}s; "
+                               f"sending SIGTERM, SIGKILL after {self.settings.kill_grace:g}s"), tid)
             self.pool.terminate(rec.task.id)
 
     def _stop(self, why: str, *, kill: bool = False) -> None:
         """Start no more work and end what runs: SIGTERM, then SIGKILL after the grace period."""
         if not self._stopping:
-            self._emit("message", data={"level": "warning", "text": f"stopping: {why}"})
+            self._emit(Message(Level.WARNING, f"stopping: {why}"))
         self._stopping = True
         for tid in self.timers.drop_retries():
             self._end(self.records[tid], TaskState.CANCELLED, time.time())
@@ -350,7 +352,7 @@ class Supervisor:
         self._waiting.clear()
         for tid in self.schedule.cancel_rest():
             self.records[tid].state = TaskState.CANCELLED
-            self._emit("task_state", tid, TaskState.CANCELLED, {"reason": why})
+            self._emit(TaskChanged(TaskState.CANCELLED, reason=why), tid)
         for tid in self.pool.busy():
             self._terminated.add(tid)
             self.pool.terminate(tid, kill=kill)
@@ -373,9 +375,8 @@ class Supervisor:
         return RunOutcome(self.run_id, code, wall, task_time, self.plan.estimated_speedup,
                           dict(self.records), (*landing.notes, *notes))
 
-    def _emit(self, kind: str, task_id: str | None = None, state: TaskState | None = None,
-              data: dict[str, Any] | None = None) -> None:
-        self.parts.emit(Event(kind, self.run_id, time.time(), task_id, state, data or {}))
+    def _emit(self, payload: Payload, task_id: str | None = None) -> None:
+        self.parts.emit(Event(self.run_id, time.time(), payload, task_id))
 
 
 def _gist(reason: str | None) -> str | None:

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import event
 
 from novaproc.journal import Journal
 from novaproc.journal_format import RunMeta, TaskMeta, process_start_time
-from novaproc.messages import Event, RunState, TaskState
+from novaproc.messages import RunState, TaskState
 from novaproc.runs import list_runs, load_run
 
 # A stand-in supervisor: journals a run with tasks "work" and "later", prints the run id, writes
@@ -28,6 +29,9 @@ from novaproc.journal import Journal
 from novaproc.journal_format import RunMeta, TaskMeta
 from novaproc.messages import Event, TaskState
 
+sys.path.insert(0, sys.argv[5])
+from conftest import event
+
 state, lines, code, on_term = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 tasks = (TaskMeta("work", "do the work", "h1"), TaskMeta("later", "", "h2"))
 j = Journal.create(state, RunMeta(tasks_file=str(state.parent / "tasks.toml"), root=str(state.parent),
@@ -35,7 +39,7 @@ j = Journal.create(state, RunMeta(tasks_file=str(state.parent / "tasks.toml"), r
 begun = time.time()
 
 def emit(kind, task=None, st=None, **data):
-    j.record(Event(kind, j.run_id, time.time(), task, st, data))
+    j.record(event(j.run_id, time.time(), kind, task, st, **data))
 
 def finish(state, code):
     emit("task_state", "work", state, attempt=1, exit_code=None if code == 143 else code, duration=0.1)
@@ -74,7 +78,7 @@ class StandIn:
 
     def __init__(self, state: Path, lines: int = 10_000, code: int = 0, on_term: str = "cancel") -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(state), str(lines), str(code),
-                                      on_term], stdout=subprocess.PIPE, text=True)
+                                      on_term, str(Path(__file__).parent)], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.run_id = self.proc.stdout.readline().strip()
         assert self.run_id, "the stand-in supervisor did not start"
@@ -106,7 +110,7 @@ def journal_run(state: Path, tmp_path: Path, *, pid: int, pid_start: int | None 
                 pid_start=pid_start, created=created, description=description)
     with Journal.create(state, m) as j:
         def emit(kind: str, task: str | None = None, st: TaskState | None = None, **data: object) -> None:
-            j.record(Event(kind, j.run_id, created + 1, task, st, dict(data)))
+            j.record(event(j.run_id, created + 1, kind, task, st, **data))
         emit("run_started", estimated_speedup=1.8, tasks=2)
         emit("task_state", "build", TaskState.RUNNING, attempt=1)
         emit("task_state", "build", TaskState.DONE, attempt=1, exit_code=0, duration=2.5)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import event
 
 from novaproc.errors import EnvironmentFault, InternalError, UsageError
 from novaproc.fsio import write_atomic
@@ -24,7 +25,7 @@ from novaproc.journal_format import (
     TaskMeta,
     process_start_time,
 )
-from novaproc.messages import Event, RunState, TaskState
+from novaproc.messages import RunState, TaskState
 from novaproc.runs import RunRecord, kept_results, list_runs, load_run
 
 TASKS = (TaskMeta("build", "build it", "h-build"), TaskMeta("test", "", "h-test"),
@@ -40,7 +41,7 @@ def meta(tmp_path: Path, **changes: object) -> RunMeta:
 
 def emit(j: Journal, kind: str, task: str | None = None, state: TaskState | None = None,
          at: float = 1000.0, **data: object) -> None:
-    j.record(Event(kind, j.run_id, at, task, state, dict(data)))
+    j.record(event(j.run_id, at, kind, task, state, **data))
 
 
 @pytest.fixture
@@ -71,8 +72,7 @@ def finished_run(tmp_path: Path, state: Path, dead: tuple[int, int], *, hashes: 
         emit(j, "task_state", "test", TaskState.RUNNING, at=1003, attempt=1, pid=12)
         emit(j, "task_state", "test", TaskState.FAILED, at=1004, attempt=1, exit_code=2, duration=1.0)
         emit(j, "task_state", "test", TaskState.RUNNING, at=1004, attempt=2, pid=13)
-        emit(j, "task_state", "test", TaskState.FAILED, at=1005, attempt=2, exit_code=None, signal=9,
-             started_at=1004.0, ended_at=1005.5)
+        emit(j, "task_state", "test", TaskState.FAILED, at=1005.5, attempt=2, signal=9)
         emit(j, "task_state", "docs", TaskState.SKIPPED, at=1005, reason="test failed")
         emit(j, "run_finished", at=1006, exit_code=1, state="failed", wall=6.0, task_time=5.5,
              speedup=0.9, estimated_speedup=1.6)
@@ -118,7 +118,7 @@ def test_replay_gives_each_task_its_state_attempts_duration_and_exit_code(
     assert (build.state, build.attempts, build.duration, build.exit_code) == (TaskState.DONE, 1, 3.0, 0)
     assert build.description == "build it" and build.done_hash == "h-build"
     assert (test.state, test.attempts, test.exit_code, test.signal) == (TaskState.FAILED, 2, None, 9)
-    assert test.duration == pytest.approx(1.5)  # from started_at/ended_at when no duration is given
+    assert test.duration == pytest.approx(1.5)  # from its start and end when no duration is given
     assert (docs.state, docs.reason, docs.attempts) == (TaskState.SKIPPED, "test failed", 0)
     with pytest.raises(UsageError, match='did you mean "test"'):
         r.task("tset")
@@ -254,15 +254,13 @@ def test_environment_values_are_never_recorded(tmp_path: Path) -> None:
     assert "API_TOKEN" in (j.folder / EVENTS_FILE).read_text()
 
 
-def test_output_events_stay_out_and_task_logs_live_in_the_run_folder(tmp_path: Path) -> None:
+def test_task_logs_live_in_the_run_folder(tmp_path: Path) -> None:
     with Journal.create(tmp_path, meta(tmp_path)) as j:
-        emit(j, "task_output", "build", text="a line")
         assert j.log_path("build") == j.folder / "logs" / "build.log"
         with pytest.raises(UsageError):
             j.log_path("../escape")
         with pytest.raises(InternalError):
-            j.record(Event("message", "other", 1.0))
-    assert "task_output" not in (j.folder / EVENTS_FILE).read_text()
+            j.record(event("other", 1.0, "message"))
     with pytest.raises(InternalError, match="closed"):
         emit(j, "message", level="info", text="late")
 
@@ -340,13 +338,13 @@ def test_a_killed_supervisor_leaves_a_loadable_crashed_run(tmp_path: Path) -> No
         "from pathlib import Path\n"
         "from novaproc.journal import Journal\n"
         "from novaproc.journal_format import RunMeta\n"
-        "from novaproc.messages import Event, TaskState\n"
+        "from novaproc.messages import Event, Level, Message, TaskChanged, TaskState\n"
         "j = Journal.create(Path(sys.argv[1]), RunMeta(tasks_file='t.toml', root='.'))\n"
         "n = 0\n"
         "while True:\n"
         "    n += 1\n"
-        "    j.record(Event('task_state', j.run_id, time.time(), 't', TaskState.RUNNING, {'attempt': n}))\n"
-        "    j.record(Event('throttle', j.run_id, time.time(), data={'cpu': 1.0, 'pad': 'x' * 3000}))\n"
+        "    j.record(Event(j.run_id, time.time(), TaskChanged(TaskState.RUNNING, attempt=n), 't'))\n"
+        "    j.record(Event(j.run_id, time.time(), Message(Level.INFO, 'x' * 3000)))\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)])
     try:

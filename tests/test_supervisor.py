@@ -101,7 +101,7 @@ class Runner:
         return [str(e.state) for e in self.events if e.kind == "task_state" and e.task_id == tid]
 
     def reasons(self, tid: str) -> list[str]:
-        return [e.data.get("reason", "") for e in self.events
+        return [e.payload.reason or "" for e in self.events
                 if e.kind == "task_state" and e.task_id == tid and e.state == TaskState.WAITING]
 
 
@@ -307,7 +307,7 @@ def test_a_retry_waits_with_a_reason_and_runs_attempt_two(run, tmp_path):
     assert counter.read_text().strip() == "2"
     reasons = run.reasons("flaky")
     assert len(reasons) == 1 and "attempt 1 failed" in reasons[0] and "retrying" in reasons[0]
-    running = [e.data["attempt"] for e in run.events if e.task_id == "flaky" and e.state == "running"]
+    running = [e.payload.attempt for e in run.events if e.task_id == "flaky" and e.state == "running"]
     assert running == [1, 2]
 
 

@@ -11,7 +11,7 @@ from novaproc.config import Settings
 from novaproc.errors import ExitCode
 from novaproc.fake_executor import FakeClock, FakeExecutor
 from novaproc.isolation_interface import InPlace
-from novaproc.messages import TaskState
+from novaproc.messages import Message, TaskState
 from novaproc.outcome import RunOutcome
 from novaproc.plan import make_plan
 from novaproc.supervisor import RunParts, Supervisor
@@ -33,7 +33,7 @@ class Loop:
         return Supervisor(plan, config, parts).run()
 
     def messages(self) -> list[str]:
-        return [e.data["text"] for e in self.events if e.kind == "message"]
+        return [e.payload.text for e in self.events if isinstance(e.payload, Message)]
 
     def states(self, tid: str) -> list[TaskState | None]:
         return [e.state for e in self.events if e.kind == "task_state" and e.task_id == tid]
@@ -63,7 +63,7 @@ def test_a_failed_task_is_retried_after_a_doubling_backoff(tmp_path):
     outcome = loop.run(task("flaky", "sleep 1; exit 1", retries=2))
     assert outcome.records["flaky"].attempts == 3 and outcome.exit_code == ExitCode.FAILED
     assert starts(loop)["flaky"] == [START, START + 1 + 0.2, START + 2 + 0.2 + 0.4]
-    waits = [e.data["reason"] for e in loop.events if e.state == TaskState.WAITING]
+    waits = [e.payload.reason for e in loop.events if e.state == TaskState.WAITING]
     assert waits[0] == "attempt 1 failed (exit code 1); retrying in 0.2s"
 
 
