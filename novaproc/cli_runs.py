@@ -88,7 +88,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     runs = list_runs(folder, problems)
     _warn(problems)
     if args.json:
-        print(json.dumps([summary(r) for r in runs], indent=2))
+        print(json.dumps([listing(r) for r in runs], indent=2))
     elif runs:
         rows = [[r.id, _status_text(r), _task_column(r), format_duration(r.wall)] for r in runs]
         print(_table(["ID", "Status", "Task", "Duration"], rows))
@@ -97,7 +97,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def summary(record: RunRecord) -> dict[str, Any]:
+def listing(record: RunRecord) -> dict[str, Any]:
     """One run as a line of `status --json`."""
     return {"id": record.id, "status": str(record.status), "task": _task_column(record),
             "running": [t.id for t in record.running], "duration": round(record.wall, 3),

@@ -1,10 +1,10 @@
 """The run's own commands (`verify`, `worktree_setup`) run below a guardian, as tasks run
 below a worker, so that they too die with a supervisor killed by SIGKILL:
 
-    supervisor ── holds a pipe open ──▶ guardian (python, main) ── own session ──▶ CMD
+    supervisor ── holds a pipe open ──▶ guardian (python, guardian_main) ── own session ──▶ CMD
                                         (subreaper; the pipe's EOF ends CMD's whole tree)
 
-`run_guarded` is the supervisor's side; `main` is the guardian's.
+`run_guarded` is the supervisor's side; `guardian_main` is the guardian's.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class Ending:
 # The guardian imports this very novaproc: not one in the command's folder (a worktree of any
 # commit, maybe of novaproc itself), which -P keeps off sys.path.
 _OURS = str(Path(__file__).resolve().parent.parent)
-_GUARDIAN = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from novaproc.guard import main; "
-             "raise SystemExit(main(sys.argv[1:]))")
+_GUARDIAN = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from novaproc.guard import guardian_main; "
+             "raise SystemExit(guardian_main(sys.argv[1:]))")
 
 UNSTOPPED = Ending()  # ended only by its timeout, SIGTERM then SIGKILL after the default grace
 
@@ -80,7 +80,7 @@ def run_guarded(argv: Sequence[str], *, cwd: Path, stdout: int | IO[bytes] | Non
         os.close(hold)
 
 
-def main(args: list[str]) -> int:
+def guardian_main(args: list[str]) -> int:
     import multiprocessing.connection
 
     from .worker import guard_command

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -20,10 +19,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import EnvironmentFault, UsageError
+from .taskfile import TASK_ID
 
 JOURNAL_VERSION = 1
 RUN_FILE, EVENTS_FILE, LOGS_DIR = "run.json", "events.jsonl", "logs"
-TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class JournalCorrupt(EnvironmentFault):

@@ -240,10 +240,10 @@ def open_owner_file(path: str) -> int:
 FOLDERS: weakref.WeakSet[Folder] = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
+def _abandon_folders_in_child() -> None:
     """A forked child must not keep its parent's locks alive."""
     for folder in list(FOLDERS):
         folder.abandon()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(after_in_child=_abandon_folders_in_child)

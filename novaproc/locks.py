@@ -338,10 +338,10 @@ def snapshot(lock_dir: Path | None = None) -> list[LockInfo]:
 _MANAGERS: weakref.WeakSet[LockManager] = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
+def _abandon_managers_in_child() -> None:
     """A forked child must not use its parent's managers (lockdir drops their files)."""
     for manager in list(_MANAGERS):
         manager._abandon()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(after_in_child=_abandon_managers_in_child)

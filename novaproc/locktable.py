@@ -203,7 +203,7 @@ def ancestors(path: str) -> tuple[str, ...]:
     return ("/", *("/" + "/".join(parts[: i + 1]) for i in range(len(parts))))
 
 
-def overlaps(a: str, b: str) -> bool:
+def paths_overlap(a: str, b: str) -> bool:
     """One path is the other or lies under it."""
     if a == b or a == "/" or b == "/":
         return True
@@ -257,7 +257,7 @@ def conflicts(a: LockRequest, b: LockRequest) -> list[tuple[str, Mode]]:
     found: list[tuple[str, Mode]] = []
     for q, mq in b.path_modes():
         for p, mp in a.path_modes():
-            if (mp is Mode.EXCLUSIVE or mq is Mode.EXCLUSIVE) and overlaps(p, q):
+            if (mp is Mode.EXCLUSIVE or mq is Mode.EXCLUSIVE) and paths_overlap(p, q):
                 found.append((q, mq))
                 break
     return found

@@ -106,7 +106,7 @@ def merge_results(repo_root: Path, run_id: str, results: Sequence[tuple[str, str
             verifier = _Verifier(repo, run_id, policy)
             try:
                 tip = _verify_loop(state, start, items, verifier)
-            except _Stopped:
+            except _VerifyStopped:
                 state.verify_stopped, tip = True, state.steps[-1].after
             finally:
                 verifier.close()
@@ -194,7 +194,7 @@ def _bisect(state: _State, start: str, verifier: _Verifier) -> str | None:
     return state.steps[bad - 1].task
 
 
-class _Stopped(Exception):
+class _VerifyStopped(Exception):
     """The run stopped while verify ran: no verdict."""
 
 
@@ -221,7 +221,7 @@ class _Verifier:
             except SetupFailed as e:
                 out.write(f"{e}\n".encode())
                 if self.ending.stopping():
-                    raise _Stopped from None
+                    raise _VerifyStopped from None
                 return False
             command = self.policy.verify or ()
             argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
@@ -230,7 +230,7 @@ class _Verifier:
                                   env={**os.environ, "NOVA_RUN_ID": self.run_id}, ending=self.ending)
             if code is None and self.ending.stopping():
                 out.write(b"verify stopped: the run is stopping\n")
-                raise _Stopped
+                raise _VerifyStopped
             return code == 0
 
     def _checkout(self, commit: str) -> None:

@@ -44,7 +44,7 @@ def start_forkserver() -> None:
 
 
 @dataclass
-class _Slot:
+class _WorkerSlot:
     process: multiprocessing.process.BaseProcess
     conn: multiprocessing.connection.Connection
     job: Job | None = None
@@ -65,7 +65,7 @@ class WorkerPool:
         self.size, self.kill_grace = size, kill_grace
         self._ctx = multiprocessing.get_context("forkserver")
         start_forkserver()
-        self._slots: list[_Slot] = []
+        self._slots: list[_WorkerSlot] = []
         self._token, self._jobs = f"{os.getpid()}-{os.urandom(4).hex()}", 0
 
     def idle(self) -> int:
@@ -85,7 +85,7 @@ class WorkerPool:
         slot.job, slot.task_pid, slot.started_at, slot.kill_at = job, None, time.time(), None
         slot.escalated = False
 
-    def _spawn(self) -> _Slot:
+    def _spawn(self) -> _WorkerSlot:
         if len(self._slots) >= self.size:
             raise RuntimeError("no idle worker: the caller must check idle() first")
         parent, child = self._ctx.Pipe(duplex=True)
@@ -93,7 +93,7 @@ class WorkerPool:
                                     name="novaproc-worker")
         process.start()
         child.close()
-        slot = _Slot(process, parent)
+        slot = _WorkerSlot(process, parent)
         self._slots.append(slot)
         return slot
 
@@ -116,7 +116,7 @@ class WorkerPool:
         reports.extend(self._escalate())
         return reports
 
-    def _drain(self, slot: _Slot) -> list[Report]:
+    def _drain(self, slot: _WorkerSlot) -> list[Report]:
         """What a readable worker sent: a Finished ends it (the worker says nothing more)."""
         reports: list[Report] = []
         try:
@@ -133,7 +133,7 @@ class WorkerPool:
             pass  # the sentinel reports the death
         return reports
 
-    def _worker_died(self, slot: _Slot) -> Finished:
+    def _worker_died(self, slot: _WorkerSlot) -> Finished:
         job = slot.job
         assert job is not None
         slot.process.join(0.1)
@@ -157,7 +157,7 @@ class WorkerPool:
                 if slot.kill_at is None:
                     slot.kill_at = now + (0.0 if kill else self.kill_grace)
 
-    def _signal_tree(self, slot: _Slot, sig: int) -> None:
+    def _signal_tree(self, slot: _WorkerSlot, sig: int) -> None:
         signal_tree(slot.process.pid, slot.task_pid, sig)
 
     def _until_next_kill(self, timeout: float | None) -> float | None:

@@ -107,7 +107,7 @@ class View:
         """The run ended without an outcome to show: leave the terminal as it was."""
 
     def close(self, outcome: RunOutcome) -> None:
-        self.out.write(summary(outcome) + "\n")
+        self.out.write(summary_table(outcome) + "\n")
         self.out.flush()
 
 
@@ -161,7 +161,7 @@ def _failure_text(d: TaskChanged) -> str:
     return one_line(describe_failure(d.error, d.signal, d.exit_code))
 
 
-def summary(outcome: RunOutcome) -> str:
+def summary_table(outcome: RunOutcome) -> str:
     """The end-of-run table (failures first, long runs cut) and the speedup line."""
     order = {"failed": 0, "cancelled": 1, "skipped": 2, "waiting": 3, "queued": 3, "running": 3,
              "done": 4}

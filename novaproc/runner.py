@@ -36,7 +36,7 @@ from .supervisor import Earlier, RunParts, Supervisor
 from .taskfile import TaskFile
 
 
-class _Stopped(Exception):
+class _SignalWhileWaiting(Exception):
     def __init__(self, signum: int) -> None:
         self.signum = signum
 
@@ -79,13 +79,13 @@ class Run:
         self._report(Message(Level.WARNING, f"waiting for the other run of this file: {holder}"))
 
         def stop(signum: int, frame: object) -> None:
-            raise _Stopped(signum)
+            raise _SignalWhileWaiting(signum)
 
         old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.locks.acquire(self._file_lock)
             return None
-        except _Stopped as e:
+        except _SignalWhileWaiting as e:
             self.locks.cancel(self._file_lock)
             code = ExitCode(128 + e.signum)  # 130 / 143
             self._report(RunFinished(int(code), str(RunState.CANCELLED), 0.0, 0.0))

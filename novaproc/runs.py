@@ -1,6 +1,6 @@
-"""Past and present runs as their journals tell them: records of each run and task, the
-run list, the durations that feed the plan, and what a resume keeps. Read-only: the one
-writer is journal.Journal.
+"""Past and present runs, read back from their journals (see journal_format.py): a RunRecord
+per run with a RecordedTask per task, the list of runs, and what a resume keeps. Read-only:
+the one writer is journal.Journal.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ _EXIT_OF = {RunState.DONE: 0, RunState.FAILED: 1, RunState.CANCELLED: 143}
 
 
 @dataclass(frozen=True, slots=True)
-class TaskRecord:
+class RecordedTask:
     """One task as the journal last saw it. `done_hash`: the definition it last succeeded with."""
 
     id: str
@@ -74,7 +74,7 @@ class RunRecord:
     folder: Path
     status: RunState
     meta: RunMeta
-    tasks: tuple[TaskRecord, ...]
+    tasks: tuple[RecordedTask, ...]
     started: float
     ended: float | None
     wall: float
@@ -97,10 +97,10 @@ class RunRecord:
         return self.meta.description or Path(self.meta.tasks_file).name
 
     @property
-    def running(self) -> list[TaskRecord]:
+    def running(self) -> list[RecordedTask]:
         return [t for t in self.tasks if t.state is TaskState.RUNNING]
 
-    def task(self, task_id: str) -> TaskRecord:
+    def task(self, task_id: str) -> RecordedTask:
         """The task named `task_id`; UsageError (exit 2) with a did-you-mean when there is none."""
         for t in self.tasks:
             if t.id == task_id:
@@ -137,7 +137,7 @@ def list_runs(state_dir: Path, problems: list[str] | None = None) -> list[RunRec
 
 
 def kept_results(record: RunRecord, current_hashes: Mapping[str, str],
-                 depends_on: Mapping[str, Iterable[str]] | None = None) -> dict[str, TaskRecord]:
+                 depends_on: Mapping[str, Iterable[str]] | None = None) -> dict[str, RecordedTask]:
     """The tasks a resume keeps: done, with the definition they succeeded with unchanged, and
     (given `depends_on`) every dependency kept too, since a dependency that runs again feeds them."""
     kept = {t.id: t for t in record.tasks if t.state is TaskState.DONE and t.done_hash is not None
@@ -156,7 +156,7 @@ class _Replay:
     """Folds the events of a run, in order, into the state of each task and of the run."""
 
     def __init__(self, meta: RunMeta) -> None:
-        self.tasks: dict[str, TaskRecord] = {}
+        self.tasks: dict[str, RecordedTask] = {}
         self._declare([asdict(t) for t in meta.tasks])
         self.started_data: dict[str, Any] = {}
         self.started: float | None = None
@@ -182,12 +182,12 @@ class _Replay:
     def _declare(self, tasks: Any) -> None:
         """(Re)declare tasks from a list of {"id", "description", "hash", "kind"}; a count is ignored."""
         for t in tasks if isinstance(tasks, list) else ():
-            old = self.tasks.get(t["id"]) or TaskRecord(t["id"])
+            old = self.tasks.get(t["id"]) or RecordedTask(t["id"])
             self.tasks[t["id"]] = replace(old, description=t.get("description", old.description),
                                           hash=t.get("hash", old.hash), kind=t.get("kind", old.kind))
 
     def _task(self, ev: dict[str, Any]) -> None:
-        old = self.tasks.get(ev["task"]) or TaskRecord(ev["task"])
+        old = self.tasks.get(ev["task"]) or RecordedTask(ev["task"])
         state, attempt = TaskState(ev["state"]), ev.get("attempt")
         if state is TaskState.RUNNING:
             again = old.state is TaskState.RUNNING and attempt in (None, old.attempt)

@@ -51,7 +51,7 @@ class TaskResult:
 
 
 @dataclass(slots=True)
-class _Slot:
+class _PooledWorktree:
     """A pooled worktree and what the task now in it started from."""
 
     wt: Worktree
@@ -79,9 +79,9 @@ class Workspaces:
         if resolved is None:
             raise EnvironmentFault(f"base {base!r} is not a commit of {self._repo.root}")
         self.base = resolved
-        self._active: dict[str, _Slot] = {}
-        self._kept: dict[str, _Slot] = {}
-        self._spares: list[_Slot] = []
+        self._active: dict[str, _PooledWorktree] = {}
+        self._kept: dict[str, _PooledWorktree] = {}
+        self._spares: list[_PooledWorktree] = []
         self._spare_names = 0
         self._closed = False
         self._stack = ExitStack()
@@ -98,10 +98,6 @@ class Workspaces:
 
     def branch_of(self, task_id: str) -> str:
         return branch_name(self.run_id, task_id)
-
-    @property
-    def kept(self) -> dict[str, Path]:
-        return {task: slot.wt.path for task, slot in self._kept.items()}
 
     def prepare(self, task_id: str, parents: Sequence[str] = ()) -> Path:
         """A worktree for `task_id` holding the base merged with `parents` (result commits),
@@ -166,7 +162,7 @@ class Workspaces:
 
     # -- the pool -----------------------------------------------------------------------------
 
-    def _slot(self, task_id: str) -> _Slot:
+    def _slot(self, task_id: str) -> _PooledWorktree:
         try:
             return self._active[task_id]
         except KeyError:
@@ -186,14 +182,14 @@ class Workspaces:
             start = merged.commit
         return start
 
-    def _take(self, task_id: str, start: str) -> _Slot:
+    def _take(self, task_id: str, start: str) -> _PooledWorktree:
         """A spare worktree (or a new one) at the task's path, switched to `start`."""
         path, branch = self.path_of(task_id), self.branch_of(task_id)
         with self._repo.worktree_lock():
             self._clear(path)
             slot = self._reuse(path)
             if slot is None:
-                slot = _Slot(self._repo.add_worktree(path, start, branch), start)
+                slot = _PooledWorktree(self._repo.add_worktree(path, start, branch), start)
                 self._active[task_id] = slot
                 return slot
         self._active[task_id] = slot
@@ -202,12 +198,12 @@ class Workspaces:
         slot.start = start
         return slot
 
-    def _reuse(self, path: Path) -> _Slot | None:
+    def _reuse(self, path: Path) -> _PooledWorktree | None:
         while self._spares:
             slot = self._spares.pop()
             try:
                 slot.wt = self._repo.move_worktree(slot.wt, path)
-                return _Slot(slot.wt)
+                return _PooledWorktree(slot.wt)
             except EnvironmentFault:
                 self._repo.remove_worktree(slot.wt.path)
         return None
@@ -224,7 +220,7 @@ class Workspaces:
         raise EnvironmentFault(f"{path} exists and is not a worktree of {self._repo.root}; "
                                "remove it, or set worktree_dir (NOVA_WORKTREE_DIR) elsewhere")
 
-    def _recycle(self, slot: _Slot) -> None:
+    def _recycle(self, slot: _PooledWorktree) -> None:
         """Clean a worktree back to its commit and park it as a spare; if it is in a state a
         cleanup cannot undo, remove it instead."""
         repo, wt = self._repo, slot.wt
@@ -238,7 +234,7 @@ class Workspaces:
             self._spare_names += 1
             with repo.worktree_lock():
                 slot.wt = repo.move_worktree(wt, self.dir / f"{self.run_id}-.spare-{self._spare_names}")
-            self._spares.append(_Slot(slot.wt))
+            self._spares.append(_PooledWorktree(slot.wt))
         except EnvironmentFault:
             with repo.worktree_lock():
                 repo.remove_worktree(wt.path)

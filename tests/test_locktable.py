@@ -23,7 +23,7 @@ from novaproc.locktable import (
     Owner,
     ancestors,
     conflicts,
-    overlaps,
+    paths_overlap,
 )
 
 TREE = ["/", "/r", "/r/a", "/r/a/x", "/r/a/y", "/r/ab", "/r/b", "/r/b/z"]
@@ -64,8 +64,8 @@ def oracle_may_hold(entries: list[Entry], target: Entry) -> bool:
 def test_ancestors_and_overlap() -> None:
     assert ancestors("/r/a/x") == ("/", "/r", "/r/a")
     assert ancestors("/") == ()
-    assert overlaps("/r/a", "/r/a/x") and overlaps("/", "/r") and overlaps("/r/a", "/r/a")
-    assert not overlaps("/r/a", "/r/ab") and not overlaps("/r/a/x", "/r/a/y")
+    assert paths_overlap("/r/a", "/r/a/x") and paths_overlap("/", "/r") and paths_overlap("/r/a", "/r/a")
+    assert not paths_overlap("/r/a", "/r/ab") and not paths_overlap("/r/a/x", "/r/a/y")
 
 
 @pytest.mark.parametrize(("first", "second", "may_hold"), [

@@ -22,7 +22,7 @@ from test_run_cli import RUN_TABLE, nova, task
 
 from novaproc.messages import TaskState
 from novaproc.outcome import RunOutcome, TaskRecord
-from novaproc.progress import format_duration, last_line, summary, summary_json, write_junit
+from novaproc.progress import format_duration, last_line, summary_json, summary_table, write_junit
 from novaproc.taskfile import Task
 
 ANSI = re.compile(r"\x1b[\[\]()#;?]*[0-9;]*[A-Za-z]?")
@@ -317,7 +317,7 @@ def outcome_of(states: dict[str, str], *, wall: float = 2.0) -> RunOutcome:
 
 def test_summary_cuts_long_runs_and_counts_the_rest():
     states = {f"t{i:03d}": "done" for i in range(60)} | {"broken": "failed"}
-    text = summary(outcome_of(states, wall=10.0))
+    text = summary_table(outcome_of(states, wall=10.0))
     lines = text.splitlines()
     assert lines[1].startswith("broken") and "exit code 1" in lines[1]
     assert lines[-2] == "... and 21 more (21 done)"
