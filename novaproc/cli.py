@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .errors import ConfigError, EnvironmentFault, ExitCode, NovaError, UsageError
+from .errors import ConfigError, ExitCode, NovaError, UsageError
 
 EXIT_CODES = """exit codes:
   0    every task succeeded (merged and verified)
@@ -139,8 +139,11 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, object]):
-    """Tasks file, settings and plan, with every input problem as a ConfigError."""
+def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, object], *,
+              strict: bool = True):
+    """Tasks file, settings, plan, and the repository's preflight (None for tasks run in place),
+    with every input problem as a ConfigError or UsageError. Not `strict` (nothing will run):
+    a repository a run would refuse is a warning of the plan."""
     from .graph import CycleFound
     from .history import typical_durations
     from .inputs import load_inputs
@@ -166,29 +169,28 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
             fallback = ()
         plan = make_plan(tasks, root=str(taskfile.root), slots=settings.max_parallel,
                          isolation=isolation, history=past, resources=settings.resources)
-        notes = fallback or _uncommitted(taskfile.root, isolation)
+        checked, notes = None, fallback
+        if isolation == "worktree":
+            checked, notes = _check_repository(taskfile.root, settings, strict)
         if notes:
             plan = dataclasses.replace(plan, warnings=plan.warnings + notes)
     except CycleFound as e:
         raise ConfigError(str(tasks_path), f"dependency cycle: {e}; remove one of these "
                           "dependencies", field="depends_on", task=e.cycle[0]) from None
-    return taskfile, settings, plan
+    return taskfile, settings, plan, checked
 
 
-def _uncommitted(root: Path, isolation: str) -> tuple[str, ...]:
-    """A note when tasks will start from the last commit while the checkout has more."""
-    if isolation != "worktree":
-        return ()
-    from .gitrepo import Repo
+def _check_repository(root: Path, settings, strict: bool):  # type: ignore[no-untyped-def]
+    """The preflight of the run's repository and the plan's notes about it."""
+    from .preflight import preflight
 
     try:
-        dirty = Repo(root).dirty_paths(root)
-    except NovaError:
-        return ()  # not usable as a repository: `run` says why
-    if not dirty:
-        return ()
-    return (f"{len(dirty)} uncommitted change(s) in {root} (e.g. {dirty[0]}) are not part of the "
-            "run's base: tasks start from the last commit",)
+        checked = preflight(root, target=settings.target, merge=settings.merge)
+    except UsageError as e:
+        if strict:
+            raise
+        return None, (f"a run would not start: {e}",)
+    return checked, checked.dirty_note()
 
 
 # command -> what adds its parser, in the order of `novaproc --help`
@@ -200,7 +202,7 @@ _ADDERS = {"plan": _add_plan, "run": _add_run, "resume": _add_resume,
 def cmd_plan(args: argparse.Namespace) -> int:
     from .progress import render_plan
 
-    _, _, plan = load_plan(args.tasks, args, {"max_parallel": args.max_parallel})
+    _, _, plan, _ = load_plan(args.tasks, args, {"max_parallel": args.max_parallel}, strict=False)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
     else:
@@ -219,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     flags = {"max_parallel": args.max_parallel, "fail_fast": args.fail_fast,
              "merge": "off" if args.no_merge else None}
-    taskfile, settings, plan = load_plan(args.tasks, args, flags)
+    taskfile, settings, plan, checked = load_plan(args.tasks, args, flags, strict=not args.dry_run)
     if args.dry_run:
         print(json.dumps(plan.to_json(), indent=2) if args.json else render_plan(plan))
         return ExitCode.OK
@@ -230,15 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.background:
         print(start_background(taskfile, [a for a in sys.argv[1:] if a != "--background"]))
         return ExitCode.OK
-    if plan.isolation == "worktree":
-        from .gitrepo import check_ready
-
-        try:  # refuse a repository mid-merge before any run exists: nothing ran, so exit 2
-            status = check_ready(taskfile.root)
-        except EnvironmentFault as e:
-            raise UsageError(str(e)) from None
-        _check_target(status, settings)
-    run = start_run(taskfile, settings, plan, argv=sys.argv[1:])
+    run = start_run(taskfile, settings, plan, checked, argv=sys.argv[1:])
     try:
         holder = run.try_hold_tasks_file(args.if_busy)
     except BaseException:
@@ -247,19 +241,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.ready_fd is not None:
         run.detach(args.ready_fd)  # before waiting for a busy file: the launcher returns at once
     return _execute(run, args, busy=holder)
-
-
-def _check_target(status, settings) -> None:  # type: ignore[no-untyped-def]
-    """The branch results merge into must exist before a run starts: nothing runs otherwise."""
-    from .gitrepo import Repo
-
-    if settings.merge != "auto":
-        return
-    if settings.target is None and status.branch is None:
-        raise UsageError(f"{status.root}: HEAD is detached, so there is no branch to merge into; "
-                         'check out a branch, or set target (or merge = "off")')
-    if settings.target and Repo(status.root).rev(f"refs/heads/{settings.target}") is None:
-        raise UsageError(f"target {settings.target!r} is not a branch of {status.root}")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -272,8 +253,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     present = {t.id for t in load_tasks(record.tasks_file).tasks}
     ns = argparse.Namespace(config=None, only=[t.id for t in record.tasks if t.id in present] or None)
-    taskfile, settings, plan = load_plan(Path(record.tasks_file), ns, {})
-    run = resume_run(record, taskfile, settings, plan)
+    taskfile, settings, plan, checked = load_plan(Path(record.tasks_file), ns, {})
+    run = resume_run(record, taskfile, settings, plan, checked)
     try:
         holder = run.try_hold_tasks_file("wait")
     except BaseException:

@@ -1,13 +1,14 @@
 """The one adapter to git: plumbing commands run through GitPython, and the per-repository locks.
 
-Owns every call into git (`Repo`) and the start-of-run check (`check_ready`); what a new
-worktree gets besides its checkout is furnish.py's.
+Owns every call into git (`Repo`); the start-of-run check is preflight.py's, what a new
+worktree gets besides its checkout furnish.py's.
 Only `repo.git.*`-style commands are used: GitPython's object and index APIs are slower.
 """
 
 from __future__ import annotations
 
 import fcntl
+import re
 import shutil
 import tempfile
 import time
@@ -35,6 +36,7 @@ IN_PROGRESS = {
 }
 _STALE_RECORD = ("already registered", "already checked out", "missing but")
 LOCK_NAME = "nova-worktrees.lock"
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 RUNS_DIR = "nova-runs"
 
 
@@ -46,17 +48,6 @@ class MergeConflict(NovaError):
     def __init__(self, message: str, files: Sequence[str]) -> None:
         self.files = tuple(files)
         super().__init__(message)
-
-
-@dataclass(frozen=True, slots=True)
-class RepoStatus:
-    """A repository that is ready for a run: where it is and what is checked out."""
-
-    root: Path
-    git_dir: Path
-    common_dir: Path
-    branch: str | None  # None when HEAD is detached
-    head: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +157,15 @@ class Repo:
 
     # -- objects and refs ---------------------------------------------------------------------
 
+    def current_branch(self) -> str | None:
+        """The branch checked out, or None when HEAD is detached."""
+        code, out, _ = self.run("symbolic-ref", "-q", "--short", "HEAD", retries=0)
+        return out.strip() if code == 0 else None
+
+    def commit_of(self, rev: str) -> str | None:
+        """`rev` itself when it is a full commit id (no git call: novaproc's own records), else rev()."""
+        return rev if _SHA.fullmatch(rev) else self.rev(rev)
+
     def rev(self, rev: str) -> str | None:
         """The commit `rev` names, or None."""
         code, out, _ = self.run("rev-parse", "-q", "--verify", f"{rev}^{{commit}}", retries=0)
@@ -269,8 +269,7 @@ class Repo:
         if code != 0:
             raise fault(("worktree", "add"), code, err, self.root,
                         f"if {path} is left from an earlier run, remove it or run `novaproc clean`")
-        return Worktree(path, Path(self.git("rev-parse", "--path-format=absolute", "--git-dir",
-                                            cwd=path).strip()))
+        return Worktree(path, admin_dir(path))
 
     def move_worktree(self, wt: Worktree, dest: Path) -> Worktree:
         self.git("worktree", "move", str(wt.path), str(dest))
@@ -312,6 +311,21 @@ class Repo:
         return live
 
 
+def admin_dir(checkout: Path) -> Path:
+    """The git dir of a checkout: its .git folder, or where its .git file points (a linked
+    worktree's administrative folder), read without running git."""
+    dot_git = checkout / ".git"
+    if dot_git.is_dir():
+        return dot_git
+    try:
+        text = dot_git.read_text().strip()
+    except OSError as e:
+        raise EnvironmentFault(f"{checkout} is not a git checkout: {e.strerror}") from None
+    if not text.startswith("gitdir: "):
+        raise EnvironmentFault(f"{dot_git} does not name a git dir; `novaproc clean` removes leftovers")
+    return (checkout / text.removeprefix("gitdir: ")).resolve()
+
+
 @contextmanager
 def _flock(path: Path, mode: int) -> Iterator[IO[str]]:
     try:
@@ -332,20 +346,3 @@ def fault(args: Sequence[str], code: int, err: str, where: Path, hint: str = "")
     tail = " ".join(err.strip().splitlines()[-3:]) or "no message"
     hint = hint or "check the repository with `git status`; after a crash, `novaproc clean` removes leftovers"
     return EnvironmentFault(f"git {' '.join(args[:2])} failed in {where} (exit {code}): {tail}; {hint}")
-
-
-def check_ready(root: Path | str) -> RepoStatus:
-    """The repository at `root`, refused (EnvironmentFault) when git is mid-merge, mid-rebase or
-    the like, or has no commit yet. Call at the start of a run."""
-    try:
-        repo = Repo(root)
-    except EnvironmentFault as e:
-        raise EnvironmentFault(f"{root} is not usable as a git repository: {e}") from None
-    for marker, (what, todo) in IN_PROGRESS.items():
-        if (repo.git_dir / marker).exists():
-            raise EnvironmentFault(f"{repo.root} is in the middle of {what}: {todo}, then run again")
-    head = repo.rev("HEAD")
-    if head is None:
-        raise EnvironmentFault(f"{repo.root} has no commit yet: commit something first, then run again")
-    code, out, _ = repo.run("symbolic-ref", "-q", "--short", "HEAD", retries=0)
-    return RepoStatus(repo.root, repo.git_dir, repo.common_dir, out.strip() if code == 0 else None, head)

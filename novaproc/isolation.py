@@ -11,12 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Settings
-from .errors import UsageError
-from .gitrepo import Repo, check_ready
 from .guard import Ending
 from .isolation_interface import Finish, Landing
 from .merge import MergePolicy, merge_results
 from .messages import MergeDone
+from .preflight import Preflight
 from .taskfile import Task
 from .workspace import Workspaces, forget_run
 
@@ -24,21 +23,15 @@ from .workspace import Workspaces, forget_run
 class WorktreeIsolation:
     """Tasks with isolation "worktree" run in worktrees; tasks with "none" in the checkout."""
 
-    def __init__(self, root: Path, settings: Settings, run_id: str, log_dir: Path, *,
+    def __init__(self, checked: Preflight, settings: Settings, run_id: str, log_dir: Path, *,
                  resumed: bool = False, stop: Callable[[], bool] | None = None) -> None:
         ending = Ending(stop, settings.kill_grace)
-        status = check_ready(root)
+        self.repo, self.root = checked.repo, checked.root
+        self.target, self.base = checked.target, checked.base
         if resumed:  # a crashed supervisor's worktrees go; its results stay on their branches
-            forget_run(status.root, worktree_dir=Path(settings.worktree_dir), run_id=run_id)
-        self.root, self.settings, self.run_id, self.log_dir = status.root, settings, run_id, log_dir
-        self.target = settings.target or status.branch
-        if self.target is None and settings.merge == "auto":
-            raise UsageError(f"{root}: HEAD is detached, so there is no branch to merge into; "
-                             "check out a branch, or set target (or merge = \"off\")")
-        self.base = Repo(self.root).rev(self.target) if settings.target else status.head
-        if self.base is None:
-            raise UsageError(f"target {self.target!r} is not a branch of {self.root}")
-        self.ws = Workspaces(self.root, run_id=run_id, worktree_dir=Path(settings.worktree_dir),
+            forget_run(self.repo, worktree_dir=Path(settings.worktree_dir), run_id=run_id)
+        self.settings, self.run_id, self.log_dir = settings, run_id, log_dir
+        self.ws = Workspaces(self.repo, run_id=run_id, worktree_dir=Path(settings.worktree_dir),
                              base=self.base, setup=settings.worktree_setup,
                              include=settings.worktree_include, ending=ending)
         self.ending = ending
@@ -76,7 +69,7 @@ class WorktreeIsolation:
             self.target or "HEAD", self.base, self.settings.on_conflict, self.settings.verify,
             Path(self.settings.worktree_dir), self.settings.worktree_setup,
             self.settings.worktree_include, self.log_dir / "verify.log", self.ending)
-        outcome = merge_results(self.root, self.run_id, results, policy, rerun)
+        outcome = merge_results(self.repo, self.run_id, results, policy, rerun)
         merge = MergeDone(outcome.commit, outcome.merged, dict(outcome.conflicts), dict(outcome.left_out),
                           outcome.culprit, outcome.reruns, outcome.waiting_branch, int(outcome.exit_code))
         return Landing(outcome.exit_code, outcome.notes, merge, outcome.stopped)

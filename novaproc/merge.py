@@ -19,7 +19,7 @@ from pathlib import Path
 from .config import DEFAULT_WORKTREE_DIR
 from .errors import ExitCode, InternalError, NovaError
 from .furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
-from .gitrepo import IN_PROGRESS, Repo, Worktree
+from .gitrepo import IN_PROGRESS, Repo, Worktree, admin_dir
 from .guard import UNSTOPPED, Ending, run_guarded
 
 Rerun = Callable[[str, str], str | None]
@@ -87,16 +87,15 @@ class _State:
     blocked: bool = False  # the target could not take the result
 
 
-def merge_results(repo_root: Path, run_id: str, results: Sequence[tuple[str, str | None]],
+def merge_results(repo: Repo, run_id: str, results: Sequence[tuple[str, str | None]],
                   policy: MergePolicy, rerun: Rerun | None = None) -> MergeOutcome:
     """Merge `results` ((task, result commit or None), dependency-then-declared order) into
     the policy's target, as it says."""
-    repo = Repo(repo_root)
     state = _State(repo, run_id)
     target = policy.target
     ref = target if target.startswith("refs/") else f"refs/heads/{target}"
     with repo.hold_run(run_id):
-        old, base_commit = repo.rev(ref), repo.rev(policy.base) or policy.base
+        old, base_commit = repo.rev(ref), repo.commit_of(policy.base) or policy.base
         start = old or base_commit
         if old is not None and old != base_commit:
             state.notes.append(f"{_short(ref)} moved during the run; results merged onto its new tip")
@@ -303,7 +302,7 @@ def _land(state: _State, ref: str, old: str, new: str) -> str | None:
 def _advance_checkout(repo: Repo, checkout: Path, old: str, new: str) -> str | None:
     """Update the checkout at `checkout` from `old` to `new` as `git merge --ff-only` would:
     uncommitted changes elsewhere stay; if any is in the way nothing changes. None when done."""
-    gitdir = Path(repo.git("rev-parse", "--path-format=absolute", "--git-dir", cwd=checkout).strip())
+    gitdir = admin_dir(checkout)
     busy = [what for marker, (what, _) in IN_PROGRESS.items() if (gitdir / marker).exists()]
     if busy:
         return f"your checkout at {checkout} is in the middle of {busy[0]}"

@@ -30,6 +30,7 @@ from .messages import Event, Level, Message, Payload, RunFinished, RunState, Tas
 from .outcome import RunOutcome
 from .plan import Plan
 from .pool import WorkerPool
+from .preflight import Preflight
 from .proctree import kill_marked
 from .runs import RunRecord, kept_results
 from .supervisor import Earlier, RunParts, Supervisor
@@ -44,10 +45,11 @@ class _SignalWhileWaiting(Exception):
 class Run:
     """One run from start to outcome. Create with `start_run`; `close` always."""
 
-    def __init__(self, taskfile: TaskFile, settings: Settings, plan: Plan, journal: Journal,
-                 kept: Mapping[str, tuple[str | None, float]] | None = None,
+    def __init__(self, taskfile: TaskFile, settings: Settings, plan: Plan, checked: Preflight | None,
+                 journal: Journal, kept: Mapping[str, tuple[str | None, float]] | None = None,
                  earlier_attempts: Mapping[str, int] | None = None) -> None:
         self.taskfile, self.settings, self.plan, self.journal = taskfile, settings, plan, journal
+        self.checked = checked
         self.kept = dict(kept or {})
         self.earlier_attempts = dict(earlier_attempts or {})
         self.resumed = kept is not None
@@ -114,11 +116,11 @@ class Run:
     def execute(self) -> RunOutcome:
         interrupts = Interrupts()
         isolation: Isolation = InPlace(self.taskfile.root)
-        if self.plan.isolation == "worktree":
+        if self.checked is not None:
             from .isolation import WorktreeIsolation
 
             # a Ctrl-C also ends a worktree_setup or verify the supervisor is waiting for
-            isolation = WorktreeIsolation(self.taskfile.root, self.settings, self.run_id,
+            isolation = WorktreeIsolation(self.checked, self.settings, self.run_id,
                                           self.journal.folder, resumed=self.resumed,
                                           stop=lambda: interrupts.first is not None)
         gate = LockGate(self.locks, self.taskfile.root, self.run_id, self.settings.resources)
@@ -150,14 +152,16 @@ class Run:
         self.journal.close()
 
 
-def start_run(taskfile: TaskFile, settings: Settings, plan: Plan, *, argv: list[str]) -> Run:
+def start_run(taskfile: TaskFile, settings: Settings, plan: Plan, checked: Preflight | None, *,
+              argv: list[str]) -> Run:
     meta = RunMeta(tasks_file=str(taskfile.path), root=str(taskfile.root), argv=tuple(argv),
                    description=_description(plan), tasks=_task_metas(plan, taskfile.hashes))
     journal = Journal.create(settings.state_path(taskfile.root), meta)
-    return Run(taskfile, settings, plan, journal)
+    return Run(taskfile, settings, plan, checked, journal)
 
 
-def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: Plan) -> Run:
+def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: Plan,
+               checked: Preflight | None) -> Run:
     """Continue `record`'s run (`plan`: its tasks as the file holds them now): tasks that
     succeeded with an unchanged definition (and whose dependencies are kept too) keep their
     results; the rest run."""
@@ -167,7 +171,7 @@ def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: 
     kill_marked("NOVA_RUN_ID", record.id)  # anything a crashed supervisor's tasks left running
     journal = Journal.reopen(record.folder, record.meta, record.status,
                              tasks=_task_metas(plan, taskfile.hashes))
-    return Run(taskfile, settings, plan, journal,
+    return Run(taskfile, settings, plan, checked, journal,
                {tid: (t.commit, t.duration or 0.0) for tid, t in kept.items()},
                {t.id: t.attempts for t in record.tasks})
 

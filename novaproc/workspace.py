@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -29,7 +28,6 @@ from .gitrepo import IN_PROGRESS, MergeConflict, Repo, Worktree
 from .guard import UNSTOPPED, Ending
 from .paths import GLOB_CHARS
 
-_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 # per-worktree state a task may leave that a checkout does not reset: such a worktree is
 # removed rather than reused
 _UNUSUAL = (*IN_PROGRESS, "config.worktree", "info", "sequencer")
@@ -68,14 +66,14 @@ class Workspaces:
     by an flock on a file in the repository's git common dir.
     """
 
-    def __init__(self, repo_root: Path, *, run_id: str, worktree_dir: Path, base: str,
+    def __init__(self, repo: Repo, *, run_id: str, worktree_dir: Path, base: str,
                  setup: str | None = None, include: Sequence[str] = (),
                  ending: Ending = UNSTOPPED) -> None:
         self.dir = ensure_private_dir(Path(worktree_dir))
         self.ending = ending  # a stopping run does not wait for a worktree_setup
-        self._repo = Repo(repo_root)
+        self._repo = repo
         self.run_id, self.setup, self.include = run_id, setup, tuple(include)
-        resolved = self._repo.rev(base)
+        resolved = self._repo.commit_of(base)
         if resolved is None:
             raise EnvironmentFault(f"base {base!r} is not a commit of {self._repo.root}")
         self.base = resolved
@@ -171,7 +169,7 @@ class Workspaces:
     def _start(self, task_id: str, parents: Sequence[str]) -> str:
         start = self.base
         for parent in parents:
-            commit = parent if _SHA.fullmatch(parent) else self._repo.rev(parent)
+            commit = self._repo.commit_of(parent)
             if commit is None:
                 raise InternalError(f"parent {parent!r} of task {task_id!r} is not a commit")
             merged = self._repo.merge(start, commit, f"nova: base of {task_id} (run {self.run_id})")
@@ -301,10 +299,10 @@ def clean(repo_root: Path, *, worktree_dir: Path, all_branches: bool = False) ->
                        tuple(locks), tuple(sorted(live)))
 
 
-def forget_run(repo_root: Path, *, worktree_dir: Path, run_id: str) -> list[Path]:
+def forget_run(repo: Repo, *, worktree_dir: Path, run_id: str) -> list[Path]:
     """Remove what a crashed supervisor of `run_id` left in `worktree_dir` (its task and spare
     worktrees), before the run resumes; the results stay on their branches."""
-    return _remove_worktrees(Repo(repo_root), Path(worktree_dir), set(), only=run_id)
+    return _remove_worktrees(repo, Path(worktree_dir), set(), only=run_id)
 
 
 def _remove_worktrees(repo: Repo, folder: Path, live: set[str], only: str | None = None) -> list[Path]:

@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from novaproc.merge import merge_results
+from novaproc.gitrepo import Repo
+from novaproc.merge import MergePolicy, merge_results
 from novaproc.workspace import Workspaces
 
 REPO = Path(os.environ.get("NOVA_BENCH_REPO", "/tmp/nova-bench-50k"))
@@ -69,7 +70,7 @@ def bench_pool(base: str) -> tuple[list[Row], list[tuple[str, str | None]]]:
     phase = {"prepare": 0.0, "commit": 0.0, "release": 0.0, "close": 0.0}
     steady: list[float] = []
     results: list[tuple[str, str | None]] = []
-    ws = Workspaces(REPO, run_id=run_id, worktree_dir=WORKTREES, base=base)
+    ws = Workspaces(Repo(REPO), run_id=run_id, worktree_dir=WORKTREES, base=base)
     for wave in range(0, TASKS, SLOTS):
         ids = [f"t{i}" for i in range(wave, min(wave + SLOTS, TASKS))]
         for i, task in zip(range(wave, wave + SLOTS), ids, strict=False):
@@ -119,8 +120,8 @@ def bench_merge(base: str, results: list[tuple[str, str | None]]) -> Row:
     target = f"bench-target-{os.getpid()}"
     git("branch", "-f", target, base)
     t0 = time.perf_counter()
-    outcome = merge_results(REPO, run_id=f"bench{os.getpid()}", target=target, base=base, results=results,
-                            on_conflict="fail", worktree_dir=WORKTREES)
+    policy = MergePolicy(target, base, on_conflict="fail", worktree_dir=WORKTREES)
+    outcome = merge_results(Repo(REPO), f"bench{os.getpid()}", results, policy)
     took = time.perf_counter() - t0
     git("branch", "-D", target)
     return (f"merge {len(results)} disjoint results", took,

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import git
 
-from novaproc.errors import EnvironmentFault
+from novaproc.errors import EnvironmentFault, UsageError
 from novaproc.furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
-from novaproc.gitrepo import Repo, check_ready
+from novaproc.gitrepo import Repo, admin_dir
+from novaproc.preflight import preflight
 
 pytestmark = pytest.mark.usefixtures("isolated_git")
 
@@ -37,34 +38,55 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
-def test_check_ready_reports_branch_and_head(repo: Path) -> None:
-    status = check_ready(repo)
-    assert status.branch == "main"
-    assert status.head == git(repo, "rev-parse", "HEAD")
-    assert status.common_dir == repo / ".git"
+def test_preflight_reports_branch_base_target_and_what_is_uncommitted(repo: Path) -> None:
+    (repo / "new.txt").write_text("n")
+    checked = preflight(repo, target=None, merge="auto")
+    assert (checked.branch, checked.target, checked.root) == ("main", "main", repo)
+    assert checked.base == git(repo, "rev-parse", "HEAD")
+    assert checked.repo.common_dir == repo / ".git"
+    assert checked.dirty == ("new.txt",) and "1 uncommitted change(s)" in checked.dirty_note()[0]
 
 
-def test_check_ready_refuses_a_merge_in_progress(repo: Path) -> None:
+def test_preflight_takes_the_target_tip_as_base_and_refuses_a_missing_target(repo: Path) -> None:
+    git(repo, "branch", "release")
+    commit_file(repo, "a.txt", "later\n")
+    checked = preflight(repo, target="release", merge="auto")
+    assert (checked.target, checked.base) == ("release", git(repo, "rev-parse", "release"))
+    with pytest.raises(UsageError, match="'nope' is not a branch"):
+        preflight(repo, target="nope", merge="auto")
+    git(repo, "checkout", "-q", "--detach")
+    with pytest.raises(UsageError, match="HEAD is detached"):
+        preflight(repo, target=None, merge="auto")
+    assert preflight(repo, target=None, merge="off").target is None
+
+
+def test_preflight_refuses_a_merge_in_progress(repo: Path) -> None:
     git(repo, "checkout", "-qb", "other")
     commit_file(repo, "a.txt", "other\n")
     git(repo, "checkout", "-q", "main")
     commit_file(repo, "a.txt", "main\n")
     subprocess.run(["git", "merge", "other"], cwd=repo, capture_output=True, check=False)
-    with pytest.raises(EnvironmentFault, match=r"middle of a merge.*merge --abort"):
-        check_ready(repo)
+    with pytest.raises(UsageError, match=r"middle of a merge.*merge --abort"):
+        preflight(repo, target=None, merge="auto")
 
 
-def test_check_ready_refuses_a_rebase_and_an_empty_repository(repo: Path, tmp_path: Path) -> None:
+def test_preflight_refuses_a_rebase_and_an_empty_repository(repo: Path, tmp_path: Path) -> None:
     (repo / ".git" / "rebase-merge").mkdir()
-    with pytest.raises(EnvironmentFault, match="rebase"):
-        check_ready(repo)
+    with pytest.raises(UsageError, match="rebase"):
+        preflight(repo, target=None, merge="auto")
     empty = tmp_path / "empty"
     empty.mkdir()
     git(empty, "init", "-q")
-    with pytest.raises(EnvironmentFault, match="no commit yet"):
-        check_ready(empty)
-    with pytest.raises(EnvironmentFault, match="not usable as a git repository"):
-        check_ready(tmp_path / "nowhere")
+    with pytest.raises(UsageError, match="no commit yet"):
+        preflight(empty, target=None, merge="auto")
+    with pytest.raises(UsageError, match="not usable as a git repository"):
+        preflight(tmp_path / "nowhere", target=None, merge="auto")
+
+
+def test_admin_dir_is_read_from_the_checkout_without_git(repo: Path, tmp_path: Path) -> None:
+    assert admin_dir(repo) == repo / ".git"
+    git(repo, "worktree", "add", "-q", str(tmp_path / "linked"))
+    assert admin_dir(tmp_path / "linked") == repo / ".git" / "worktrees" / "linked"
 
 
 def test_merge_without_checkout(repo: Path) -> None:

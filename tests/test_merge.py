@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from novaproc.errors import ExitCode
+from novaproc.gitrepo import Repo
 from novaproc.merge import MergeOutcome, MergePolicy, merge_results
 from novaproc.workspace import Workspaces
 
@@ -47,7 +48,7 @@ class Run:
     def __init__(self, repo: Path, tmp_path: Path, run_id: str = "r1") -> None:
         self.repo, self.run_id, self.wt_dir = repo, run_id, tmp_path / "wt"
         self.base = git(repo, "rev-parse", "HEAD")
-        self.ws = Workspaces(repo, run_id=run_id, worktree_dir=self.wt_dir, base=self.base)
+        self.ws = Workspaces(Repo(repo), run_id=run_id, worktree_dir=self.wt_dir, base=self.base)
         self.edits: dict[str, Edit] = {}
 
     def task(self, task_id: str, edit: Edit, parents: tuple[str, ...] = ()) -> str | None:
@@ -66,7 +67,7 @@ class Run:
         kw.setdefault("rerun", self.rerun)
         rerun = kw.pop("rerun", None)
         policy = MergePolicy("main", self.base, worktree_dir=self.wt_dir, **kw)  # type: ignore[arg-type]
-        outcome = merge_results(self.repo, self.run_id, results, policy, rerun)  # type: ignore[arg-type]
+        outcome = merge_results(Repo(self.repo), self.run_id, results, policy, rerun)  # type: ignore[arg-type]
         self.ws.close()
         return outcome
 

@@ -37,8 +37,8 @@ def repo(tmp_path: Path) -> Path:
 
 
 def workspaces(repo: Path, tmp_path: Path, run_id: str = "r1", **kw: object) -> Workspaces:
-    return Workspaces(repo, run_id=run_id, worktree_dir=tmp_path / "wt", base=git(repo, "rev-parse", "HEAD"),
-                      **kw)  # type: ignore[arg-type]
+    return Workspaces(Repo(repo), run_id=run_id, worktree_dir=tmp_path / "wt",
+                      base=git(repo, "rev-parse", "HEAD"), **kw)  # type: ignore[arg-type]
 
 
 def files_in(folder: Path) -> set[str]:
@@ -207,7 +207,8 @@ def test_worktree_dir_owned_by_someone_else_or_a_symlink_is_refused(repo: Path, 
 
 def test_clean_after_a_crash(repo: Path, tmp_path: Path) -> None:
     crash = ("import os; from pathlib import Path; from novaproc.workspace import Workspaces\n"
-             f"ws = Workspaces(Path({str(repo)!r}), run_id='dead', "
+             "from novaproc.gitrepo import Repo\n"
+             f"ws = Workspaces(Repo({str(repo)!r}), run_id='dead', "
              f"worktree_dir=Path({str(tmp_path / 'wt')!r}), base='HEAD')\n"
              "p = ws.prepare('t1'); (p / 'f.txt').write_text('x'); ws.commit('t1', (), 'x')\n"
              "ws.prepare('t2'); os._exit(0)\n")
