@@ -37,9 +37,10 @@ class Ending:
 
 
 # The guardian imports this very novaproc: not one in the command's folder (a worktree of any
-# commit, maybe of novaproc itself), which -P keeps off sys.path.
-_OURS = str(Path(__file__).resolve().parent.parent)
-_GUARDIAN = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from novaproc.guard import guardian_main; "
+# commit, maybe of novaproc itself), which -P keeps off sys.path. _OURS is the folder that holds
+# the novaproc package, however deep this module lies in it.
+_OURS = str(Path(__file__).resolve().parents[__name__.count(".")])
+_GUARDIAN = (f"import sys; sys.path.insert(0, sys.argv.pop(1)); from {__name__} import guardian_main; "
              "raise SystemExit(guardian_main(sys.argv[1:]))")
 
 UNSTOPPED = Ending()  # ended only by its timeout, SIGTERM then SIGKILL after the default grace

@@ -9,6 +9,7 @@ from pathlib import Path
 from conftest import assert_gone, marker, sleepers
 from test_pool import wait_until
 
+from novaproc import guard
 from novaproc.guard import Ending, run_guarded
 
 
@@ -17,6 +18,13 @@ def test_exit_code_and_output_come_back(tmp_path: Path) -> None:
                             stdout=subprocess.PIPE)
     assert (code, out) == (3, b"out\nerr\n")
     assert run_guarded(["true"], cwd=tmp_path, stdout=subprocess.DEVNULL)[0] == 0
+
+
+def test_the_guardian_imports_this_very_novaproc() -> None:
+    # the folder it puts first on sys.path holds this module, under the name it imports it by
+    module = Path(guard._OURS, *guard.__name__.split(".")).with_suffix(".py")
+    assert module == Path(guard.__file__).resolve()
+    assert f"from {guard.__name__} import guardian_main;" in guard._GUARDIAN
 
 
 def test_a_missing_program_is_127(tmp_path: Path) -> None:
