@@ -6,9 +6,9 @@ script run again), so the result of a validation is kept, one pickle per key, in
 
     $XDG_CACHE_HOME/novaproc/inputs/<key>.pickle      (default ~/.cache/novaproc/...)
 
-The key covers everything the result depends on: the novaproc code that builds it, the tasks
-file's path and bytes, the repository it lies in, nova.toml's (or --config's) bytes, the NOVA_*
-variables and the flags. Any change is a miss, and a miss is the first reading again. Only a
+The key covers everything the result depends on: the novaproc code that builds it (every module
+of its folder), the tasks file's path and bytes, the repository it lies in, nova.toml's (or
+--config's) bytes, the NOVA_* variables and the flags. Any change is a miss, and a miss is the first reading again. Only a
 valid result is stored, so every error comes from a fresh validation. An entry that cannot be
 read, or that another user could have written, is a miss; a cache that cannot be written is
 no cache. The newest MAX_ENTRIES entries are kept.
@@ -25,14 +25,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import __version__, paths
+from . import paths
 from .config import ENV_KEYS, Settings, load_settings
 from .fsio import write_atomic
 from .taskfile import MAX_FILE_BYTES, TaskFile, load_tasks
 
 MAX_ENTRIES = 64
-# the modules whose code decides what a tasks file and settings become
-_BUILDERS = ("taskfile.py", "config.py", "kinds.py", "paths.py", "schema.py", "inputs.py")
 
 
 def load_inputs(tasks_path: Path, *, config_file: Path | None = None,
@@ -75,17 +73,23 @@ def _entry(tasks_path: Path, config_file: Path | None, flags: Mapping[str, Any],
         root, in_git = paths.find_root(path.parent)
         nova = config_file.resolve() if config_file is not None else root / "nova.toml"
         nova_body = _read_bytes(nova) if config_file is not None or nova.is_file() else b""
-        code = [os.stat(Path(__file__).with_name(name)) for name in _BUILDERS]
+        code = [(f.name, os.stat(f)) for f in code_files()]
     except OSError:
         return None
     digest = hashlib.sha256()
-    for part in (__version__, path, root, in_git, nova, sorted(flags.items()),
+    for part in (path, root, in_git, nova, sorted(flags.items()),
                  [(var, environ.get(var)) for var in ENV_KEYS],
-                 [(s.st_mtime_ns, s.st_size, s.st_ino) for s in code]):
+                 [(name, s.st_mtime_ns, s.st_size, s.st_ino) for name, s in code]):
         digest.update(repr(part).encode() + b"\0")
     for blob in (body, nova_body):
         digest.update(hashlib.sha256(blob).digest())
     return folder / f"{digest.hexdigest()[:32]}.pickle"
+
+
+def code_files() -> list[Path]:
+    """The modules whose code decides what a tasks file and settings become: every one beside
+    this module, so a new one is covered without a list to keep."""
+    return sorted(Path(__file__).parent.glob("*.py"))
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -162,3 +162,9 @@ def test_a_flag_not_given_is_the_same_key_as_no_flag(tmp_path, env):
     load_inputs(path, environ=env, flags={"max_parallel": 2})
     load_inputs(path, environ=env, flags={"max_parallel": 2, "fail_fast": None, "merge": None})
     assert len(entries(env)) == 1
+
+
+def test_the_key_covers_every_module_beside_the_cache() -> None:
+    folder = Path(inputs.__file__).parent
+    assert inputs.code_files() == sorted(folder.glob("*.py"))
+    assert Path(inputs.__file__) in inputs.code_files() and len(inputs.code_files()) > 3
