@@ -1,6 +1,6 @@
 """`python -m novaproc`."""
 
-from novaproc.cli import entry
+from novaproc.cli.main import entry
 
 if __name__ == "__main__":
     entry()

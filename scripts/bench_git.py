@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from novaproc.gitrepo import Repo
-from novaproc.merge import MergePolicy, merge_results
-from novaproc.workspace import Workspaces
+from novaproc.isolation.merge import MergePolicy, merge_results
+from novaproc.isolation.repo import Repo
+from novaproc.isolation.worktree_pool import Workspaces
 
 REPO = Path(os.environ.get("NOVA_BENCH_REPO", "/tmp/nova-bench-50k"))
 WORKTREES = Path(os.environ.get("NOVA_WORKTREE_DIR", "/tmp/nova-worktrees"))

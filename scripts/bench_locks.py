@@ -30,7 +30,7 @@ from typing import Protocol
 
 import portalocker
 
-from novaproc.locks import LockManager, LockRequest
+from novaproc.locking.manager import LockManager, LockRequest
 
 HOLD = 0.0001  # seconds of work inside each critical section
 WARM_UP = 0.05  # seconds at the start of a contended run left out of the wait figures (cold caches)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import random
 import time
 
-from novaproc.kinds import Kind
-from novaproc.plan import Plan, Schedule, make_plan
-from novaproc.taskfile import Task
+from novaproc.inputs.kinds import Kind
+from novaproc.inputs.taskfile import Task
+from novaproc.planning.plan import Plan, Schedule, make_plan
 
 TASKS = 10_000
 SLOTS = 8

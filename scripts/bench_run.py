@@ -163,7 +163,7 @@ def peak_memory(folder: Path, env: dict[str, str]) -> list[Row]:
 def sampling_cost() -> list[Row]:
     import psutil
 
-    from novaproc.throttle import PsutilSampler
+    from novaproc.execution.throttle import PsutilSampler
 
     sampler = PsutilSampler(min_span=0.0)
     n = 200

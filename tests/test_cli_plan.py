@@ -15,9 +15,9 @@ import pytest
 from conftest import clean_env, run_cli, write_tasks
 
 import novaproc
-from novaproc import taskfile
-from novaproc.config import load_settings
-from novaproc.taskfile import load_tasks
+from novaproc.inputs import taskfile
+from novaproc.inputs.settings import load_settings
+from novaproc.inputs.taskfile import load_tasks
 
 # ---- bad input: one message naming file, task and field; exit 2; never a traceback --------
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import event
 
-from novaproc.journal import Journal
-from novaproc.journal_format import RunMeta, TaskMeta, process_start_time
 from novaproc.messages import RunState, TaskState
-from novaproc.runs import list_runs, load_run
+from novaproc.state.format import RunMeta, TaskMeta, process_start_time
+from novaproc.state.journal import Journal
+from novaproc.state.reader import list_runs, load_run
 
 # A stand-in supervisor: journals a run with tasks "work" and "later", prints the run id, writes
 # output to work's log, and ends as a real one does: finished after `lines` lines with `code`,
@@ -25,8 +25,8 @@ from novaproc.runs import list_runs, load_run
 SUPERVISOR = """
 import os, signal, sys, time
 from pathlib import Path
-from novaproc.journal import Journal
-from novaproc.journal_format import RunMeta, TaskMeta
+from novaproc.state.journal import Journal
+from novaproc.state.format import RunMeta, TaskMeta
 from novaproc.messages import Event, TaskState
 
 sys.path.insert(0, sys.argv[5])

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from novaproc.config import DEFAULT_WORKTREE_DIR, Settings, load_settings
 from novaproc.errors import ConfigError
+from novaproc.inputs.settings import DEFAULT_WORKTREE_DIR, Settings, load_settings
 
 # one distinct value per level, so the winner identifies its level
 LEVELS = ("nova", "run", "env", "flag")
@@ -206,7 +206,7 @@ def test_text_settings_are_taken_without_loading_pydantic(tmp_path):
     import subprocess
     import sys
 
-    probe = ("import sys; from pathlib import Path; from novaproc.config import load_settings; "
+    probe = ("import sys; from pathlib import Path; from novaproc.inputs.settings import load_settings; "
              f"s = load_settings(Path({str(tmp_path)!r}), {{'target': 'main'}}, "
              "environ={'NOVA_STATE_DIR': '/x'}, flags={'state_dir': '/y'}); "
              "print(s.state_dir, s.target, 'pydantic' in sys.modules)")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from novaproc.executor import Executor
-from novaproc.fake_executor import FakeClock, FakeExecutor
+from novaproc.execution.fake import FakeClock, FakeExecutor
+from novaproc.execution.interface import Executor
+from novaproc.execution.pool import WorkerPool
 from novaproc.messages import Escalated, Finished, Job, Report
-from novaproc.pool import WorkerPool
 
 GRACE = 0.5
 DEADLINE = 30.0  # seconds of real time: an executor that takes longer has hung

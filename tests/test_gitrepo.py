@@ -12,9 +12,9 @@ import pytest
 from conftest import git
 
 from novaproc.errors import EnvironmentFault, UsageError
-from novaproc.furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
-from novaproc.gitrepo import Repo, admin_dir
-from novaproc.preflight import preflight
+from novaproc.isolation.furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
+from novaproc.isolation.preflight import preflight
+from novaproc.isolation.repo import Repo, admin_dir
 
 pytestmark = pytest.mark.usefixtures("isolated_git")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from conftest import assert_gone, marker, sleepers
 from test_pool import wait_until
 
-from novaproc import guard
-from novaproc.guard import Ending, run_guarded
+from novaproc.execution import guard
+from novaproc.execution.guard import Ending, run_guarded
 
 
 def test_exit_code_and_output_come_back(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_the_command_dies_with_a_killed_caller(tmp_path: Path) -> None:
     caller = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys\n"
         "from pathlib import Path\n"
-        "from novaproc.guard import Ending, run_guarded\n"
+        "from novaproc.execution.guard import Ending, run_guarded\n"
         f"run_guarded(['/bin/sh', '-c', 'setsid sleep {mark} & sleep {mark}'], cwd=Path('.'),"
         " stdout=subprocess.DEVNULL)\n")], cwd=tmp_path)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from novaproc.history import history_file, save_durations, typical_durations
+from novaproc.state.history import history_file, save_durations, typical_durations
 
 
 def test_history_keeps_recent_successes_per_tasks_file_and_definition(tmp_path: Path) -> None:

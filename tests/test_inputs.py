@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import write_tasks
 
-from novaproc import inputs
 from novaproc.errors import ConfigError
-from novaproc.inputs import MAX_ENTRIES, cache_dir, load_inputs
+from novaproc.inputs import cache
+from novaproc.inputs.cache import MAX_ENTRIES, cache_dir, load_inputs
 
 RICH = """
 [run]
@@ -62,7 +62,7 @@ def test_a_second_reading_gives_the_same_result_from_the_cache(tmp_path, env):
 
 def test_a_cached_reading_does_not_load_pydantic_or_tomllib(tmp_path, env):
     path = write_tasks(tmp_path, RICH)
-    probe = ("import sys; from pathlib import Path; from novaproc.inputs import load_inputs; "
+    probe = ("import sys; from pathlib import Path; from novaproc.inputs.cache import load_inputs; "
              f"load_inputs(Path({str(path)!r})); "
              "print(sorted(m for m in ('pydantic', 'tomllib') if m in sys.modules))")
 
@@ -150,7 +150,7 @@ def test_without_a_home_nothing_is_cached(tmp_path):
 
 
 def test_only_the_newest_entries_are_kept(tmp_path, env, monkeypatch):
-    monkeypatch.setattr(inputs, "MAX_ENTRIES", 3)
+    monkeypatch.setattr(cache, "MAX_ENTRIES", 3)
     for i in range(5):
         load_inputs(write_tasks(tmp_path, f'[tasks.a]\ncmd = "echo {i}"\n', f"t{i}.toml"), environ=env)
     assert len(entries(env)) == 3 < MAX_ENTRIES
@@ -165,6 +165,6 @@ def test_a_flag_not_given_is_the_same_key_as_no_flag(tmp_path, env):
 
 
 def test_the_key_covers_every_module_beside_the_cache() -> None:
-    folder = Path(inputs.__file__).parent
-    assert inputs.code_files() == sorted(folder.glob("*.py"))
-    assert Path(inputs.__file__) in inputs.code_files() and len(inputs.code_files()) > 3
+    folder = Path(cache.__file__).parent
+    assert cache.code_files() == sorted(folder.glob("*.py"))
+    assert Path(cache.__file__) in cache.code_files() and len(cache.code_files()) > 3

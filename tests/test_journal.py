@@ -16,8 +16,8 @@ from conftest import event
 
 from novaproc.errors import EnvironmentFault, InternalError, UsageError
 from novaproc.fsio import write_atomic
-from novaproc.journal import Journal
-from novaproc.journal_format import (
+from novaproc.messages import RunState, TaskState
+from novaproc.state.format import (
     EVENTS_FILE,
     RUN_FILE,
     JournalCorrupt,
@@ -25,8 +25,8 @@ from novaproc.journal_format import (
     TaskMeta,
     process_start_time,
 )
-from novaproc.messages import RunState, TaskState
-from novaproc.runs import RunRecord, kept_results, list_runs, load_run
+from novaproc.state.journal import Journal
+from novaproc.state.reader import RunRecord, kept_results, list_runs, load_run
 
 TASKS = (TaskMeta("build", "build it", "h-build"), TaskMeta("test", "", "h-test"),
          TaskMeta("docs", "", "h-docs"))
@@ -336,8 +336,8 @@ def test_a_killed_supervisor_leaves_a_loadable_crashed_run(tmp_path: Path) -> No
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from novaproc.journal import Journal\n"
-        "from novaproc.journal_format import RunMeta\n"
+        "from novaproc.state.journal import Journal\n"
+        "from novaproc.state.format import RunMeta\n"
         "from novaproc.messages import Event, Level, Message, TaskChanged, TaskState\n"
         "j = Journal.create(Path(sys.argv[1]), RunMeta(tasks_file='t.toml', root='.'))\n"
         "n = 0\n"

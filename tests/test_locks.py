@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from novaproc import locks, paths
 from novaproc.errors import BusyError, EnvironmentFault, ExitCode, InternalError
-from novaproc.locks import (
+from novaproc.inputs import paths
+from novaproc.locking import manager as lock_manager
+from novaproc.locking.manager import (
     Blocked,
     Grant,
     LockManager,
@@ -39,7 +40,7 @@ from novaproc.locks import (
 HOLDER = """
 import os, subprocess, sys, time
 from pathlib import Path
-from novaproc.locks import LockManager, LockRequest, Owner
+from novaproc.locking.manager import LockManager, LockRequest, Owner
 lock_dir, path, child = sys.argv[1:4]
 manager = LockManager(Path(lock_dir), owner=Owner(run_id="r9", label="holder"))
 manager.acquire(LockRequest("h", "holder_task", exclusive=(path,)))
@@ -58,7 +59,7 @@ time.sleep(60)
 STRESS = """
 import json, random, select, sys, time
 from pathlib import Path
-from novaproc.locks import Grant, LockManager, LockRequest, Owner
+from novaproc.locking.manager import Grant, LockManager, LockRequest, Owner
 lock_dir, root, log_path, seed, rounds = sys.argv[1:6]
 rng = random.Random(int(seed))
 tree = [root, root + "/a", root + "/a/x", root + "/a/y", root + "/b", root + "/b/z"]
@@ -84,7 +85,7 @@ with LockManager(Path(lock_dir), owner=Owner(label="stress " + seed)) as manager
 READER = """
 import sys, time
 from pathlib import Path
-from novaproc.locks import LockManager, LockRequest
+from novaproc.locking.manager import LockManager, LockRequest
 lock_dir, path, stop = sys.argv[1:4]
 with LockManager(Path(lock_dir)) as manager:
     request = LockRequest("read", shared=(path,))
@@ -125,7 +126,7 @@ def test_lock_folder_comes_from_the_environment_and_is_private(monkeypatch, tmp_
     assert prepare_lock_dir() == tmp_path / "mine"
     assert stat.S_IMODE(os.stat(tmp_path / "mine").st_mode) == 0o700
     monkeypatch.delenv("NOVA_LOCK_DIR")
-    assert str(locks.default_lock_dir()) == f"/tmp/novaproc-{os.geteuid()}/locks"
+    assert str(lock_manager.default_lock_dir()) == f"/tmp/novaproc-{os.geteuid()}/locks"
 
 
 def test_a_symlinked_or_world_writable_lock_folder_is_refused(tmp_path: Path) -> None:
@@ -218,7 +219,7 @@ def test_acquire_times_out_with_busy_and_leaves_the_line(managers: list[LockMana
 
 
 def test_a_release_wakes_a_blocked_acquire_through_its_bell(managers: list[LockManager], monkeypatch) -> None:
-    monkeypatch.setattr(locks, "POLL_INTERVAL", 30.0)  # only the bell can wake it in time
+    monkeypatch.setattr(lock_manager, "POLL_INTERVAL", 30.0)  # only the bell can wake it in time
     a, b, _ = managers
     held = a.try_acquire(x("/p"))
     got: list[Grant] = []

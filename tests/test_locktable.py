@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from novaproc import paths
-from novaproc.locktable import (
+from novaproc.inputs import paths
+from novaproc.locking.table import (
     Blocked,
     Blocker,
     Entry,

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from novaproc.errors import ExitCode
-from novaproc.gitrepo import Repo
-from novaproc.merge import MergeOutcome, MergePolicy, merge_results
-from novaproc.workspace import Workspaces
+from novaproc.isolation.merge import MergeOutcome, MergePolicy, merge_results
+from novaproc.isolation.repo import Repo
+from novaproc.isolation.worktree_pool import Workspaces
 
 Edit = Callable[[Path], None]
 

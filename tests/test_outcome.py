@@ -7,9 +7,9 @@ import signal
 import pytest
 
 from novaproc.errors import ExitCode
+from novaproc.inputs.taskfile import Task
 from novaproc.messages import TaskState
-from novaproc.outcome import TaskRecord, describe_failure, run_exit_code
-from novaproc.taskfile import Task
+from novaproc.run.outcome import TaskRecord, describe_failure, run_exit_code
 
 
 def records(*states: str, allow_failure: bool = False) -> list[TaskRecord]:

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from novaproc import paths
-from novaproc.graph import CycleFound
-from novaproc.kinds import Kind
+from novaproc.inputs import paths
+from novaproc.inputs.kinds import Kind
+from novaproc.inputs.taskfile import Task
 from novaproc.messages import TaskState
-from novaproc.plan import Conflict, Schedule, make_plan, select
-from novaproc.taskfile import Task
+from novaproc.planning.graph import CycleFound
+from novaproc.planning.plan import Conflict, Schedule, make_plan, select
 
 ROOT = "/repo"
 

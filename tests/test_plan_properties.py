@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from novaproc import paths
-from novaproc.kinds import SERIAL_KINDS, Kind
+from novaproc.inputs import paths
+from novaproc.inputs.kinds import SERIAL_KINDS, Kind
+from novaproc.inputs.taskfile import Task
 from novaproc.messages import TaskState
-from novaproc.plan import Plan, Schedule, make_plan
-from novaproc.taskfile import Task
+from novaproc.planning.plan import Plan, Schedule, make_plan
 
 ROOT = "/repo"
 POOL = ("a", "a/b", "a/b/c", "a/b/c.py", "a/bc", "d", "d/e.txt", "a/*.py", "a/b/*", "*.md",

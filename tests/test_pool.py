@@ -15,8 +15,8 @@ import psutil
 import pytest
 from conftest import assert_gone, marker, marker_procs, sleepers
 
+from novaproc.execution.pool import WorkerPool
 from novaproc.messages import Escalated, Finished, Job, Started
-from novaproc.pool import WorkerPool
 
 DEADLINE = 30.0
 

@@ -20,10 +20,10 @@ import pytest
 from conftest import clean_env, write_tasks
 from test_run_cli import RUN_TABLE, nova, task
 
+from novaproc.cli.views import format_duration, last_line, summary_json, summary_table, write_junit
+from novaproc.inputs.taskfile import Task
 from novaproc.messages import TaskState
-from novaproc.outcome import RunOutcome, TaskRecord
-from novaproc.progress import format_duration, last_line, summary_json, summary_table, write_junit
-from novaproc.taskfile import Task
+from novaproc.run.outcome import RunOutcome, TaskRecord
 
 ANSI = re.compile(r"\x1b[\[\]()#;?]*[0-9;]*[A-Za-z]?")
 SGR = re.compile(r"\x1b\[([0-9;]*)m")

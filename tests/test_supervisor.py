@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 from conftest import write_tasks
 
-from novaproc.config import Settings
 from novaproc.errors import ExitCode
-from novaproc.isolation_interface import InPlace
+from novaproc.execution.pool import WorkerPool
+from novaproc.execution.throttle import Load, Throttle
+from novaproc.inputs.settings import Settings
+from novaproc.inputs.taskfile import Task, load_tasks
+from novaproc.isolation.interface import InPlace
 from novaproc.messages import Event, TaskState
-from novaproc.outcome import RunOutcome
-from novaproc.plan import make_plan
-from novaproc.pool import WorkerPool
-from novaproc.supervisor import RunParts, Supervisor
-from novaproc.taskfile import Task, load_tasks
-from novaproc.throttle import Load, Throttle
+from novaproc.planning.plan import make_plan
+from novaproc.run.outcome import RunOutcome
+from novaproc.run.supervisor import RunParts, Supervisor
 
 HANG_GUARD = 60  # seconds: a run that takes longer has hung
 

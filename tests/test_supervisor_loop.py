@@ -7,15 +7,15 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from novaproc.config import Settings
 from novaproc.errors import ExitCode
-from novaproc.fake_executor import FakeClock, FakeExecutor
-from novaproc.isolation_interface import InPlace
+from novaproc.execution.fake import FakeClock, FakeExecutor
+from novaproc.inputs.settings import Settings
+from novaproc.inputs.taskfile import Task
+from novaproc.isolation.interface import InPlace
 from novaproc.messages import Message, TaskState
-from novaproc.outcome import RunOutcome
-from novaproc.plan import make_plan
-from novaproc.supervisor import RunParts, Supervisor
-from novaproc.taskfile import Task
+from novaproc.planning.plan import make_plan
+from novaproc.run.outcome import RunOutcome
+from novaproc.run.supervisor import RunParts, Supervisor
 
 START = 1000.0
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import write_tasks
 
-from novaproc import taskfile
 from novaproc.errors import ConfigError
-from novaproc.kinds import Kind, detect
-from novaproc.taskfile import load_tasks, parse_duration
+from novaproc.inputs import taskfile
+from novaproc.inputs.kinds import Kind, detect
+from novaproc.inputs.taskfile import load_tasks, parse_duration
 
 
 def load_one(tmp_path: Path, body: str, tid: str = "a") -> taskfile.Task:
@@ -231,7 +231,7 @@ def test_definition_hash_is_the_same_in_another_process(tmp_path):
     path = write_tasks(tmp_path, '[tasks.a]\ncall = "m:f"\nkwargs = { y = 1, x = [2] }\n'
                                  'env = { Z = "1", A = "2" }')
     here = load_tasks(path).tasks[0].definition_hash()
-    code = ("from novaproc.taskfile import load_tasks\n"
+    code = ("from novaproc.inputs.taskfile import load_tasks\n"
             f"print(load_tasks({str(path)!r}).tasks[0].definition_hash())")
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout.strip()

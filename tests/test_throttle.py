@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from novaproc.throttle import Load, PsutilSampler, Throttle
+from novaproc.execution.throttle import Load, PsutilSampler, Throttle
 
 
 class FakeSampler:

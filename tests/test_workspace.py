@@ -14,9 +14,9 @@ import pytest
 from conftest import git
 
 from novaproc.errors import EnvironmentFault
-from novaproc.furnish import SetupFailed
-from novaproc.gitrepo import MergeConflict, Repo
-from novaproc.workspace import Workspaces, clean, remove_stale_locks, undeclared
+from novaproc.isolation.furnish import SetupFailed
+from novaproc.isolation.repo import MergeConflict, Repo
+from novaproc.isolation.worktree_pool import Workspaces, clean, remove_stale_locks, undeclared
 
 pytestmark = pytest.mark.usefixtures("isolated_git")
 
@@ -206,8 +206,8 @@ def test_worktree_dir_owned_by_someone_else_or_a_symlink_is_refused(repo: Path, 
 
 
 def test_clean_after_a_crash(repo: Path, tmp_path: Path) -> None:
-    crash = ("import os; from pathlib import Path; from novaproc.workspace import Workspaces\n"
-             "from novaproc.gitrepo import Repo\n"
+    crash = ("import os; from pathlib import Path; from novaproc.isolation.worktree_pool import Workspaces\n"
+             "from novaproc.isolation.repo import Repo\n"
              f"ws = Workspaces(Repo({str(repo)!r}), run_id='dead', "
              f"worktree_dir=Path({str(tmp_path / 'wt')!r}), base='HEAD')\n"
              "p = ws.prepare('t1'); (p / 'f.txt').write_text('x'); ws.commit('t1', (), 'x')\n"

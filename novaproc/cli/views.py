@@ -1,0 +1,326 @@
+"""Views: the plan as text, and (for runs) the live, plain and JSON progress views.
+
+Everything here only formats; the CLI decides where it goes. rich is imported lazily by the
+live view so that plain and JSON output start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from novaproc.messages import Event, Level, Message, RunStarted, TaskChanged, TaskState
+from novaproc.run.outcome import describe_failure
+
+if TYPE_CHECKING:  # only types: `plan` must not pay for importing the run machinery
+    from novaproc.planning.plan import Plan
+    from novaproc.run.outcome import RunOutcome
+
+
+def format_duration(seconds: float) -> str:
+    """'0.4s', '12s', '2m34s', '1h02m'."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def render_plan(plan: Plan) -> str:
+    lines = [
+        f"Execution strategy: {plan.strategy}",
+        f"  Reason: {plan.reason}",
+        f"  Safety level: {plan.safety}",
+        f"  Estimated speedup: {plan.estimated_speedup:.1f}x   ({plan.slots} slots)",
+        f"  Isolation: {plan.isolation}",
+    ]
+    lines += [f"  Warning: {w}" for w in plan.warnings]
+    width = max(len(t.id) for t in plan.tasks)
+    lines.append(f"Tasks ({len(plan.tasks)}):")
+    for i, t in enumerate(plan.tasks, 1):
+        extra = [] if t.kind == "normal" else [f"kind {t.kind}: {t.kind_reason}"]
+        after = plan.implicit_after(t.id)
+        if t.depends_on:
+            extra.append("depends on " + ", ".join(t.depends_on))
+        if after:
+            extra.append("after " + ", ".join(after))
+        suffix = f"  ({'; '.join(extra)})" if extra else ""
+        lines.append(f"  {i}. {t.id:<{width}}  {t.label}{suffix}")
+    if plan.strategy == "dag":
+        lines.append("Layers:")
+        labels = {t.id: t.label for t in plan.tasks}
+        for n, layer in enumerate(plan.layers(), 1):
+            waits = f" (depends on layer {n - 1})" if n > 1 else ""
+            lines.append(f"  Layer {n}: {', '.join(labels[t] for t in layer)}{waits}")
+    if plan.conflicts:
+        lines.append(f"Conflicts ({len(plan.conflicts)}), run in this order:")
+        for c in plan.conflicts:
+            what = ", ".join(c.paths) if c.paths else f"both are {c.why} tasks"
+            lines.append(f"  {c.first} -> {c.second}: {what} ({c.why})")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- run views
+
+MARKS = {"queued": "·", "waiting": "…", "running": "▶", "done": "✓", "failed": "✗",
+         "skipped": "-", "cancelled": "⊘"}
+SUMMARY_ROWS = 40
+
+
+class View:
+    """Consumes the supervisor's events and writes what the user should see to `out`."""
+
+    def __init__(self, out: TextIO, err: TextIO, total: int) -> None:
+        self.out, self.err, self.total = out, err, total
+        self._ended: set[str] = set()  # a set: a task run again by the merge protocol ends twice
+        self.started = time.monotonic()
+
+    def handle(self, event: Event) -> None:
+        payload = event.payload
+        if isinstance(payload, TaskChanged) and payload.state.finished:
+            self._ended.add(event.task_id or "")
+        if isinstance(payload, Message) and payload.level in (Level.WARNING, Level.ERROR):
+            self.warn(payload)
+        self.show(event)
+
+    @property
+    def finished(self) -> int:
+        return len(self._ended)
+
+    def warn(self, message: Message) -> None:
+        self.err.write(f"novaproc: {message.level}: {message.text}\n")
+        self.err.flush()
+
+    def show(self, event: Event) -> None:
+        """Render one event; the default view shows nothing but warnings."""
+
+    def stop(self) -> None:
+        """The run ended without an outcome to show: leave the terminal as it was."""
+
+    def close(self, outcome: RunOutcome) -> None:
+        self.out.write(summary_table(outcome) + "\n")
+        self.out.flush()
+
+
+class QuietView(View):
+    """--quiet: only warnings, errors and the final summary."""
+
+
+class PlainView(View):
+    """Off a terminal (cron, pipes, files): one plain line per event, no escapes."""
+
+    def show(self, event: Event) -> None:
+        line = self._line(event)
+        if line:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def _line(self, event: Event) -> str | None:
+        d = event.payload
+        if isinstance(d, RunStarted):
+            return (f"novaproc: run {event.run_id}: {d.tasks} task(s), {d.strategy}, "
+                    f"{d.max_parallel} slot(s), estimated speedup {d.estimated_speedup:.1f}x")
+        if not isinstance(d, TaskChanged):
+            return None
+        head = f"[{self.finished}/{self.total}] {d.state:<9} {event.task_id}"
+        if d.state is TaskState.RUNNING:
+            return head + (f" (attempt {d.attempt})" if (d.attempt or 1) > 1 else "")
+        if d.state in (TaskState.WAITING, TaskState.SKIPPED, TaskState.CANCELLED):
+            return head + (f": {d.reason}" if d.reason else "")
+        extra = f" in {format_duration(d.duration or 0.0)}"
+        if d.state is TaskState.FAILED:
+            extra += f": {_failure_text(d)}"
+        return head + extra
+
+
+class JsonView(View):
+    """--json: one JSON object per event, then a summary object."""
+
+    def warn(self, message: Message) -> None:
+        pass  # the message event itself carries it
+
+    def show(self, event: Event) -> None:
+        self.out.write(json.dumps(event.to_json()) + "\n")
+        self.out.flush()
+
+    def close(self, outcome: RunOutcome) -> None:
+        self.out.write(json.dumps(summary_json(outcome)) + "\n")
+        self.out.flush()
+
+
+def _failure_text(d: TaskChanged) -> str:
+    return one_line(describe_failure(d.error, d.signal, d.exit_code))
+
+
+def summary_table(outcome: RunOutcome) -> str:
+    """The end-of-run table (failures first, long runs cut) and the speedup line."""
+    order = {"failed": 0, "cancelled": 1, "skipped": 2, "waiting": 3, "queued": 3, "running": 3,
+             "done": 4}
+    recs = sorted(outcome.records.values(), key=lambda r: order.get(r.state, 3))
+    width = max([4, *(len(r.task.id) for r in recs[:SUMMARY_ROWS])])
+    lines = [f"{'Task':<{width}}  {'Status':<9}  {'Attempts':>8}  Duration"]
+    for r in recs[:SUMMARY_ROWS]:
+        note = f"  {one_line(r.failure)}" if r.state == "failed" else ""
+        lines.append(f"{r.task.id:<{width}}  {r.state:<9}  {r.all_attempts:>8}  "
+                     f"{format_duration(r.run_time)}{note}")
+    if len(recs) > SUMMARY_ROWS:
+        rest = recs[SUMMARY_ROWS:]
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(str(r.state) for r in rest).items()))
+        lines.append(f"... and {len(rest)} more ({counts})")
+    lines.append(f"wall {format_duration(outcome.wall)}, task time {format_duration(outcome.task_time)}, "
+                 f"speedup {outcome.speedup:.2f}x (estimated {outcome.estimated_speedup:.1f}x)")
+    lines += [f"note: {note}" for note in outcome.notes]
+    return "\n".join(lines)
+
+
+def summary_json(outcome: RunOutcome) -> dict[str, object]:
+    return {
+        "event": "summary", "run_id": outcome.run_id, "exit_code": int(outcome.exit_code),
+        "wall": round(outcome.wall, 3), "task_time": round(outcome.task_time, 3),
+        "speedup": round(outcome.speedup, 2), "estimated_speedup": round(outcome.estimated_speedup, 2),
+        "notes": list(outcome.notes),
+        "tasks": {tid: {"state": str(r.state), "attempts": r.all_attempts, "duration": round(r.run_time, 3),
+                        "exit_code": r.exit_code, "error": r.error, "value": r.value}
+                  for tid, r in outcome.records.items()},
+    }
+
+
+def write_junit(outcome: RunOutcome, path: Path, log_path: Callable[[str], Path]) -> None:
+    """A JUnit XML report: one testcase per task, for CI systems."""
+    import xml.etree.ElementTree as ET
+
+    recs = list(outcome.records.values())
+    suite = ET.Element("testsuite", name="novaproc", tests=str(len(recs)),
+                       failures=str(sum(r.state == "failed" for r in recs)),
+                       skipped=str(sum(r.state in ("skipped", "cancelled") for r in recs)),
+                       time=f"{outcome.wall:.3f}")
+    for r in recs:
+        case = ET.SubElement(suite, "testcase", classname=f"novaproc.{outcome.run_id}",
+                             name=r.task.id, time=f"{r.run_time:.3f}")
+        if r.state == "failed":
+            failure = ET.SubElement(case, "failure", message=plain_text(r.failure))
+            failure.text = _tail(log_path(r.task.id), 4000)
+        elif r.state in ("skipped", "cancelled"):
+            ET.SubElement(case, "skipped", message=str(r.state))
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _tail(path: Path, limit: int) -> str:
+    """The last `limit` bytes of a log as text, as shown: see plain_text."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            start = max(0, f.tell() - limit)
+            f.seek(start)
+            data = f.read()
+    except OSError:
+        return ""
+    if start:  # not from a character's middle: skip UTF-8 continuation bytes
+        data = data.lstrip(bytes(range(0x80, 0xC0)))
+    return plain_text(data.decode("utf-8", "replace"))
+
+
+# escape sequences (CSI, OSC, two-byte) and the control characters that a terminal would act
+# on or an XML parser refuse: a task's output is shown, never obeyed
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffe\uffff]")
+
+
+def plain_text(text: str) -> str:
+    """`text` without escape sequences and control characters, tabs and newlines kept."""
+    return _CONTROLS.sub("", _ESCAPES.sub("", text))
+
+
+def one_line(text: str) -> str:
+    """plain_text on one line, for a table cell or an event's line."""
+    return " ".join(plain_text(text).split())
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a log, for the live view."""
+    lines = [ln for ln in _tail(path, 512).splitlines() if ln.strip()]
+    return lines[-1].strip()[:120] if lines else ""
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+class LiveView(View):
+    """On a terminal: a live table of running and waiting tasks with their last output line,
+    elapsed times and an ETA, redrawn by rich a few times a second."""
+
+    def __init__(self, out: TextIO, err: TextIO, total: int, log_path: Callable[[str], Path],
+                 labels: dict[str, str], estimates: dict[str, float], slots: int) -> None:
+        super().__init__(out, err, total)
+        from rich.console import Console
+        from rich.live import Live
+
+        self._log_path, self._labels, self._estimates, self._slots = log_path, labels, estimates, slots
+        self._console = Console(file=out, stderr=False)
+        self._states: dict[str, tuple[str, float, str]] = {}  # id -> (state, since, reason)
+        self._recent: list[str] = []
+        self._durations: list[float] = []
+        self._live = Live(console=self._console, refresh_per_second=4, transient=True,
+                          get_renderable=self._render)
+        self._live.start()
+
+    # what comes from tasks (output, errors, labels) is escaped: rich must not read "[/x]" in
+    # it as markup, which fails the render, or "[tasks.a]" as a style, which vanishes
+    def warn(self, message: Message) -> None:
+        self._console.print(f"[yellow]novaproc: {message.level}: {_escape(message.text)}[/]")
+
+    def show(self, event: Event) -> None:
+        d = event.payload
+        if not isinstance(d, TaskChanged) or event.task_id is None:
+            return
+        self._states[event.task_id] = (str(d.state), time.monotonic(), d.reason or "")
+        if d.state.finished:
+            self._recent = [*self._recent[-4:], event.task_id]
+            if d.state is TaskState.DONE:
+                self._durations.append(d.duration or 0.0)
+            if d.state is TaskState.FAILED:
+                self._console.print(f"[red]✗ {event.task_id}[/] {_escape(_failure_text(d))}")
+
+    def _render(self):
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 1))
+        now = time.monotonic()
+        states = dict(self._states)  # drawn on rich's thread while events arrive on the main one
+        shown = [t for t, (s, _, _) in states.items() if s in ("running", "waiting")]
+        for tid in [*self._recent, *shown][-30:]:
+            state, since, reason = states[tid]
+            detail = reason if state == "waiting" else \
+                last_line(self._log_path(tid)) if state == "running" else self._labels.get(tid, "")
+            table.add_row(MARKS.get(state, "?"), f"[{self.finished}/{self.total}]", tid,
+                          format_duration(now - since) if state == "running" else state,
+                          _escape(one_line(detail)))
+        table.add_row("", "", f"elapsed {format_duration(now - self.started)}", self._eta(), "")
+        return table
+
+    def _eta(self) -> str:
+        left = self.total - self.finished
+        if not left:
+            return ""
+        mean = (sum(self._durations) / len(self._durations) if self._durations
+                else sum(self._estimates.values()) / max(1, len(self._estimates)))
+        return f"ETA ~{format_duration(mean * left / min(self._slots, left))}"
+
+    def stop(self) -> None:
+        self._live.stop()
+
+    def close(self, outcome: RunOutcome) -> None:
+        self.stop()
+        super().close(outcome)

@@ -1,0 +1,199 @@
+"""The worker pool, the supervisor's side of running tasks (ninja's CommandRunner): hand a job
+to an idle worker, wait for reports, stop a task's whole tree.
+
+    supervisor (WorkerPool)                      worker i (worker.py)
+      submit(Job) ────── Pipe ───────────▶  runs the task
+      wait() ◀────────── Pipe ────────────  Started(pid) if it runs a while, Finished(code)
+      wait() ◀── sentinel ── a dead worker fails the one task it held; it is replaced
+      terminate(task) ── SIGTERM, then SIGKILL after grace ─▶ every descendant of the worker
+
+Workers start from a forkserver: the supervisor may run threads (the live view, the journal's
+flusher) and forking a threaded process is unsafe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass
+
+from novaproc.execution.proctree import DEFAULT_GRACE, kill_marked, signal_tree
+from novaproc.execution.worker import worker_main
+from novaproc.messages import Escalated, Finished, Job, Report
+
+MAX_WAIT = 3600.0  # seconds: the longest single wait; waking once an hour costs nothing
+
+
+def start_forkserver() -> None:
+    """Start the process workers fork from (idempotent). Called early, its interpreter starts
+    while the caller reads the tasks file, rather than before the first task."""
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["novaproc.execution.worker", "ctypes"])
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
+# ---------------------------------------------------------------- supervisor side
+
+
+@dataclass
+class _WorkerSlot:
+    process: multiprocessing.process.BaseProcess
+    conn: multiprocessing.connection.Connection
+    job: Job | None = None
+    task_pid: int | None = None
+    started_at: float = 0.0
+    kill_at: float | None = None  # when SIGKILL follows a SIGTERM already sent
+    escalated: bool = False  # that SIGKILL was sent, and reported
+
+
+class WorkerPool:
+    """Runs jobs on up to `size` worker processes; the supervisor's CommandRunner.
+
+    Non-blocking except for `wait`, which returns as soon as a worker reports, a worker
+    dies, a wake-up fd is readable or the timeout passes.
+    """
+
+    def __init__(self, size: int, kill_grace: float = DEFAULT_GRACE) -> None:
+        self.size, self.kill_grace = size, kill_grace
+        self._ctx = multiprocessing.get_context("forkserver")
+        start_forkserver()
+        self._slots: list[_WorkerSlot] = []
+        self._token, self._jobs = f"{os.getpid()}-{os.urandom(4).hex()}", 0
+
+    def idle(self) -> int:
+        return self.size - sum(1 for s in self._slots if s.job is not None)
+
+    def submit(self, job: Job) -> None:
+        self._jobs += 1
+        job = dataclasses.replace(job, env={**job.env, "NOVA_JOB": f"{self._token}.{self._jobs}"})
+        while True:
+            slot = next((s for s in self._slots if s.job is None), None) or self._spawn()
+            try:
+                slot.conn.send(job)
+                break
+            except OSError:  # died while idle (the OOM killer, say): it held no task; replace it
+                self._slots.remove(slot)
+                slot.conn.close()
+        slot.job, slot.task_pid, slot.started_at, slot.kill_at = job, None, time.time(), None
+        slot.escalated = False
+
+    def _spawn(self) -> _WorkerSlot:
+        if len(self._slots) >= self.size:
+            raise RuntimeError("no idle worker: the caller must check idle() first")
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(target=worker_main, args=(child,), daemon=True,
+                                    name="novaproc-worker")
+        process.start()
+        child.close()
+        slot = _WorkerSlot(process, parent)
+        self._slots.append(slot)
+        return slot
+
+    def wait(self, timeout: float | None, wake: list[int] | None = None) -> list[Report]:
+        """Reports from workers, waiting up to `timeout` seconds for the first one."""
+        timeout = self._until_next_kill(timeout)
+        busy = [s for s in self._slots if s.job is not None]
+        poller = select.poll()  # as multiprocessing.connection.wait, in fewer steps: it runs per task
+        for fd in [*(s.conn.fileno() for s in busy), *(s.process.sentinel for s in busy), *(wake or ())]:
+            poller.register(fd, select.POLLIN)
+        # poll takes at most 2**31-1 ms (24.8 days): a longer wait (timeout = "600h") wakes early
+        wait_ms = None if timeout is None else math.ceil(min(timeout, MAX_WAIT) * 1000)
+        ready = {fd for fd, _ in poller.poll(wait_ms)}
+        reports: list[Report] = []
+        for slot in busy:
+            if slot.conn.fileno() in ready:
+                reports.extend(self._drain(slot))
+            if slot.job is not None and slot.process.sentinel in ready:
+                reports.append(self._worker_died(slot))
+        reports.extend(self._escalate())
+        return reports
+
+    def _drain(self, slot: _WorkerSlot) -> list[Report]:
+        """What a readable worker sent: a Finished ends it (the worker says nothing more)."""
+        reports: list[Report] = []
+        try:
+            while True:
+                report = slot.conn.recv()
+                reports.append(report)
+                if isinstance(report, Finished):
+                    slot.job = None
+                    break
+                slot.task_pid, slot.started_at = report.pid, report.started_at
+                if not slot.conn.poll():
+                    break
+        except (EOFError, OSError):
+            pass  # the sentinel reports the death
+        return reports
+
+    def _worker_died(self, slot: _WorkerSlot) -> Finished:
+        job = slot.job
+        assert job is not None
+        slot.process.join(0.1)
+        code = slot.process.exitcode
+        how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+        # its task lost its guardian: its processes now hang below init, found by their mark
+        kill_marked("NOVA_JOB", job.env["NOVA_JOB"])
+        self._slots.remove(slot)
+        slot.conn.close()
+        return Finished(job.task_id, job.attempt, None, -code if code and code < 0 else None,
+                        error=f"its worker process died ({how})", started_at=slot.started_at,
+                        ended_at=time.time())
+
+    def terminate(self, task_id: str, *, kill: bool = False) -> None:
+        """Stop a task: SIGTERM its whole tree now, SIGKILL after the grace period."""
+        now = time.monotonic()
+        for slot in self._slots:
+            if slot.job is not None and slot.job.task_id == task_id:
+                self._signal_tree(slot, signal.SIGKILL if kill else signal.SIGTERM)
+                slot.escalated |= kill  # asked for outright: nothing to report
+                if slot.kill_at is None:
+                    slot.kill_at = now + (0.0 if kill else self.kill_grace)
+
+    def _signal_tree(self, slot: _WorkerSlot, sig: int) -> None:
+        signal_tree(slot.process.pid, slot.task_pid, sig)
+
+    def _until_next_kill(self, timeout: float | None) -> float | None:
+        due = [s.kill_at for s in self._slots if s.job is not None and s.kill_at is not None]
+        if not due:
+            return timeout
+        left = max(0.0, min(due) - time.monotonic())
+        return left if timeout is None else min(timeout, left)
+
+    def _escalate(self) -> list[Escalated]:
+        """SIGKILL the tasks that outlived their grace period; say so, once per task."""
+        now, said = time.monotonic(), []
+        for slot in self._slots:
+            if slot.job is not None and slot.kill_at is not None and now >= slot.kill_at:
+                self._signal_tree(slot, signal.SIGKILL)
+                if not slot.escalated:
+                    slot.escalated = True
+                    said.append(Escalated(slot.job.task_id, slot.job.attempt, self.kill_grace))
+                slot.kill_at = now + 1.0  # repeat while anything survives
+        return said
+
+    def busy(self) -> list[str]:
+        """The tasks the workers hold now."""
+        return [s.job.task_id for s in self._slots if s.job is not None]
+
+    def shutdown(self) -> None:
+        """Stop every worker (and so every task); safe to call more than once."""
+        for slot in self._slots:
+            if slot.job is not None:
+                self._signal_tree(slot, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                slot.conn.send(None)
+        for slot in self._slots:
+            slot.process.join(2)
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join(1)
+            slot.conn.close()
+        self._slots.clear()

@@ -1,0 +1,137 @@
+"""The validated inputs of a run (tasks file and settings), cached by all they derive from.
+
+Validating needs pydantic, whose import and validators cost about 0.14 s here: half of what
+`novaproc run` spent before its first task. Most runs read a file they read before (cron, a
+script run again), so the result of a validation is kept, one pickle per key, in
+
+    $XDG_CACHE_HOME/novaproc/inputs/<key>.pickle      (default ~/.cache/novaproc/...)
+
+The key covers everything the result depends on: the novaproc code that builds it (every module
+of its folder), the tasks file's path and bytes, the repository it lies in, nova.toml's (or
+--config's) bytes, the NOVA_* variables and the flags. Any change is a miss, and a miss is the first reading again. Only a
+valid result is stored, so every error comes from a fresh validation. An entry that cannot be
+read, or that another user could have written, is a miss; a cache that cannot be written is
+no cache. The newest MAX_ENTRIES entries are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from novaproc.fsio import write_atomic
+from novaproc.inputs import paths
+from novaproc.inputs.settings import ENV_KEYS, Settings, load_settings
+from novaproc.inputs.taskfile import MAX_FILE_BYTES, TaskFile, load_tasks
+
+MAX_ENTRIES = 64
+
+
+def load_inputs(tasks_path: Path, *, config_file: Path | None = None,
+                flags: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> tuple[TaskFile, Settings]:
+    """The tasks file and settings, as `load_tasks` and `load_settings` give them."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}  # None: not given
+    environ = os.environ if environ is None else environ
+    entry = _entry(tasks_path, config_file, flags, environ)
+    if entry is not None and (cached := _read(entry)) is not None:
+        return cached
+    taskfile = load_tasks(tasks_path)
+    settings = load_settings(taskfile.root, taskfile.run_table, tasks_file=str(tasks_path),
+                             config_file=config_file, environ=environ, flags=flags)
+    if entry is not None:
+        _write(entry, (taskfile, settings))
+    return taskfile, settings
+
+
+def cache_dir(environ: Mapping[str, str]) -> Path | None:
+    base = environ.get("XDG_CACHE_HOME") or ""
+    if not os.path.isabs(base):  # the XDG rule: a relative value is ignored
+        home = environ.get("HOME")
+        if not home:
+            return None
+        base = os.path.join(home, ".cache")
+    return Path(base, "novaproc", "inputs")
+
+
+def _entry(tasks_path: Path, config_file: Path | None, flags: Mapping[str, Any],
+           environ: Mapping[str, str]) -> Path | None:
+    """The cache file for these inputs, or None when they cannot be keyed (an unreadable
+    tasks file: its reading reports why)."""
+    folder = cache_dir(environ)
+    if folder is None:
+        return None
+    try:
+        path = tasks_path.resolve()
+        body = _read_bytes(path)
+        root, in_git = paths.find_root(path.parent)
+        nova = config_file.resolve() if config_file is not None else root / "nova.toml"
+        nova_body = _read_bytes(nova) if config_file is not None or nova.is_file() else b""
+        code = [(f.name, os.stat(f)) for f in code_files()]
+    except OSError:
+        return None
+    digest = hashlib.sha256()
+    for part in (path, root, in_git, nova, sorted(flags.items()),
+                 [(var, environ.get(var)) for var in ENV_KEYS],
+                 [(name, s.st_mtime_ns, s.st_size, s.st_ino) for name, s in code]):
+        digest.update(repr(part).encode() + b"\0")
+    for blob in (body, nova_body):
+        digest.update(hashlib.sha256(blob).digest())
+    return folder / f"{digest.hexdigest()[:32]}.pickle"
+
+
+def code_files() -> list[Path]:
+    """The modules whose code decides what a tasks file and settings become: every one beside
+    this module, so a new one is covered without a list to keep."""
+    return sorted(Path(__file__).parent.glob("*.py"))
+
+
+def _read_bytes(path: Path) -> bytes:
+    with path.open("rb") as f:
+        body = f.read(MAX_FILE_BYTES + 1)
+    if len(body) > MAX_FILE_BYTES:
+        raise OSError("too big to key")  # let the full reading report it
+    return body
+
+
+def _read(entry: Path) -> tuple[TaskFile, Settings] | None:
+    try:
+        with entry.open("rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return None  # only what we wrote ourselves is unpickled
+            value = pickle.load(f)
+        os.utime(entry)  # recently used: kept longest
+    except Exception:  # missing, damaged, or from an older layout of the classes
+        return None
+    if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], TaskFile)
+            and isinstance(value[1], Settings)):
+        return None
+    return value
+
+
+def _write(entry: Path, value: tuple[TaskFile, Settings]) -> None:
+    try:
+        blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # a value TOML allows but pickle does not: no cache for this file
+        return
+    with contextlib.suppress(OSError):
+        entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(entry, blob, durable=False, mode=0o600)  # a lost entry is only a miss
+        _prune(entry.parent)
+
+
+def _prune(folder: Path) -> None:
+    entries = list(folder.glob("*.pickle"))
+    if len(entries) <= MAX_ENTRIES:
+        return
+    entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[MAX_ENTRIES:]:
+        with contextlib.suppress(OSError):
+            old.unlink()

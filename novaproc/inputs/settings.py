@@ -1,0 +1,118 @@
+"""Settings: one set of keys, layered default < nova.toml < [run] < NOVA_* env < flags.
+
+Each layer is validated on its own so an error names where the bad value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from novaproc.errors import ConfigError, did_you_mean
+from novaproc.inputs.taskfile import read_toml
+
+if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
+    from annotated_types import Ge, Gt, Le
+
+DEFAULT_WORKTREE_DIR = "/tmp/nova-worktrees"
+MAX_SLOTS = 4096
+ENV_KEYS = {
+    "NOVA_MAX_PARALLEL": "max_parallel",
+    "NOVA_WORKTREE_DIR": "worktree_dir",
+    "NOVA_STATE_DIR": "state_dir",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a run, with its built-in default."""
+
+    max_parallel: Annotated[int, Ge(1), Le(MAX_SLOTS)] = 4
+    worktree_dir: str = DEFAULT_WORKTREE_DIR
+    state_dir: str | None = None
+    isolation: Literal["worktree", "none"] | None = None
+    merge: Literal["auto", "off"] = "auto"
+    target: str | None = None
+    on_conflict: Literal["rerun", "fail"] = "rerun"
+    verify: str | tuple[str, ...] | None = None
+    cpu_limit: Annotated[float, Gt(0), Le(100)] = 90.0
+    memory_limit: Annotated[float, Gt(0), Le(100)] = 90.0
+    kill_grace: Annotated[float, Ge(0), Le(3600)] = 5.0
+    fail_fast: bool = False
+    undeclared_writes: Literal["warn", "fail"] = "warn"
+    worktree_setup: str | None = None
+    worktree_include: tuple[str, ...] = ()
+    resources: dict[str, Annotated[int, Ge(1)]] = dataclasses.field(default_factory=dict)
+
+    def resolved_isolation(self, in_git: bool) -> str:
+        return self.isolation or ("worktree" if in_git else "none")
+
+    def state_path(self, root: Path) -> Path:
+        return Path(self.state_dir) if self.state_dir else root / ".nova"
+
+
+KEYS = sorted(f.name for f in dataclasses.fields(Settings))
+# any text is a valid value of these: checking them needs no validator (nor loading pydantic,
+# ~0.13 s, for `status --state-dir X` or NOVA_STATE_DIR)
+_TEXT_KEYS = {f.name for f in dataclasses.fields(Settings) if f.type in ("str", "str | None")}
+
+
+def load_settings(
+    root: Path,
+    run_table: Mapping[str, Any] | None = None,
+    *,
+    tasks_file: str = "tasks file",
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """The settings of a run: each layer overrides the one below it."""
+    merged: dict[str, Any] = {}
+    nova_toml = config_file or root / "nova.toml"
+    if config_file is not None or nova_toml.is_file():
+        merged |= _layer(str(nova_toml), read_toml(nova_toml, str(nova_toml)))
+    merged |= _layer(f"{tasks_file} [run]", dict(run_table or {}))
+    merged |= _layer("environment", _from_env(os.environ if environ is None else environ))
+    merged |= _layer("command line", {k: v for k, v in (flags or {}).items() if v is not None})
+    return Settings(**merged)  # each layer is valid, and no constraint spans two keys
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for var, key in ENV_KEYS.items():
+        value = environ.get(var)
+        if value is None or value == "":
+            continue
+        if key == "max_parallel":
+            if not value.strip().isdigit() or not 1 <= int(value) <= MAX_SLOTS:
+                raise ConfigError("environment", f"{var}={value!r} is not a whole number from 1 "
+                                  f"to {MAX_SLOTS}", field=var)
+            layer[key] = int(value)
+        else:
+            layer[key] = value
+    return layer
+
+
+def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` checked against the settings' fields, with errors naming `source`."""
+    for key in values:
+        if key not in KEYS:
+            raise ConfigError(source, f"unknown setting{did_you_mean(key, KEYS)}; valid settings: "
+                              + ", ".join(KEYS), field=key)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    for key in ("cpu_limit", "memory_limit", "kill_grace"):
+        if isinstance(values.get(key), int) and not isinstance(values[key], bool):
+            values[key] = float(values[key])
+    if all(key in _TEXT_KEYS and isinstance(value, str) for key, value in values.items()):
+        return values
+    from novaproc.inputs.schema import Invalid, validate
+
+    try:
+        validate(Settings, values)
+    except Invalid as e:
+        raise ConfigError(source, f"{e.problem} (got {e.got!r})", field=e.field) from None
+    return values

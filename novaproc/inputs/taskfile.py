@@ -1,0 +1,296 @@
+"""The tasks file: TOML on disk to typed, frozen, validated models.
+
+`load_tasks` is the only entry point; every problem becomes one ConfigError naming the
+file, the task and the field. Checks that need the whole graph (cycles) live in `graph`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from novaproc.errors import ConfigError, did_you_mean
+from novaproc.inputs import paths
+from novaproc.inputs.kinds import Kind, detect
+
+if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
+    from annotated_types import Ge, Le
+
+    from novaproc.inputs.schema import Invalid, Lax
+
+MAX_FILE_BYTES = 8 * 1024 * 1024
+TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+# ids that would make a confusing branch, folder or lock-file name
+_RESERVED_SUFFIXES = (".lock", ".", ".git")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from "90s", "10m", "1h30m" or a number. Raises ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("a duration cannot be true/false")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())) and any(m.groups()):
+        h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+        seconds = h * 3600 + mi * 60 + s
+    elif isinstance(value, str) and re.fullmatch(r"\d+(?:\.\d+)?", value.strip()):
+        seconds = float(value)
+    else:
+        raise ValueError(f'invalid duration {value!r}; use seconds or a form like "90s", "10m", "1h30m"')
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task as declared; `id` comes from its table name. Built by `load_tasks` (through
+    `schema.validate`), or from the cache of validated inputs."""
+
+    id: str
+    cmd: str | tuple[str, ...] | None = None
+    call: str | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    description: str = ""
+    depends_on: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+    resources: dict[str, int] = dataclasses.field(default_factory=dict)
+    kind: Annotated[Kind, Lax] = Kind.AUTO
+    kind_reason: str = ""
+    isolation: Literal["worktree", "none"] | None = None
+    timeout: float | None = None
+    retries: Annotated[int, Ge(0), Le(100)] = 0
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    cwd: str | None = None
+    cpu: Annotated[int, Ge(1)] = 1
+    allow_failure: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.description or self.id
+
+    def definition_hash(self) -> str:
+        """A short hash of what the task does, to match it across runs (never its position)."""
+        fields = dataclasses.asdict(self)
+        del fields["description"], fields["kind_reason"]
+        fields["env"] = sorted(fields["env"].items())
+        blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=_json_value)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TaskFile:
+    """A loaded tasks file: its location, its [run] table (raw) and its tasks in order."""
+
+    path: Path
+    root: Path
+    in_git: bool
+    run_table: dict[str, Any]
+    tasks: tuple[Task, ...]
+    hashes: dict[str, str]  # task id -> definition_hash(), computed once at load
+
+    def by_id(self) -> dict[str, Task]:
+        return {t.id: t for t in self.tasks}
+
+
+def _json_value(value: object) -> str:
+    """TOML's dates and times, which JSON lacks, as ISO 8601 text."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()  # type: ignore[no-any-return]
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+TASK_FIELDS = sorted({f.name for f in dataclasses.fields(Task)} - {"id", "kind_reason"})
+
+
+def load_tasks(path: Path | str) -> TaskFile:
+    """Read and validate a tasks file. Raises ConfigError (exit 2) for any problem."""
+    path = Path(path)
+    name = str(path)
+    data = read_toml(path, name)
+    unknown = set(data) - {"run", "tasks"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(name, f"unknown top-level key {key!r}{did_you_mean(key, ['run', 'tasks'])}; "
+                          "valid: [run] and [tasks.<id>]")
+    run_table = data.get("run", {})
+    if not isinstance(run_table, dict):
+        raise ConfigError(name, "[run] must be a table", field="run")
+    raw_tasks = data.get("tasks", {})
+    if isinstance(raw_tasks, list):  # [[tasks]]: each task needs its id in its header
+        raise ConfigError(name, "tasks are tables named by their id, [tasks.<id>], not an array "
+                          "[[tasks]]", field="tasks")
+    if not isinstance(raw_tasks, dict) or not raw_tasks:
+        raise ConfigError(name, "no tasks: add at least one [tasks.<id>] table with a cmd or call",
+                          field="tasks")
+    root, in_git = paths.find_root(path.resolve().parent)
+    tasks = tuple(_task(name, tid, body, str(root)) for tid, body in raw_tasks.items())
+    _check_ids_and_deps(name, tasks)
+    return TaskFile(path=path.resolve(), root=root, in_git=in_git, run_table=run_table, tasks=tasks,
+                    hashes={t.id: t.definition_hash() for t in tasks})
+
+
+def read_toml(path: Path, name: str) -> dict[str, Any]:
+    """TOML from `path` with every failure (size, encoding, syntax, nesting) as ConfigError."""
+    try:
+        if path.is_dir():
+            raise ConfigError(name, "is a directory; give the path of a .toml file")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(name, "no such file") from None
+    except PermissionError:
+        raise ConfigError(name, "cannot be read: permission denied") from None
+    except OSError as e:
+        raise ConfigError(name, f"cannot be read: {e.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(name, f"is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; "
+                          "a tasks file this big is almost certainly a mistake")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(name, f"is not valid UTF-8 (byte {e.start}, line {line})") from None
+    import tomllib  # not at the top: a cached tasks file is not parsed again (see `inputs`)
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        where = "" if "line" in str(e) else f" (line {text.count(chr(10)) + 1})"
+        raise ConfigError(name, f"TOML syntax error: {e}{where}") from None
+    except RecursionError:
+        raise ConfigError(name, "TOML nesting is too deep to be a tasks file") from None
+
+
+def _task(file: str, tid: str, body: object, root: str) -> Task:
+    if not isinstance(body, dict):
+        raise ConfigError(file, f"must be a table like [tasks.{tid}] with a cmd or call", task=tid)
+    _check_id(file, tid)
+    for key in body:
+        if key not in TASK_FIELDS:
+            raise ConfigError(file, f"unknown field{did_you_mean(key, TASK_FIELDS)}; valid fields: "
+                              + ", ".join(TASK_FIELDS), task=tid, field=key)
+    fields = dict(body)
+    _check_command(file, tid, fields)
+    _normalize_paths(file, tid, fields, root)
+    fields["resources"] = _resources(file, tid, fields.get("resources", {}))
+    if "timeout" in fields:
+        try:
+            fields["timeout"] = parse_duration(fields["timeout"])
+        except ValueError as e:
+            raise ConfigError(file, str(e), task=tid, field="timeout") from None
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    from novaproc.inputs.schema import Invalid, validate
+
+    try:
+        task = validate(Task, {"id": tid, **fields})
+    except Invalid as e:
+        raise _from_validation(file, tid, e) from None
+    if task.kind == Kind.AUTO:
+        kind, reason = detect(task.cmd)
+        return dataclasses.replace(task, kind=kind, kind_reason=reason)
+    return dataclasses.replace(task, kind_reason="declared")
+
+
+def _check_id(file: str, tid: str) -> None:
+    if not TASK_ID.fullmatch(tid) or tid.endswith(_RESERVED_SUFFIXES) or ".." in tid:
+        raise ConfigError(
+            file, f"invalid task id {tid!r}: ids are 1-64 characters of ASCII letters, digits, '_', '.', "
+            "'-', start with a letter or digit, and do not end in '.lock' or contain '..' "
+            "(they become branch and folder names)", task=tid)
+
+
+def _check_command(file: str, tid: str, fields: dict[str, Any]) -> None:
+    has_cmd, has_call = "cmd" in fields, "call" in fields
+    if has_cmd == has_call:
+        problem = "has both cmd and call" if has_cmd else "has neither cmd nor call"
+        raise ConfigError(file, f"{problem}; give exactly one: cmd = \"...\" (or an argv list) or "
+                          "call = \"module:function\"", task=tid, field="cmd")
+    cmd = fields.get("cmd")
+    if has_cmd and (cmd == "" or cmd == [] or (isinstance(cmd, str) and not cmd.strip())):
+        raise ConfigError(file, "is empty; give a shell string or a non-empty argv list",
+                          task=tid, field="cmd")
+    call = fields.get("call")
+    if has_call and not (isinstance(call, str) and CALL_TARGET.fullmatch(call)):
+        raise ConfigError(file, f'invalid {call!r}; use "module:function", e.g. "tools.docs:regenerate"',
+                          task=tid, field="call")
+    if not has_call:
+        for extra in ("args", "kwargs"):
+            if extra in fields:
+                raise ConfigError(file, "only applies to call tasks", task=tid, field=extra)
+
+
+def _normalize_paths(file: str, tid: str, fields: dict[str, Any], root: str) -> None:
+    for field in ("writes", "reads"):
+        declared = fields.get(field, [])
+        if isinstance(declared, str):
+            declared = [declared]
+        if not isinstance(declared, list) or not all(isinstance(p, str) and p for p in declared):
+            raise ConfigError(file, "must be a list of non-empty path strings", task=tid, field=field)
+        try:
+            fields[field] = [paths.normalize(p, root) for p in declared]
+        except paths.PathEscapes as e:
+            raise ConfigError(file, f"path {e.args[0]!r} climbs out of the repository {root}; "
+                              "use a path inside it, or an absolute path for a shared file",
+                              task=tid, field=field) from None
+    cwd = fields.get("cwd")
+    if isinstance(cwd, str):
+        try:
+            norm = paths.normalize(cwd, root) if not cwd.startswith("/") else cwd
+        except paths.PathEscapes:
+            norm = "/"
+        if norm.startswith("/"):
+            raise ConfigError(file, f"{cwd!r} must be a folder inside the task's workspace",
+                              task=tid, field="cwd")
+        fields["cwd"] = norm
+
+
+def _resources(file: str, tid: str, value: object) -> dict[str, int]:
+    if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+        return dict.fromkeys(value, 1)
+    if isinstance(value, dict) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value.values()
+    ):
+        return dict(value)
+    raise ConfigError(file, 'must be a list of names, e.g. ["docker"], or a table of counts, '
+                      "e.g. {docker = 1} (counts are whole numbers >= 1)", task=tid, field="resources")
+
+
+def _from_validation(file: str, tid: str, error: Invalid) -> ConfigError:
+    field = error.field
+    expected = {
+        "description": "a string", "depends_on": "a list of task ids", "env": "a table of strings",
+        "cwd": "a string", "cpu": "a whole number >= 1", "retries": "a whole number from 0 to 100",
+        "allow_failure": "true or false", "kind": "one of auto, normal, git, database, deploy",
+        "isolation": 'one of "worktree", "none"', "args": "a list", "kwargs": "a table",
+        "cmd": "a string or a list of strings",
+    }.get(field or "", "")
+    got = error.got
+    problem = f"{error.problem} (got {got!r})" if not isinstance(got, dict) else error.problem
+    return ConfigError(file, problem + (f"; expected {expected}" if expected else ""),
+                       task=tid, field=field)
+
+
+def _check_ids_and_deps(file: str, tasks: tuple[Task, ...]) -> None:
+    seen: dict[str, str] = {}
+    for t in tasks:
+        other = seen.setdefault(t.id.lower(), t.id)
+        if other != t.id:
+            raise ConfigError(file, f"ids {other!r} and {t.id!r} differ only in case; they would "
+                              "clash as branch and folder names on some systems", task=t.id)
+    ids = [t.id for t in tasks]
+    for t in tasks:
+        for dep in t.depends_on:
+            if dep not in seen.values():
+                raise ConfigError(file, f"unknown task {dep!r}{did_you_mean(dep, ids)}",
+                                  task=t.id, field="depends_on")

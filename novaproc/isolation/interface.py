@@ -1,0 +1,65 @@
+"""Where a task runs and what becomes of its changes, as the supervisor sees it: the Isolation
+interface, the records it answers in, and InPlace, the isolation of tasks run in the checkout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from novaproc.errors import ExitCode
+from novaproc.inputs.taskfile import Task
+from novaproc.messages import MergeDone
+
+
+class Isolation(Protocol):
+    """Where a task runs and what becomes of its changes (in place, or a git worktree)."""
+
+    def prepare(self, task: Task, parents: list[str]) -> Path:
+        """The folder `task` runs in, holding the results `parents` (commits). Raises NovaError
+        when it cannot be made: the task then fails with that message."""
+
+    def finish(self, task: Task, ok: bool) -> Finish:
+        """After an attempt: keep its result (ok) or its folder for inspection (not ok)."""
+
+    def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None]) -> Landing:
+        """Bring the results (task, commit), in dependency order, to the target."""
+
+    def close(self) -> list[str]:
+        """End of the run; returns notes such as folders kept for inspection."""
+
+
+@dataclass(frozen=True)
+class Finish:
+    commit: str | None = None  # the attempt's result, if it changed anything
+    problem: str | None = None  # fails the task although its command succeeded
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class Landing:
+    exit_code: ExitCode = ExitCode.OK
+    notes: tuple[str, ...] = ()
+    merge: MergeDone | None = None  # what merged, for the journal and the views
+    stopped: bool = False  # the run's stop (Ctrl-C, SIGTERM) cut it short
+
+
+class InPlace:
+    """Tasks run in the repository itself (isolation "none"): nothing to keep or merge."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def prepare(self, task: Task, parents: list[str]) -> Path:
+        return self.root
+
+    def finish(self, task: Task, ok: bool) -> Finish:
+        return Finish()
+
+    def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None]) -> Landing:
+        return Landing()
+
+    def close(self) -> list[str]:
+        return []

@@ -1,0 +1,366 @@
+"""The end of a run: merge the tasks' results into the target, resolve conflicts, verify, land.
+
+    results --merge-tree, in order--> merged commit (no checkout, nothing touched)
+                  | conflict: `rerun` the task on the merged result so far (once), or keep its branch
+    merged  --verify in its own worktree--> pass; or bisect the merge sequence for the first
+                  result that breaks it, leave that out, rebuild, verify again
+    merged  --land--> the user's checkout of the target moved like `git merge --ff-only`, then
+                  the target ref by compare-and-swap; moved meanwhile: merged onto its new tip;
+                  a checkout in the way: the result waits on nova/<run>/merged
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from novaproc.errors import ExitCode, InternalError, NovaError
+from novaproc.execution.guard import UNSTOPPED, Ending, run_guarded
+from novaproc.inputs.settings import DEFAULT_WORKTREE_DIR
+from novaproc.isolation.furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
+from novaproc.isolation.repo import IN_PROGRESS, Repo, Worktree, admin_dir
+
+Rerun = Callable[[str, str], str | None]
+"""rerun(task_id, base_commit) -> the task's new result commit (`base_commit` itself when it
+changed nothing on top of it), or None if it failed again."""
+
+
+@dataclass(frozen=True)
+class MergePolicy:
+    """How a run's results land: on which branch, from which base commit (the target's tip
+    when the run started), what a conflict does, and how `verify` runs (in its own worktree
+    under `worktree_dir`, furnished with `include` and `setup`, its output to `verify_log`)."""
+
+    target: str
+    base: str
+    on_conflict: str = "rerun"
+    verify: str | Sequence[str] | None = None
+    worktree_dir: Path = Path(DEFAULT_WORKTREE_DIR)
+    setup: str | None = None
+    include: Sequence[str] = ()
+    verify_log: Path | None = None
+    ending: Ending = UNSTOPPED
+
+
+@dataclass(frozen=True, slots=True)
+class MergeOutcome:
+    """How the merge ended. `exit_code`: 3 when something could not merge or the result waits
+    (that first), else 4 when verify failed, else 0; `notes` say what to do."""
+
+    commit: str  # the merged result (the target's tip when nothing merged)
+    merged: tuple[str, ...]  # tasks whose results it holds, in merge order
+    conflicts: dict[str, tuple[str, ...]]  # task -> conflicting files; its branch is kept
+    left_out: dict[str, str]  # task -> why its result is not merged
+    culprit: str | None  # the task verify's bisection blamed
+    reruns: tuple[str, ...]
+    target_moved: bool  # the target ref now points at `commit`
+    waiting_branch: str | None  # set when the result waits for the user
+    kept_branches: tuple[str, ...]
+    exit_code: ExitCode
+    notes: tuple[str, ...]
+    stopped: bool = False  # the run stopped while verify ran
+
+
+@dataclass(slots=True)
+class _Step:
+    task: str
+    result: str
+    after: str  # the merged commit once this result is in
+
+
+@dataclass(slots=True)
+class _State:
+    """What one merge_results call has done so far."""
+
+    repo: Repo
+    run_id: str
+    steps: list[_Step] = field(default_factory=list)
+    conflicts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+    reruns: list[str] = field(default_factory=list)
+    culprits: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    verify_broken_before: bool = False
+    verify_stopped: bool = False  # the run stopped (Ctrl-C) while verify ran
+    blocked: bool = False  # the target could not take the result
+
+
+def merge_results(repo: Repo, run_id: str, results: Sequence[tuple[str, str | None]],
+                  policy: MergePolicy, rerun: Rerun | None = None) -> MergeOutcome:
+    """Merge `results` ((task, result commit or None), dependency-then-declared order) into
+    the policy's target, as it says."""
+    state = _State(repo, run_id)
+    target = policy.target
+    ref = target if target.startswith("refs/") else f"refs/heads/{target}"
+    with repo.hold_run(run_id):
+        old, base_commit = repo.rev(ref), repo.commit_of(policy.base) or policy.base
+        start = old or base_commit
+        if old is not None and old != base_commit:
+            state.notes.append(f"{_short(ref)} moved during the run; results merged onto its new tip")
+        items = [(t, c) for t, c in results if c]
+        tip = _merge_all(state, start, items, rerun if policy.on_conflict == "rerun" else None)
+        if policy.verify and state.steps:
+            verifier = _Verifier(repo, run_id, policy)
+            try:
+                tip = _verify_loop(state, start, items, verifier)
+            except _VerifyStopped:
+                state.verify_stopped, tip = True, state.steps[-1].after
+            finally:
+                verifier.close()
+        moved, waiting = _finish(state, ref, old, start, tip)
+        _delete_merged_branches(state)
+    return _outcome(state, ref, tip, moved, waiting)
+
+
+def _merge_all(state: _State, start: str, items: Sequence[tuple[str, str]], rerun: Rerun | None) -> str:
+    """Merge results one by one onto `start`; returns the merged commit."""
+    repo, tip, tip_tree = state.repo, start, None
+    state.steps.clear()
+    for task, commit in items:
+        if task in state.left_out:
+            continue
+        if (blocker := _builds_on_left_out(state, items, commit)) is not None:
+            state.left_out[task] = f"its result builds on {blocker}'s, which is left out"
+            continue
+        message = f"Merge nova task {task} (run {state.run_id})"
+        merged = first = repo.merge(tip, commit, message, ours_tree=tip_tree)
+        if first.commit is None and rerun is not None:
+            state.reruns.append(task)
+            commit = _rerun(state, rerun, task, tip)
+            again = f"{task}: conflicted in {', '.join(first.conflicts)}; ran again on the merged result, "
+            if commit == tip:  # its edit is in the merged result already, as when run one by one
+                state.notes.append(again + "where it changed nothing more")
+                continue
+            merged = repo.merge(tip, commit, message) if commit else first
+            state.notes.append(again + ("and merged" if merged.commit else "and still could not merge"))
+        if merged.commit is None:
+            state.conflicts[task] = merged.conflicts
+            state.left_out[task] = "conflicts in " + ", ".join(merged.conflicts)
+            continue
+        tip, tip_tree = merged.commit, merged.tree
+        state.steps.append(_Step(task, commit, tip))
+    return tip
+
+
+def _rerun(state: _State, rerun: Rerun, task: str, tip: str) -> str:
+    """The task's new result on top of `tip`, or "" when it could not run again."""
+    try:
+        return rerun(task, tip) or ""
+    except NovaError as e:
+        state.notes.append(f"{task}: could not run again on the merged result: {e}")
+        return ""
+
+
+def _builds_on_left_out(state: _State, items: Sequence[tuple[str, str]], commit: str) -> str | None:
+    for task, result in items:
+        if task in state.left_out and result != commit and state.repo.is_ancestor(result, commit):
+            return task
+    return None
+
+
+# -- verify and bisection ---------------------------------------------------------------------
+
+def _verify_loop(state: _State, start: str, items: Sequence[tuple[str, str]], verifier: _Verifier) -> str:
+    """Verify the merged result; while it fails, bisect for the culprit, leave it out, rebuild."""
+    results = {s.task: s.result for s in state.steps}  # reruns replaced some results
+    items = [(t, results.get(t, c)) for t, c in items]
+    tip = state.steps[-1].after
+    for _ in range(len(items) + 1):
+        if not state.steps or verifier.passes(tip):
+            return tip
+        culprit = _bisect(state, start, verifier)
+        if culprit is None:
+            state.verify_broken_before = True
+            return tip
+        state.culprits.append(culprit)
+        state.left_out[culprit] = "verify fails with its result"
+        tip = _merge_all(state, start, items, None)
+    raise InternalError("verify bisection did not converge")
+
+
+def _bisect(state: _State, start: str, verifier: _Verifier) -> str | None:
+    """The task whose result first makes verify fail (merge-queue bisection), assuming verify
+    fails on the full sequence; None when it already fails without any of them."""
+    points = [start, *(s.after for s in state.steps)]
+    good, bad = 0, len(points) - 1
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if verifier.passes(points[mid]) else (good, mid)
+    if bad == 1 and not verifier.passes(start):
+        return None
+    return state.steps[bad - 1].task
+
+
+class _VerifyStopped(Exception):
+    """The run stopped while verify ran: no verdict."""
+
+
+class _Verifier:
+    """Runs `verify` at the root of a worktree of a given commit (one worktree, reused)."""
+
+    def __init__(self, repo: Repo, run_id: str, policy: MergePolicy) -> None:
+        self.repo, self.run_id, self.policy, self.ending = repo, run_id, policy, policy.ending
+        self.path = ensure_private_dir(Path(policy.worktree_dir)) / f"{run_id}-.verify"
+        self.wt: Worktree | None = None
+        self.verdicts: dict[str, bool] = {}
+
+    def passes(self, commit: str) -> bool:
+        if commit not in self.verdicts:
+            self.verdicts[commit] = self._run(commit)
+        return self.verdicts[commit]
+
+    def _run(self, commit: str) -> bool:
+        with open(self.policy.verify_log or os.devnull, "ab") as out:
+            out.write(f"== verify {commit} ==\n".encode())
+            out.flush()
+            try:
+                self._checkout(commit)
+            except SetupFailed as e:
+                out.write(f"{e}\n".encode())
+                if self.ending.stopping():
+                    raise _VerifyStopped from None
+                return False
+            command = self.policy.verify or ()
+            argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+            # guarded: it dies with a killed supervisor, as tasks do; marked like the run's tasks
+            code, _ = run_guarded(argv, cwd=self.path, stdout=out,
+                                  env={**os.environ, "NOVA_RUN_ID": self.run_id}, ending=self.ending)
+            if code is None and self.ending.stopping():
+                out.write(b"verify stopped: the run is stopping\n")
+                raise _VerifyStopped
+            return code == 0
+
+    def _checkout(self, commit: str) -> None:
+        if self.wt is None:
+            with self.repo.worktree_lock():
+                if self.path.exists():
+                    self.repo.remove_worktree(self.path)
+                self.wt = self.repo.add_worktree(self.path, commit)
+        else:
+            self.repo.in_worktree(self.wt, "checkout", "-q", "-f", "--detach", commit)
+            self.repo.in_worktree(self.wt, "clean", "-q", "-ffdx")
+        bring_in(self.repo.root, self.path, self.policy.include)
+        if self.policy.setup:
+            run_setup(self.path, self.policy.setup, self.ending)
+
+    def close(self) -> None:
+        if self.wt is not None:
+            with self.repo.worktree_lock():
+                self.repo.remove_worktree(self.wt.path)
+
+
+# -- landing ----------------------------------------------------------------------------------
+
+def _finish(state: _State, ref: str, old: str | None, start: str, tip: str) -> tuple[bool, str | None]:
+    """Land `tip` on the target, or park it on the waiting branch when that is not possible."""
+    if tip == start:
+        return False, None
+    if state.verify_stopped:
+        branch = _park(state, tip)
+        state.notes.append(f"the run stopped while verify ran, so nothing was verified and {_short(ref)} "
+                           f"was not moved; the merged result waits on branch {branch}")
+        return False, branch
+    if state.verify_broken_before:
+        state.notes.append(f"verify fails on {_short(ref)} even without this run's results, so nothing "
+                           "was verified and the target was not moved")
+        return False, _wait(state, tip)
+    if old is None:
+        state.blocked = True
+        return False, _wait(state, tip, f"{_short(ref)} no longer exists")
+    why = _land(state, ref, old, tip)
+    state.blocked = why is not None
+    return (True, None) if why is None else (False, _wait(state, tip, why))
+
+
+def _land(state: _State, ref: str, old: str, new: str) -> str | None:
+    """Move `ref` from `old` to `new`; None when done, else why the result must wait."""
+    repo = state.repo
+    for _ in range(5):
+        current = repo.rev(ref)
+        if current is None:
+            return f"{_short(ref)} was deleted meanwhile"
+        if current != old:  # before the checkout is touched: it is at `current` now, not `old`
+            merged = repo.merge(current, new, f"Merge novaproc run {state.run_id} into {_short(ref)}")
+            if merged.commit is None:
+                return (f"{_short(ref)} moved meanwhile and conflicts with the result in "
+                        + ", ".join(merged.conflicts))
+            state.notes.append(f"{_short(ref)} moved while merging; merged onto its new tip "
+                               "(not re-verified)")
+            old, new = current, merged.commit
+        checkout = next((w.path for w in repo.worktrees() if w.branch == _short(ref)), None)
+        if checkout is not None and (why := _advance_checkout(repo, checkout, old, new)):
+            return why
+        if repo.set_ref(ref, new, old, f"novaproc: merge run {state.run_id}"):
+            return None
+        if checkout is not None:  # it moved between the look and the swap: put the checkout back
+            _advance_checkout(repo, checkout, new, old)
+    return f"{_short(ref)} keeps moving"
+
+
+def _advance_checkout(repo: Repo, checkout: Path, old: str, new: str) -> str | None:
+    """Update the checkout at `checkout` from `old` to `new` as `git merge --ff-only` would:
+    uncommitted changes elsewhere stay; if any is in the way nothing changes. None when done."""
+    gitdir = admin_dir(checkout)
+    busy = [what for marker, (what, _) in IN_PROGRESS.items() if (gitdir / marker).exists()]
+    if busy:
+        return f"your checkout at {checkout} is in the middle of {busy[0]}"
+    repo.run("update-index", "-q", "--refresh", cwd=checkout)
+    code, _, _ = repo.run("read-tree", "-m", "-u", old, new, cwd=checkout)
+    if code == 0:
+        return None
+    touched = set(repo.changed(old, new))
+    dirty = [p for p in repo.dirty_paths(checkout)
+             if p in touched or any(t.startswith(p + "/") for t in touched)]
+    return (f"your checkout at {checkout} has uncommitted changes the update would overwrite"
+            + (f" ({', '.join(dirty[:5])})" if dirty else ""))
+
+
+def _park(state: _State, tip: str) -> str:
+    """Keep the merged result `tip` on the run's waiting branch; its name."""
+    branch = f"nova/{state.run_id}/merged"
+    state.repo.set_ref(f"refs/heads/{branch}", tip, reason="novaproc: merged result waits")
+    return branch
+
+
+def _wait(state: _State, tip: str, why: str | None = None) -> str:
+    branch = _park(state, tip)
+    if why:
+        state.notes.append(f"{why}; the merged result waits on branch {branch}. Commit or stash those "
+                           f"changes, then run: git merge {branch}")
+    else:
+        state.notes.append(f"the unverified merged result waits on branch {branch}; fix verify on the "
+                           f"target first, or take it with: git merge {branch}")
+    return branch
+
+
+def _delete_merged_branches(state: _State) -> None:
+    refs = [f"refs/heads/nova/{state.run_id}/{s.task}" for s in state.steps]
+    state.repo.delete_refs(refs)
+
+
+def _outcome(state: _State, ref: str, tip: str, moved: bool, waiting: str | None) -> MergeOutcome:
+    run = state.run_id
+    for task, files in state.conflicts.items():
+        state.notes.append(f"{task}: conflicts with the merged result in {', '.join(files)}; its result "
+                           f"is kept on branch nova/{run}/{task} (merge it by hand, or declare those files "
+                           "in `writes` so the tasks run one after another)")
+    for culprit in state.culprits:
+        state.notes.append(f"verify fails with {culprit}'s result: it was left out (branch nova/{run}/"
+                           f"{culprit}); {_short(ref)} holds the rest, verified")
+    kept = tuple(f"nova/{run}/{t}" for t in state.left_out
+                 if state.repo.rev(f"refs/heads/nova/{run}/{t}") is not None)
+    if state.blocked or state.conflicts:
+        code = ExitCode.MERGE
+    elif state.culprits or state.verify_broken_before or state.verify_stopped:
+        code = ExitCode.VERIFY
+    else:
+        code = ExitCode.OK
+    return MergeOutcome(tip, tuple(s.task for s in state.steps), dict(state.conflicts), dict(state.left_out),
+                        state.culprits[0] if state.culprits else None, tuple(state.reruns), moved, waiting,
+                        kept, code, tuple(state.notes), state.verify_stopped)
+
+
+def _short(ref: str) -> str:
+    return ref.removeprefix("refs/heads/")

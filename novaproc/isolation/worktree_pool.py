@@ -1,0 +1,376 @@
+"""Workspaces: the git worktree each task of a run works in, and the commit of its result.
+
+Owns the layout (`<worktree_dir>/<run>-<task>` on branch `nova/<run>/<task>`), a pool of
+worktrees reused from task to task so that isolation costs what changes rather than the size
+of the repository, and `clean`, which removes what finished or crashed runs left behind.
+
+    prepare(task)  spare worktree moved to <run>-<task>, switched to the task's base (a checkout
+                   touches only the files that differ), included files brought in, setup run
+    commit(task)   everything the task changed, committed on nova/<run>/<task>
+    release(task)  kept for inspection, or cleaned (git clean -ffdx) and parked as a spare
+    close()        spares removed; kept worktrees returned
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from novaproc.errors import EnvironmentFault, InternalError
+from novaproc.execution.guard import UNSTOPPED, Ending
+from novaproc.inputs.paths import GLOB_CHARS
+from novaproc.isolation.furnish import bring_in, ensure_private_dir, run_setup
+from novaproc.isolation.repo import IN_PROGRESS, MergeConflict, Repo, Worktree
+
+# per-worktree state a task may leave that a checkout does not reset: such a worktree is
+# removed rather than reused
+_UNUSUAL = (*IN_PROGRESS, "config.worktree", "info", "sequencer")
+
+
+def branch_name(run_id: str, task_id: str) -> str:
+    return f"nova/{run_id}/{task_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """What a task changed: its result commit (None when it changed nothing) and the files."""
+
+    task_id: str
+    branch: str
+    commit: str | None
+    changed: tuple[str, ...]
+    undeclared: tuple[str, ...]  # changed files outside the declared writes (none declared: empty)
+
+
+@dataclass(slots=True)
+class _PooledWorktree:
+    """A pooled worktree and what the task now in it started from."""
+
+    wt: Worktree
+    start: str = ""
+    result: str | None = None
+    committed: bool = False
+    unignored: tuple[str, ...] = ()  # included or setup-made paths `git add -A` would commit
+
+
+class Workspaces:
+    """The worktrees of one run. Not thread-safe: one caller (the supervisor) drives it.
+
+    Creation, moves and removals of worktrees are serialised per repository, across processes,
+    by an flock on a file in the repository's git common dir.
+    """
+
+    def __init__(self, repo: Repo, *, run_id: str, worktree_dir: Path, base: str,
+                 setup: str | None = None, include: Sequence[str] = (),
+                 ending: Ending = UNSTOPPED) -> None:
+        self.dir = ensure_private_dir(Path(worktree_dir))
+        self.ending = ending  # a stopping run does not wait for a worktree_setup
+        self._repo = repo
+        self.run_id, self.setup, self.include = run_id, setup, tuple(include)
+        resolved = self._repo.commit_of(base)
+        if resolved is None:
+            raise EnvironmentFault(f"base {base!r} is not a commit of {self._repo.root}")
+        self.base = resolved
+        self._active: dict[str, _PooledWorktree] = {}
+        self._kept: dict[str, _PooledWorktree] = {}
+        self._spares: list[_PooledWorktree] = []
+        self._spare_names = 0
+        self._closed = False
+        self._stack = ExitStack()
+        self._stack.enter_context(self._repo.hold_run(run_id))  # tells `clean` this run is live
+
+    def __enter__(self) -> Workspaces:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def path_of(self, task_id: str) -> Path:
+        return self.dir / f"{self.run_id}-{task_id}"
+
+    def branch_of(self, task_id: str) -> str:
+        return branch_name(self.run_id, task_id)
+
+    def prepare(self, task_id: str, parents: Sequence[str] = ()) -> Path:
+        """A worktree for `task_id` holding the base merged with `parents` (result commits),
+        plus the included files, after `worktree_setup`. Raises MergeConflict when the parents
+        conflict, SetupFailed when the setup fails (the worktree is then the task's: release it)."""
+        if self._closed:
+            raise InternalError(f"prepare({task_id!r}) after the run's workspaces were closed")
+        if task_id in self._active or task_id in self._kept:
+            self._recycle(self._active.pop(task_id, None) or self._kept.pop(task_id))  # a retry
+        start = self._start(task_id, parents)
+        slot = self._take(task_id, start)
+        brought = bring_in(self._repo.root, slot.wt.path, self.include)
+        slot.unignored = tuple(set(brought) - self._repo.ignored(slot.wt, brought))
+        if self.setup:
+            run_setup(slot.wt.path, self.setup, self.ending)
+            # what the setup made (dependencies, build output) is not the task's result
+            slot.unignored += self._repo.untracked(slot.wt)
+        return slot.wt.path
+
+    def commit(self, task_id: str, writes: Sequence[str] = (), message: str = "") -> TaskResult:
+        """Commit everything the task changed (new, modified, deleted; .gitignore respected;
+        included files left out) on its branch, on top of any commits it made itself."""
+        slot = self._slot(task_id)
+        repo, wt = self._repo, slot.wt
+        repo.in_worktree(wt, "add", "-A", "--", ".", *(f":(exclude,literal,top){p}" for p in slot.unignored))
+        tree = repo.in_worktree(wt, "write-tree").strip()
+        head, head_tree = repo.in_worktree(wt, "rev-parse", "HEAD", "HEAD^{tree}").split()
+        text = f"{message or task_id}\n\nNova-Run: {self.run_id}\nNova-Task: {task_id}"
+        result: str | None = head if tree == head_tree else repo.commit_tree(tree, [head], text)
+        if result == slot.start:
+            result = None
+        else:
+            repo.set_ref(f"refs/heads/{self.branch_of(task_id)}", result, reason=f"novaproc: {task_id}")
+        slot.result, slot.committed = result, True
+        changed = repo.changed(slot.start, result) if result else ()
+        return TaskResult(task_id, self.branch_of(task_id), result, changed, undeclared(changed, writes))
+
+    def release(self, task_id: str, *, keep: bool) -> None:
+        """Done with the task's worktree: keep it for inspection, or clean it for the next task.
+        The branch stays when it holds a result (or the worktree is kept), else it is deleted."""
+        slot = self._active.pop(task_id, None)
+        if slot is None:
+            return
+        if keep:
+            self._kept[task_id] = slot
+            return
+        self._recycle(slot)
+        if slot.result is None:
+            self._repo.delete_refs([f"refs/heads/{self.branch_of(task_id)}"])
+
+    def close(self) -> list[Path]:
+        """End of the run: remove the spare worktrees; return the kept ones (and any never
+        released). Idempotent."""
+        with self._repo.worktree_lock():
+            for slot in self._spares:
+                self._repo.remove_worktree(slot.wt.path)
+            self._spares.clear()
+            self._repo.run("worktree", "prune")
+        self._stack.close()
+        self._closed = True
+        return [s.wt.path for s in (*self._kept.values(), *self._active.values())]
+
+    # -- the pool -----------------------------------------------------------------------------
+
+    def _slot(self, task_id: str) -> _PooledWorktree:
+        try:
+            return self._active[task_id]
+        except KeyError:
+            raise InternalError(f"task {task_id!r} has no prepared worktree") from None
+
+    def _start(self, task_id: str, parents: Sequence[str]) -> str:
+        start = self.base
+        for parent in parents:
+            commit = self._repo.commit_of(parent)
+            if commit is None:
+                raise InternalError(f"parent {parent!r} of task {task_id!r} is not a commit")
+            merged = self._repo.merge(start, commit, f"nova: base of {task_id} (run {self.run_id})")
+            if merged.commit is None:
+                raise MergeConflict(f"the results task {task_id} builds on conflict in "
+                                    f"{', '.join(merged.conflicts)}; declare these files in the writes "
+                                    "of the tasks involved so they run one after another", merged.conflicts)
+            start = merged.commit
+        return start
+
+    def _take(self, task_id: str, start: str) -> _PooledWorktree:
+        """A spare worktree (or a new one) at the task's path, switched to `start`."""
+        path, branch = self.path_of(task_id), self.branch_of(task_id)
+        with self._repo.worktree_lock():
+            self._clear(path)
+            slot = self._reuse(path)
+            if slot is None:
+                slot = _PooledWorktree(self._repo.add_worktree(path, start, branch), start)
+                self._active[task_id] = slot
+                return slot
+        self._active[task_id] = slot
+        # -f also resets tracked files a failed task left modified
+        self._repo.in_worktree(slot.wt, "checkout", "-q", "-f", "--no-track", "-B", branch, start)
+        slot.start = start
+        return slot
+
+    def _reuse(self, path: Path) -> _PooledWorktree | None:
+        while self._spares:
+            slot = self._spares.pop()
+            try:
+                slot.wt = self._repo.move_worktree(slot.wt, path)
+                return _PooledWorktree(slot.wt)
+            except EnvironmentFault:
+                self._repo.remove_worktree(slot.wt.path)
+        return None
+
+    def _clear(self, path: Path) -> None:
+        """Make room at `path`: a leftover worktree of this repository (a crashed attempt of
+        a resumed run) is removed; anything else there is refused."""
+        if not (path.exists() or path.is_symlink()):
+            return
+        if path in {e.path for e in self._repo.worktrees()} or _points_into(path, self._repo):
+            self._repo.remove_worktree(path)
+            if not path.exists():
+                return
+        raise EnvironmentFault(f"{path} exists and is not a worktree of {self._repo.root}; "
+                               "remove it, or set worktree_dir (NOVA_WORKTREE_DIR) elsewhere")
+
+    def _recycle(self, slot: _PooledWorktree) -> None:
+        """Clean a worktree back to its commit and park it as a spare; if it is in a state a
+        cleanup cannot undo, remove it instead."""
+        repo, wt = self._repo, slot.wt
+        try:
+            if self._unusual(wt):
+                raise EnvironmentFault("unusual worktree state")
+            if not slot.committed:
+                repo.in_worktree(wt, "reset", "-q", "--hard")
+            repo.in_worktree(wt, "clean", "-q", "-ffdx")
+            repo.in_worktree(wt, "update-ref", "--no-deref", "HEAD", "HEAD")  # frees the branch
+            self._spare_names += 1
+            with repo.worktree_lock():
+                slot.wt = repo.move_worktree(wt, self.dir / f"{self.run_id}-.spare-{self._spare_names}")
+            self._spares.append(_PooledWorktree(slot.wt))
+        except EnvironmentFault:
+            with repo.worktree_lock():
+                repo.remove_worktree(wt.path)
+
+    @staticmethod
+    def _unusual(wt: Worktree) -> bool:
+        gitfile = wt.path / ".git"
+        try:
+            intact = gitfile.is_file() and gitfile.read_text().strip() == f"gitdir: {wt.admin}"
+        except OSError:
+            intact = False
+        return not intact or any((wt.admin / name).exists() for name in _UNUSUAL)
+
+
+def undeclared(changed: Sequence[str], writes: Sequence[str]) -> tuple[str, ...]:
+    """The files in `changed` that no declared write covers ("." or no writes: none)."""
+    declared = [w.strip().rstrip("/") for w in writes if not w.startswith("/")]
+    if not writes or any(w in (".", "") for w in declared):
+        return ()
+    return tuple(f for f in changed if not any(_covers(w, f) for w in declared))
+
+
+def _covers(pattern: str, path: str) -> bool:
+    if GLOB_CHARS & set(pattern):
+        parts = path.split("/")
+        return any(fnmatch.fnmatchcase("/".join(parts[:i]), pattern) for i in range(1, len(parts) + 1))
+    return path == pattern or path.startswith(pattern + "/")
+
+
+def _points_into(path: Path, repo: Repo) -> bool:
+    """True when `path` holds a .git file naming a worktree record of `repo`."""
+    try:
+        text = (path / ".git").read_text().strip()
+    except OSError:
+        return False
+    return text.startswith(f"gitdir: {repo.common_dir}/worktrees/")
+
+
+@dataclass(frozen=True, slots=True)
+class CleanReport:
+    """What `clean` removed, and the live runs it left alone."""
+
+    worktrees: tuple[Path, ...]
+    branches: tuple[str, ...]
+    locks: tuple[Path, ...]
+    live_runs: tuple[str, ...]
+
+
+def clean(repo_root: Path, *, worktree_dir: Path, all_branches: bool = False) -> CleanReport:
+    """`novaproc clean [--all]`: remove the worktrees of runs that are not live (kept ones too),
+    prune stale worktree records, delete nova/* branches already merged into another local branch
+    (with `all_branches`: every nova/* branch of a run that is not live), and remove index.lock
+    files no live git process holds. Runs are live while a supervisor holds their Workspaces."""
+    repo = Repo(repo_root)
+    live = repo.live_runs()
+    removed = _remove_worktrees(repo, Path(worktree_dir), live)
+    refs = [r for r in repo.refs("refs/heads/nova/") if r.split("/")[3] not in live]
+    if not all_branches:
+        merged = _merged_elsewhere(repo)
+        refs = [r for r in refs if r in merged]
+    repo.delete_refs(refs)
+    locks = remove_stale_locks(repo)
+    return CleanReport(tuple(removed), tuple(r.removeprefix("refs/heads/") for r in refs),
+                       tuple(locks), tuple(sorted(live)))
+
+
+def forget_run(repo: Repo, *, worktree_dir: Path, run_id: str) -> list[Path]:
+    """Remove what a crashed supervisor of `run_id` left in `worktree_dir` (its task and spare
+    worktrees), before the run resumes; the results stay on their branches."""
+    return _remove_worktrees(repo, Path(worktree_dir), set(), only=run_id)
+
+
+def _remove_worktrees(repo: Repo, folder: Path, live: set[str], only: str | None = None) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    folder = folder.resolve()
+    removed: list[Path] = []
+    with repo.worktree_lock():
+        registered = {e.path for e in repo.worktrees()}
+        for path in sorted(folder.iterdir()):
+            if any(path.name.startswith(f"{run}-") for run in live):
+                continue
+            if only is not None and not path.name.startswith(f"{only}-"):
+                continue
+            if path in registered:
+                repo.remove_worktree(path)
+            elif _points_into(path, repo):  # its record is gone: an orphaned folder
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                continue
+            removed.append(path)
+        repo.run("worktree", "prune")
+    return removed
+
+
+def _merged_elsewhere(repo: Repo) -> set[str]:
+    """nova/* branches contained in some local branch outside nova/."""
+    merged: set[str] = set()
+    for ref in repo.refs("refs/heads/"):
+        if not ref.startswith("refs/heads/nova/"):
+            out = repo.git("for-each-ref", "--format=%(refname)", f"--merged={ref}", "refs/heads/nova/")
+            merged.update(out.split())
+    return merged
+
+
+def remove_stale_locks(repo: Repo, min_age: float = 5.0) -> list[Path]:
+    """Remove `index.lock` files left by a crashed git: older than `min_age` seconds, not open
+    in any process, and no git process working in this repository. Returns what was removed."""
+    dirs = [repo.common_dir, *(p for p in (repo.common_dir / "worktrees").glob("*") if p.is_dir())]
+    locks = [d / "index.lock" for d in dirs if (d / "index.lock").exists()]
+    locks = [lock for lock in locks if time.time() - lock.stat().st_mtime >= min_age]
+    if not locks or _git_busy(repo, locks):
+        return []
+    for lock in locks:
+        lock.unlink(missing_ok=True)
+    return locks
+
+
+def _git_busy(repo: Repo, locks: Sequence[Path]) -> bool:
+    """True when a process holds one of `locks` open or a git process works in the repository
+    (or when /proc cannot tell: then nothing is removed)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    lock_names = {str(lock) for lock in locks}
+    places = [str(repo.root), str(repo.common_dir), *(str(w.path) for w in repo.worktrees())]
+    for pid in (p for p in proc.iterdir() if p.name.isdigit() and int(p.name) != os.getpid()):
+        is_git = False
+        try:
+            is_git = (pid / "comm").read_text().strip().startswith("git")
+            if any(os.readlink(fd) in lock_names for fd in (pid / "fd").iterdir()):
+                return True
+            cwd = os.readlink(pid / "cwd") if is_git else ""
+            if is_git and any(cwd == p or cwd.startswith(p + "/") for p in places):
+                return True
+        except FileNotFoundError:
+            continue  # the process ended meanwhile
+        except PermissionError:
+            if is_git:  # another user's git: it might be working here
+                return True
+    return False

@@ -1,0 +1,368 @@
+"""The plan: what runs in which order, why, and what may start now. Pure: no processes,
+files or git.
+
+`make_plan` turns tasks and settings into a Plan: declared dependencies (hard edges: a
+failure skips what waits), ordering edges for conflicting paths and serial kinds (order-only:
+the later task waits for the earlier to end, whatever its outcome), the strategy with its
+reason and safety level, and a list-scheduling estimate of the speedup. `Schedule` is the
+run-time side of the same plan: which tasks are ready, best first.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from novaproc.inputs import paths
+from novaproc.inputs.kinds import SERIAL_KINDS, Kind
+from novaproc.inputs.taskfile import Task
+from novaproc.messages import TaskState
+from novaproc.planning.graph import TaskGraph
+
+SERIAL_REASONS = {
+    Kind.GIT: "Contains git operations",
+    Kind.DATABASE: "Database operations detected",
+    Kind.DEPLOY: "Deployment operations detected",
+}
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two tasks that must not run together; `first` runs before `second`."""
+
+    first: str
+    second: str
+    paths: tuple[str, ...]
+    why: str  # "write/write", "write/read", or a serial kind
+
+
+@dataclass(frozen=True)
+class Plan:
+    strategy: str  # sequential | simple_parallel | dag
+    reason: str
+    safety: str
+    estimated_speedup: float
+    slots: int
+    tasks: tuple[Task, ...]
+    graph: TaskGraph
+    hard_edges: frozenset[tuple[str, str]]
+    conflicts: tuple[Conflict, ...]
+    durations: Mapping[str, float]
+    isolation: str
+    warnings: tuple[str, ...] = ()
+    priority: Mapping[str, float] = field(default_factory=dict)
+
+    def layers(self) -> list[list[str]]:
+        return self.graph.layers()
+
+    def implicit_after(self, tid: str) -> list[str]:
+        """Tasks `tid` waits for only because of conflicts or serial kinds."""
+        return sorted((p for p in self.graph.preds[tid] if (p, tid) not in self.hard_edges),
+                      key=self.graph.index.__getitem__)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "strategy": self.strategy,
+            "reason": self.reason,
+            "safety": self.safety,
+            "estimated_speedup": round(self.estimated_speedup, 2),
+            "slots": self.slots,
+            "isolation": self.isolation,
+            "layers": self.layers(),
+            "conflicts": [{"tasks": [c.first, c.second], "paths": list(c.paths), "why": c.why}
+                          for c in self.conflicts],
+            "warnings": list(self.warnings),
+            "tasks": [self._task_json(t) for t in self.tasks],
+        }
+
+    def _task_json(self, t: Task) -> dict[str, object]:
+        return {
+            "id": t.id, "description": t.label, "kind": str(t.kind), "kind_reason": t.kind_reason,
+            "depends_on": list(t.depends_on), "after": self.implicit_after(t.id),
+            "writes": list(t.writes), "reads": list(t.reads), "cpu": t.cpu,
+            "estimated_duration": self.durations[t.id],
+        }
+
+
+def make_plan(
+    tasks: Sequence[Task],
+    *,
+    root: str,
+    slots: int,
+    isolation: str,
+    history: Mapping[str, float] | None = None,
+    resources: Mapping[str, int] | None = None,
+) -> Plan:
+    """The plan for `tasks` (already selected, in declared order) on `slots` slots."""
+    ids = [t.id for t in tasks]
+    hard = {(dep, t.id) for t in tasks for dep in t.depends_on}
+    declared = TaskGraph(ids, hard)  # raises CycleFound
+    conflicts = find_conflicts(tasks, root, declared.order)
+    edges = hard | {(c.first, c.second) for c in conflicts}
+    graph = TaskGraph(ids, edges)
+    durations = _durations(ids, history or {})
+    priority = graph.critical_paths(durations)
+    makespan = simulate(graph, tasks, durations, priority, slots, resources or {})
+    total = sum(durations.values())
+    speedup = total / makespan if makespan > 0 else 1.0
+    strategy, reason, forced = _strategy(tasks, graph, conflicts, slots)
+    warnings = _warnings(tasks, isolation, strategy)
+    safety = "SAFE (forced sequential)" if forced else ("WARNING" if warnings else "SAFE")
+    return Plan(strategy, reason, safety, speedup, slots, tuple(tasks), graph, frozenset(hard),
+                conflicts, durations, isolation, warnings, priority)
+
+
+def select(tasks: Sequence[Task], only: Iterable[str]) -> list[Task]:
+    """The tasks named in `only` and everything they depend on, in declared order."""
+    graph = TaskGraph([t.id for t in tasks], {(d, t.id) for t in tasks for d in t.depends_on})
+    keep = graph.ancestors(only)
+    return [t for t in tasks if t.id in keep]
+
+
+def find_conflicts(tasks: Sequence[Task], root: str, order: Sequence[str]) -> tuple[Conflict, ...]:
+    """Pairs of tasks whose paths overlap with a writer among them, or that share a serial
+    kind; each ordered by `order` (declared order, bent only by declared dependencies)."""
+    position = {tid: i for i, tid in enumerate(order)}
+    found: dict[tuple[str, str], tuple[set[str], str]] = {}
+    for a, b, path, why in _path_overlaps(tasks, root):
+        first, second = sorted((a, b), key=position.__getitem__)
+        entry = found.setdefault((first, second), (set(), why))
+        entry[0].add(path)
+        if why == "write/write":
+            found[(first, second)] = (entry[0], why)
+    kind_of = {t.id: t.kind for t in tasks}
+    last_of_kind: dict[Kind, str] = {}
+    for tid in order:
+        kind = kind_of[tid]
+        if kind in SERIAL_KINDS:
+            if kind in last_of_kind:
+                found.setdefault((last_of_kind[kind], tid), (set(), str(kind)))
+            last_of_kind[kind] = tid
+    pairs = sorted(found.items(), key=lambda kv: (position[kv[0][0]], position[kv[0][1]]))
+    return tuple(Conflict(a, b, tuple(sorted(p)), why) for (a, b), (p, why) in pairs)
+
+
+def _path_overlaps(tasks: Sequence[Task], root: str) -> Iterable[tuple[str, str, str, str]]:
+    """(task, other task, the more specific path, why) for every overlapping access.
+
+    A trie of path components: each access meets the accesses at or above it on its way
+    down, which finds every overlapping pair once from the deeper side (or twice if equal).
+    """
+    trie: dict[str, dict] = {}
+    accesses = [(t.id, p, mode) for t in tasks
+                for mode, declared in (("w", t.writes), ("r", t.reads)) for p in declared]
+    for tid, path, mode in accesses:
+        node = trie
+        for part in paths.key(path, root):
+            node = node.setdefault(part, {})
+        node.setdefault("", []).append((tid, mode))
+    for tid, path, mode in accesses:
+        node = trie
+        for part in paths.key(path, root):
+            node = node[part]
+            for other, other_mode in node.get("", ()):
+                if other != tid and "w" in (mode, other_mode):
+                    why = "write/write" if mode == other_mode else "write/read"
+                    yield tid, other, path, why
+
+
+def _durations(ids: Sequence[str], history: Mapping[str, float]) -> dict[str, float]:
+    known = [history[t] for t in ids if t in history]
+    default = sum(known) / len(known) if known else 1.0
+    return {t: max(float(history.get(t, default)), 0.0) for t in ids}
+
+
+def simulate(
+    graph: TaskGraph,
+    tasks: Sequence[Task],
+    durations: Mapping[str, float],
+    priority: Mapping[str, float],
+    slots: int,
+    resources: Mapping[str, int],
+) -> float:
+    """The makespan of list scheduling: whenever slots free up, start the ready task with
+    the longest remaining critical path that fits (cpu slots and named resources)."""
+    by_id = {t.id: t for t in tasks}
+    schedule = Schedule(graph, frozenset(), priority)
+    free, held = slots, defaultdict(int)
+    now, running = 0.0, []  # heap of (end time, index, id)
+    while not schedule.finished():
+        for tid in schedule.iter_ready():
+            task = by_id[tid]
+            need = min(task.cpu, slots)
+            if need > free or not _resources_fit(task, held, resources):
+                continue
+            schedule.start(tid)
+            free -= need
+            for name, n in task.resources.items():
+                held[name] += n
+            heapq.heappush(running, (now + durations[tid], graph.index[tid], tid))
+            if free == 0:
+                break
+        if not running:
+            break  # nothing fits even with all slots free: cannot happen, see _resources_fit
+        now, _, tid = heapq.heappop(running)
+        free += min(by_id[tid].cpu, slots)
+        for name, n in by_id[tid].resources.items():
+            held[name] -= n
+        schedule.finish(tid, ok=True)
+    return now
+
+
+def _resources_fit(task: Task, held: Mapping[str, int], capacity: Mapping[str, int]) -> bool:
+    # a task asking for more than a resource's whole capacity may still run alone
+    return all(held[name] == 0 or held[name] + n <= capacity.get(name, 1)
+               for name, n in task.resources.items())
+
+
+class Schedule:
+    """Run-time task states on the plan's graph: which tasks are ready, best first.
+
+    A task is ready when every predecessor has ended; a failed (or skipped) predecessor over
+    a hard edge skips it instead. Best first = longest remaining critical path, then declared
+    order.
+    """
+
+    def __init__(self, graph: TaskGraph, hard_edges: frozenset[tuple[str, str]],
+                 priority: Mapping[str, float]) -> None:
+        self.graph, self.hard_edges = graph, hard_edges
+        self.state = dict.fromkeys(graph.ids, TaskState.QUEUED)
+        self._missing = {tid: len(p) for tid, p in graph.preds.items()}
+        self._key = {tid: (-priority.get(tid, 0.0), graph.index[tid]) for tid in graph.ids}
+        self._ready: list[tuple[tuple[float, int], str]] = sorted(
+            (self._key[t], t) for t, n in self._missing.items() if n == 0)
+        self._open = len(graph.ids)
+
+    @classmethod
+    def of(cls, plan: Plan) -> Schedule:
+        return cls(plan.graph, plan.hard_edges, plan.priority)
+
+    def ready(self) -> list[str]:
+        """Ready tasks, best first."""
+        return list(self.iter_ready())
+
+    def iter_ready(self) -> Iterator[str]:
+        """Ready tasks, best first, from a snapshot: safe to start some while iterating, and
+        cheap when the caller stops after the first few."""
+        return (tid for _, tid in self._ready.copy())
+
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
+    def start(self, tid: str) -> None:
+        i = bisect.bisect_left(self._ready, (self._key[tid], tid))
+        if i == len(self._ready) or self._ready[i][1] != tid:
+            raise ValueError(f"task {tid!r} is not ready")
+        del self._ready[i]
+        self.state[tid] = TaskState.RUNNING
+
+    def finish(self, tid: str, ok: bool, *, state: TaskState | None = None) -> list[str]:
+        """Record the end of `tid` (as `state`, by default done or failed); returns the tasks
+        this skips (hard dependents, transitively, of a task that did not succeed)."""
+        self.state[tid] = state or (TaskState.DONE if ok else TaskState.FAILED)
+        self._open -= 1
+        skipped = [] if ok else self._skip_dependents(tid)
+        self._release(tid)
+        return skipped
+
+    def _skip_dependents(self, failed: str) -> list[str]:
+        """Mark every task that depends (hard edges, transitively) on `failed` as skipped."""
+        skipped: list[str] = []
+        stack = [failed]
+        while stack:
+            current = stack.pop()
+            for nxt in sorted(self.graph.succs[current], key=self.graph.index.__getitem__):
+                if (current, nxt) in self.hard_edges and self.state[nxt] == TaskState.QUEUED:
+                    self.state[nxt] = TaskState.SKIPPED
+                    self._open -= 1
+                    skipped.append(nxt)
+                    stack.append(nxt)
+        return skipped
+
+    def _release(self, tid: str) -> None:
+        """`tid` has ended: its successors have one predecessor fewer to wait for. A skipped
+        task passes the release on only once its own predecessors have ended, so an order
+        (two tasks writing one file) holds even through a skipped task between them."""
+        stack = [tid]
+        while stack:
+            for nxt in sorted(self.graph.succs[stack.pop()], key=self.graph.index.__getitem__):
+                self._missing[nxt] -= 1
+                if self._missing[nxt] > 0:
+                    continue
+                if self.state[nxt] == TaskState.SKIPPED:
+                    stack.append(nxt)
+                elif self.state[nxt] == TaskState.QUEUED:
+                    bisect.insort(self._ready, (self._key[nxt], nxt))
+
+    def assume_done(self, tid: str) -> None:
+        """Record `tid` as succeeded without running it: a resumed run keeps its result."""
+        if self.state[tid] != TaskState.QUEUED:
+            raise ValueError(f"task {tid!r} is already {self.state[tid]}")
+        i = bisect.bisect_left(self._ready, (self._key[tid], tid))
+        if i < len(self._ready) and self._ready[i][1] == tid:
+            del self._ready[i]
+        self.state[tid] = TaskState.DONE
+        self._open -= 1
+        self._release(tid)
+
+    def cancel_rest(self) -> list[str]:
+        """Mark every task that has not started as cancelled; returns them."""
+        rest = [t for t, s in self.state.items() if s == TaskState.QUEUED]
+        for tid in rest:
+            self.state[tid] = TaskState.CANCELLED
+            self._open -= 1
+        self._ready.clear()
+        return rest
+
+    def finished(self) -> bool:
+        return self._open == 0
+
+
+def _strategy(tasks: Sequence[Task], graph: TaskGraph, conflicts: Sequence[Conflict],
+              slots: int) -> tuple[str, str, bool]:
+    """(strategy, reason, forced sequential by conflicts or kinds)."""
+    n = len(tasks)
+    chain = all(len(layer) == 1 for layer in graph.layers())
+    if n == 1:
+        return "sequential", "Single task", False
+    if chain and conflicts:
+        return "sequential", _conflict_reason(conflicts, n), True
+    if chain:
+        return "sequential", "Tasks form one dependency chain", False
+    if slots == 1:
+        return "sequential", "max_parallel is 1: one task at a time", False
+    if not any(graph.preds.values()):
+        return "simple_parallel", f"{n} independent tasks - safe for parallel execution", False
+    has_deps = any(t.depends_on for t in tasks)
+    reason = "Tasks have dependencies" if has_deps else "Conflicting tasks run in declared order"
+    if conflicts and has_deps:
+        reason += f"; {len(conflicts)} conflicting pair(s) run in declared order"
+    return "dag", reason, False
+
+
+def _conflict_reason(conflicts: Sequence[Conflict], n: int) -> str:
+    kinds = {c.why for c in conflicts} & {str(k) for k in SERIAL_KINDS}
+    if kinds:
+        return "; ".join(SERIAL_REASONS[Kind(k)] for k in sorted(kinds))
+    shown = sorted({p for c in conflicts for p in c.paths})
+    listed = ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
+    verb = "modify" if all(c.why == "write/write" for c in conflicts) else "touch"
+    involved = sorted({t for c in conflicts for t in (c.first, c.second)})
+    if len(involved) == n:
+        return f"{'Both' if n == 2 else 'All'} tasks {verb} {listed}"
+    names = ", ".join(involved[:4]) + (" ..." if len(involved) > 4 else "")
+    return f"Tasks {names} {verb} {listed}; the rest form one dependency chain"
+
+
+def _warnings(tasks: Sequence[Task], isolation: str, strategy: str) -> tuple[str, ...]:
+    if strategy == "sequential":
+        return ()
+    in_place = [t.id for t in tasks if not t.writes and (t.isolation or isolation) == "none"]
+    if not in_place:
+        return ()
+    names = ", ".join(in_place[:5]) + (" ..." if len(in_place) > 5 else "")
+    return (f"{len(in_place)} task(s) declare no writes and run in place, so their edits "
+            f"cannot be checked for conflicts: {names}",)

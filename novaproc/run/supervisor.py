@@ -1,0 +1,384 @@
+"""The run loop (ninja's Builder): start as many tasks as allowed, wait for the next report,
+record it, repeat until every task has ended.
+
+What may start is the plan's Schedule; Admission (slots, resources, load, locks) decides
+when; an Executor runs it; Timers hold retries and timeouts. Every change is emitted as an
+Event for the views and the journal. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from novaproc.errors import InternalError, NovaError
+from novaproc.execution.interface import Executor
+from novaproc.execution.signals import Interrupts
+from novaproc.execution.throttle import Throttle
+from novaproc.inputs.settings import Settings
+from novaproc.inputs.taskfile import Task
+from novaproc.isolation.interface import Finish, Isolation, Landing
+from novaproc.locking.gate import Gate
+from novaproc.messages import (
+    Escalated,
+    Event,
+    Finished,
+    Job,
+    Level,
+    Message,
+    Payload,
+    Report,
+    RunFinished,
+    RunStarted,
+    Started,
+    TaskChanged,
+    TaskPid,
+    TaskState,
+)
+from novaproc.planning.plan import Plan, Schedule
+from novaproc.run.admission import Admission, WaitKind
+from novaproc.run.outcome import RunOutcome, TaskRecord, run_exit_code
+from novaproc.run.timers import Timers
+
+LOCK_RETRY = 0.05  # seconds between tries of a lock held by another process
+
+
+@dataclass(frozen=True)
+class RunParts:
+    """What a supervisor drives: how jobs run, where tasks run, what they hold beyond a slot,
+    where events and output go, and the clock its timers read."""
+
+    run_id: str
+    executor: Executor
+    isolation: Isolation
+    emit: Callable[[Event], None]
+    log_path: Callable[[str], Path]
+    gate: Gate | None = None
+    throttle: Throttle | None = None  # default: the settings' limits
+    interrupts: Interrupts = field(default_factory=Interrupts)
+    clock: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """What a resumed run keeps of its earlier supervisors: results (commit, duration) of tasks
+    that succeeded unchanged, and how many attempts each task made."""
+
+    kept: Mapping[str, tuple[str | None, float]] = field(default_factory=dict)
+    attempts: Mapping[str, int] = field(default_factory=dict)
+
+
+class Supervisor:
+    """Drives one run of a plan to its end; `run()` returns how it went."""
+
+    def __init__(self, plan: Plan, settings: Settings, parts: RunParts,
+                 earlier: Earlier | None = None) -> None:
+        self.plan, self.settings, self.parts, self.run_id = plan, settings, parts, parts.run_id
+        self.pool, self.isolation, self._clock = parts.executor, parts.isolation, parts.clock
+        self.slots = settings.max_parallel
+        throttle = parts.throttle or Throttle(settings.cpu_limit, settings.memory_limit)
+        self.admission = Admission(self.slots, settings.resources, throttle, parts.gate)
+        self.timers = Timers(parts.clock)
+        self.schedule = Schedule.of(plan)
+        earlier = earlier or Earlier()
+        self.records = {t.id: TaskRecord(t, earlier_attempts=earlier.attempts.get(t.id, 0))
+                        for t in plan.tasks}
+        self._waiting: set[str] = set()  # ready tasks held back by a resource, load or lock
+        self._rerunning: set[str] = set()  # ended tasks run again by the merge protocol
+        self._terminated: set[str] = set()  # running tasks a stop ended
+        self._stopping = False
+        self._kept = dict(earlier.kept)
+        self._interrupts = parts.interrupts
+        bell = self.admission.bell()
+        self._wake_fds = [self._interrupts.fileno()] + ([bell] if bell is not None else [])
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> RunOutcome:
+        started = time.time()
+        self._emit(RunStarted(os.getpid(), self.plan.strategy, round(self.plan.estimated_speedup, 2),
+                              self.slots, len(self.records)))
+        for warning in self.plan.warnings:
+            self._emit(Message(Level.WARNING, warning))
+        self._keep_earlier_results()
+        with self._interrupts:
+            try:
+                while True:
+                    self._start_ready()
+                    if self.schedule.finished():  # starting may end tasks (a failed setup)
+                        break
+                    self._check_progress()
+                    self._step(self._next_timeout())
+                interrupted = self._interrupts.first is not None
+                landing = self._land(interrupted)
+            finally:
+                self.pool.shutdown()
+                notes = self.isolation.close()
+        outcome = self._outcome(time.time() - started, landing, notes, interrupted or landing.stopped)
+        self._emit(RunFinished(int(outcome.exit_code), str(outcome.state), round(outcome.wall, 3),
+                               round(outcome.task_time, 3), round(outcome.speedup, 2),
+                               round(outcome.estimated_speedup, 2)))
+        return outcome
+
+    def _keep_earlier_results(self) -> None:
+        """A resumed run: what succeeded before, unchanged, counts as done with its result."""
+        for tid in self.plan.graph.order:
+            if tid in self._kept:
+                self.schedule.assume_done(tid)
+                rec = self.records[tid]
+                rec.state, (rec.commit, duration), rec.exit_code = TaskState.DONE, self._kept[tid], 0
+                self._emit(TaskChanged(TaskState.DONE, duration=duration, exit_code=0, commit=rec.commit,
+                                       kept=True), tid)
+
+    def _step(self, timeout: float | None) -> None:
+        """Wait for the next reports (or timer) and act on them."""
+        # the lock bell only while a task waits: nobody would drain it otherwise
+        wake = self._wake_fds if self._waiting else self._wake_fds[:1]
+        for report in self.pool.wait(timeout, wake=wake):
+            self._on_report(report)
+        self._on_timers()
+
+    def _land(self, interrupted: bool) -> Landing:
+        """Bring the results to the target, unless the run was interrupted."""
+        results = [(t, self.records[t].commit) for t in self.plan.graph.order if self.records[t].commit]
+        if interrupted:
+            note = "interrupted: results were not merged; they stay on their branches"
+            return Landing(notes=(note,) if results else ())
+        landing = self.isolation.land(results, self._rerun)  # type: ignore[arg-type]
+        if landing.merge is not None:
+            self._emit(landing.merge)
+        return landing
+
+    def _rerun(self, task_id: str, base: str) -> str | None:
+        """Run `task_id` again, now, on top of `base` (merge conflict protocol); its new result."""
+        rec = self.records[task_id]
+        self._emit(Message(Level.INFO, f"{task_id}: its result conflicts with the merged result so "
+                           "far; running it again on top of it"), task_id)
+        self._rerunning.add(task_id)
+        while wait := self.admission.try_lock(rec.task):  # locks hold for reruns too
+            self._wait_for(task_id, wait.reason)
+            self._step(LOCK_RETRY)
+        self._waiting.discard(task_id)
+        if self._launch(rec, [base]):
+            while task_id in self.pool.busy():
+                self._step(self._next_timeout())
+        return (rec.commit or base) if rec.state == TaskState.DONE else None  # no change: `base`
+
+    def _start_ready(self) -> None:
+        """Start as many ready tasks as slots, resources, load and locks allow, best first."""
+        if self._stopping:
+            return
+        for tid in itertools.chain(self.timers.due_retries(), self.schedule.iter_ready()):
+            task = self.records[tid].task
+            if self.admission.full() or not self.admission.room_for(task):
+                return  # keep the free slots for the best task rather than starve it
+            wait = self.admission.try_admit(task)
+            if wait is not None:
+                self._wait_for(tid, wait.reason)
+                if wait.kind is WaitKind.THROTTLE:  # the load holds back every task alike
+                    return
+                continue
+            self._start(task)
+            if self._stopping:  # a signal during its worktree_setup
+                return
+
+    def _check_progress(self) -> None:
+        """Name the impossible state instead of waiting forever."""
+        if self.admission.used or self.timers.retrying() or self.schedule.finished():
+            return
+        if self.schedule.has_ready():
+            return  # waiting for another process's lock: we poll
+        raise InternalError(f"stuck: no task running or ready, states {self.schedule.state}")
+
+    def _next_timeout(self) -> float | None:
+        timeout = self.timers.next_wake()
+        if self._waiting:  # a lock of another process or the load may free up: try again soon
+            timeout = LOCK_RETRY if timeout is None else min(timeout, LOCK_RETRY)
+        return timeout
+
+    # ------------------------------------------------------------ starting and ending
+
+    def _start(self, task: Task) -> None:
+        rec = self.records[task.id]
+        if not self.timers.take_retry(task.id):
+            self.schedule.start(task.id)
+        self._waiting.discard(task.id)
+        self._launch(rec, self._parents(task.id))
+
+    def _launch(self, rec: TaskRecord, parents: list[str]) -> bool:
+        """Prepare the task's folder and hand an attempt to a worker; False if it could not."""
+        task = rec.task
+        rec.attempts += 1
+        rec.reason, rec.timed_out, rec.commit = None, False, None
+        self.admission.take(task)
+        rec.state = TaskState.RUNNING
+        try:
+            folder = self.isolation.prepare(task, parents)
+        except NovaError as e:
+            if self._interrupts.first is not None:  # a Ctrl-C ended its worktree_setup
+                self._terminated.add(task.id)
+                self._on_interrupt()  # stop now: no retry, no further launch
+            self._on_report(Finished(task.id, rec.attempts, None, error=str(e), ended_at=time.time()))
+            return False
+        self.pool.submit(self._job(task, rec.attempts, folder))
+        if rec.started_at is None:
+            rec.started_at = time.time()
+        self._emit(TaskChanged(TaskState.RUNNING, attempt=rec.attempts), task.id)
+        self.timers.start_deadline(task.id, task.timeout)
+        return True
+
+    def _parents(self, tid: str) -> list[str]:
+        """The results a task starts from: those of what it waits for, looking through tasks
+        that produced none (they changed nothing, or failed before an order-only edge)."""
+        found: list[str] = []
+        seen: set[str] = set()
+        stack = sorted(self.plan.graph.preds[tid], key=self.plan.graph.index.__getitem__)
+        while stack:
+            pred = stack.pop()
+            if pred in seen:
+                continue
+            seen.add(pred)
+            commit = self.records[pred].commit
+            if commit:
+                found.append(commit)
+            else:
+                stack.extend(self.plan.graph.preds[pred])
+        return found
+
+    def _job(self, task: Task, attempt: int, folder: Path) -> Job:
+        cwd = folder / task.cwd if task.cwd else folder
+        env = {**task.env, "NOVA_RUN_ID": self.run_id}
+        common = {"task_id": task.id, "attempt": attempt, "log_path": str(self.parts.log_path(task.id)),
+                  "cwd": str(cwd), "env": env, "kill_grace": self.settings.kill_grace}
+        if task.call is not None:
+            return Job(**common, call=task.call, args=task.args, kwargs=task.kwargs)
+        if isinstance(task.cmd, str):
+            return Job(**common, shell=task.cmd)
+        return Job(**common, argv=task.cmd)
+
+    def _on_report(self, report: Report) -> None:
+        rec = self.records[report.task_id]
+        if isinstance(report, Escalated):
+            self._emit(Message(Level.WARNING, f"{rec.task.id} did not end within {report.grace:g}s of "
+                               "SIGTERM: sent SIGKILL"), rec.task.id)
+            return
+        if isinstance(report, Started):  # only a task that runs a while reports its pid
+            rec.pid = report.pid
+            self._emit(TaskPid(rec.attempts, report.pid), rec.task.id)
+            return
+        self.admission.release(rec.task)
+        self.timers.clear_deadline(rec.task.id)
+        rec.exit_code, rec.signal, rec.value = report.exit_code, report.signal, report.value
+        rec.error = f"timed out after {rec.task.timeout:g}s" if rec.timed_out else report.error
+        if report.started_at:
+            rec.run_time += max(0.0, report.ended_at - report.started_at)
+        ok = report.ok and not rec.timed_out
+        ok = self._keep_result(rec, ok)
+        if rec.task.id in self._rerunning:  # the merge protocol waits for it; the plan is done
+            self._rerunning.discard(rec.task.id)
+            rec.state = TaskState.DONE if ok else TaskState.FAILED
+            self._emit(TaskChanged(rec.state, attempt=rec.attempts, rerun=True), rec.task.id)
+            return
+        if not ok and not self._stopping and rec.attempts <= rec.task.retries:
+            self._retry(rec)
+            return
+        stopped = rec.task.id in self._terminated  # ended by _stop, not by its own failure
+        state = TaskState.DONE if ok else TaskState.CANCELLED if stopped else TaskState.FAILED
+        self._end(rec, state, report.ended_at or time.time())
+
+    def _keep_result(self, rec: TaskRecord, ok: bool) -> bool:
+        """Commit what a successful attempt changed (or keep a failed one's folder)."""
+        try:
+            finish = self.isolation.finish(rec.task, ok)
+        except NovaError as e:
+            finish = Finish(problem=f"novaproc could not keep its result: {e}")
+        if finish.warning:
+            self._emit(Message(Level.WARNING, finish.warning), rec.task.id)
+        if finish.problem:
+            rec.error = finish.problem
+            return False
+        rec.commit = finish.commit
+        return ok
+
+    def _retry(self, rec: TaskRecord) -> None:
+        backoff = self.timers.retry_later(rec.task.id, rec.attempts)
+        self._wait_for(rec.task.id, f"attempt {rec.attempts} failed ({rec.failure}); "
+                       f"retrying in {backoff:.1f}s")
+
+    def _end(self, rec: TaskRecord, state: TaskState, ended_at: float) -> None:
+        rec.state, rec.ended_at = state, ended_at
+        skipped = self.schedule.finish(rec.task.id, state == TaskState.DONE, state=state)
+        self._emit(TaskChanged(state, attempt=rec.attempts, duration=round(rec.run_time, 3),
+                               exit_code=rec.exit_code, commit=rec.commit or None, signal=rec.signal or None,
+                               error=rec.error or None, value=rec.value), rec.task.id)
+        for tid in skipped:
+            self.records[tid].state = TaskState.SKIPPED
+            self._emit(TaskChanged(TaskState.SKIPPED, reason=f"{rec.task.id} {state}"), tid)
+        if state == TaskState.FAILED and self.settings.fail_fast and not rec.task.allow_failure:
+            self._stop(f"fail_fast: {rec.task.id} failed")
+
+    def _wait_for(self, tid: str, reason: str) -> None:
+        rec = self.records[tid]
+        self._waiting.add(tid)
+        if _gist(rec.reason) != _gist(reason):  # a load that drifts from 96% to 97% is no news
+            rec.state, rec.reason = TaskState.WAITING, reason
+            self._emit(TaskChanged(TaskState.WAITING, reason=reason), tid)
+
+    # ------------------------------------------------------------ stopping
+
+    def _on_timers(self) -> None:
+        self._on_interrupt()
+        for tid in self.timers.expired():  # the executor's kill timer takes over
+            rec = self.records[tid]
+            rec.timed_out = True
+            self._emit(Message(Level.WARNING, f"{rec.task.id}: timed out after {rec.task.timeout:g}s; "
+                               f"sending SIGTERM, SIGKILL after {self.settings.kill_grace:g}s"), tid)
+            self.pool.terminate(rec.task.id)
+
+    def _stop(self, why: str, *, kill: bool = False) -> None:
+        """Start no more work and end what runs: SIGTERM, then SIGKILL after the grace period."""
+        if not self._stopping:
+            self._emit(Message(Level.WARNING, f"stopping: {why}"))
+        self._stopping = True
+        for tid in self.timers.drop_retries():
+            self._end(self.records[tid], TaskState.CANCELLED, time.time())
+        for tid in self._waiting:
+            self.admission.give_up(self.records[tid].task)
+        self._waiting.clear()
+        for tid in self.schedule.cancel_rest():
+            self.records[tid].state = TaskState.CANCELLED
+            self._emit(TaskChanged(TaskState.CANCELLED, reason=why), tid)
+        for tid in self.pool.busy():
+            self._terminated.add(tid)
+            self.pool.terminate(tid, kill=kill)
+
+    def _on_interrupt(self) -> None:
+        """SIGINT/SIGTERM stop the run gracefully; a second SIGINT kills at once."""
+        taken = self._interrupts.take()
+        if taken is not None:
+            signum, again = taken
+            name = signal.Signals(signum).name
+            self._stop(f"received {name}" + ("; killing now" if again else ""), kill=again)
+
+    # ------------------------------------------------------------ results
+
+    def _outcome(self, wall: float, landing: Landing, notes: list[str], interrupted: bool) -> RunOutcome:
+        # a merge that finished despite a signal gives its own exit code: not `interrupted`
+        code = run_exit_code(self.records.values(), landing.exit_code,
+                             self._interrupts.first if interrupted else None)
+        task_time = sum(r.run_time for r in self.records.values())
+        return RunOutcome(self.run_id, code, wall, task_time, self.plan.estimated_speedup,
+                          dict(self.records), (*landing.notes, *notes))
+
+    def _emit(self, payload: Payload, task_id: str | None = None) -> None:
+        self.parts.emit(Event(self.run_id, time.time(), payload, task_id))
+
+
+def _gist(reason: str | None) -> str | None:
+    """A waiting reason without its figures."""
+    return None if reason is None else "".join(c for c in reason if not c.isdigit())

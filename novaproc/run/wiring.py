@@ -1,0 +1,209 @@
+"""A run put together: its journal, the supervisor and the pieces it drives, wired so that
+every event reaches the journal first and the views after.
+
+The CLI starts a run here and consumes its outcome; resume and background runs come in
+through the same door.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from novaproc.errors import BusyError, EnvironmentFault, ExitCode, UsageError
+from novaproc.execution.pool import WorkerPool
+from novaproc.execution.proctree import kill_marked
+from novaproc.execution.signals import Interrupts
+from novaproc.inputs.settings import Settings
+from novaproc.inputs.taskfile import TaskFile
+from novaproc.isolation.interface import InPlace, Isolation
+from novaproc.isolation.preflight import Preflight
+from novaproc.locking.gate import LockGate
+from novaproc.locking.manager import Blocked, LockManager, Owner, run_request
+from novaproc.messages import Event, Level, Message, Payload, RunFinished, RunState, TaskState
+from novaproc.planning.plan import Plan
+from novaproc.run.outcome import RunOutcome
+from novaproc.run.supervisor import Earlier, RunParts, Supervisor
+from novaproc.state.format import RunMeta, TaskMeta
+from novaproc.state.history import save_durations
+from novaproc.state.journal import Journal
+from novaproc.state.reader import RunRecord, kept_results
+
+
+class _SignalWhileWaiting(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+class Run:
+    """One run from start to outcome. Create with `start_run`; `close` always."""
+
+    def __init__(self, taskfile: TaskFile, settings: Settings, plan: Plan, checked: Preflight | None,
+                 journal: Journal, kept: Mapping[str, tuple[str | None, float]] | None = None,
+                 earlier_attempts: Mapping[str, int] | None = None) -> None:
+        self.taskfile, self.settings, self.plan, self.journal = taskfile, settings, plan, journal
+        self.checked = checked
+        self.kept = dict(kept or {})
+        self.earlier_attempts = dict(earlier_attempts or {})
+        self.resumed = kept is not None
+        self.run_id = journal.run_id
+        self._consumers: list[Callable[[Event], None]] = []
+        # the forkserver starts before any view thread exists: forking a threaded process is unsafe
+        self.pool = WorkerPool(settings.max_parallel, settings.kill_grace)
+        self.locks = LockManager(owner=Owner(run_id=self.run_id, label=f"novaproc run {taskfile.path}"))
+        self._file_lock = run_request(str(taskfile.path), self.run_id)
+
+    def try_hold_tasks_file(self, if_busy: str) -> str | None:
+        """One live run per tasks file: take the file's run lock now and return None, or say
+        who holds it. With `if_busy` "skip", a busy file ends the run here (BusyError, exit 75)
+        and leaves no run behind."""
+        answer = self.locks.try_acquire(self._file_lock)
+        if not isinstance(answer, Blocked):
+            return None
+        if if_busy == "skip":
+            self.locks.cancel(self._file_lock)
+            self.close()
+            shutil.rmtree(self.journal.folder, ignore_errors=True)  # nothing ran: no run to list
+            raise BusyError(f"{self.taskfile.path} is busy: another run of it is live "
+                            f"({answer.describe()}); --if-busy skip")
+        return answer.describe()
+
+    def wait_for_tasks_file(self, holder: str) -> ExitCode | None:
+        """Wait for the other run of this file; a SIGINT or SIGTERM meanwhile cancels this run
+        (recorded as such, its exit code returned) before anything ran."""
+        self._report(Message(Level.WARNING, f"waiting for the other run of this file: {holder}"))
+
+        def stop(signum: int, frame: object) -> None:
+            raise _SignalWhileWaiting(signum)
+
+        old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.locks.acquire(self._file_lock)
+            return None
+        except _SignalWhileWaiting as e:
+            self.locks.cancel(self._file_lock)
+            code = ExitCode(128 + e.signum)  # 130 / 143
+            self._report(RunFinished(int(code), str(RunState.CANCELLED), 0.0, 0.0))
+            return code
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+    def log_path(self, task_id: str) -> Path:
+        return self.journal.log_path(task_id)
+
+    def emit_to(self, consumer: Callable[[Event], None]) -> None:
+        self._consumers.append(consumer)
+
+    def _report(self, payload: Payload) -> None:
+        self._emit(Event(self.run_id, time.time(), payload))
+
+    def _emit(self, event: Event) -> None:
+        self.journal.record(event)  # durable first: a view that fails must not lose the record
+        for consume in list(self._consumers):
+            try:
+                consume(event)
+            except BrokenPipeError:  # `novaproc run ... | head`: the run goes on, unseen
+                self._consumers.remove(consume)
+
+    def execute(self) -> RunOutcome:
+        interrupts = Interrupts()
+        isolation: Isolation = InPlace(self.taskfile.root)
+        if self.checked is not None:
+            from novaproc.isolation.worktree_isolation import WorktreeIsolation
+
+            # a Ctrl-C also ends a worktree_setup or verify the supervisor is waiting for
+            isolation = WorktreeIsolation(self.checked, self.settings, self.run_id,
+                                          self.journal.folder, resumed=self.resumed,
+                                          stop=lambda: interrupts.first is not None)
+        gate = LockGate(self.locks, self.taskfile.root, self.run_id, self.settings.resources)
+        parts = RunParts(self.run_id, self.pool, isolation, self._emit, self.journal.log_path,
+                         gate=gate, interrupts=interrupts)
+        supervisor = Supervisor(self.plan, self.settings, parts, Earlier(self.kept, self.earlier_attempts))
+        outcome = supervisor.run()
+        try:
+            save_durations(self.journal.state_dir, self.taskfile.path,
+                           {tid: r.run_time for tid, r in outcome.records.items()
+                            if r.state == TaskState.DONE and r.attempts}, self.taskfile.hashes)
+        except OSError as e:  # only estimates are lost: the run's outcome stands
+            self.journal.note(Level.WARNING, f"cannot keep the durations of this run: {e.strerror or e}")
+        return outcome
+
+    def detach(self, ready_fd: int) -> None:
+        """A background run's supervisor: output to the run's folder, then tell the launcher
+        the run id (closing the pipe it waits on)."""
+        log = os.open(self.journal.folder / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.write(ready_fd, self.run_id.encode())
+        os.close(ready_fd)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.locks.close()
+        self.journal.close()
+
+
+def start_run(taskfile: TaskFile, settings: Settings, plan: Plan, checked: Preflight | None, *,
+              argv: list[str]) -> Run:
+    meta = RunMeta(tasks_file=str(taskfile.path), root=str(taskfile.root), argv=tuple(argv),
+                   description=_description(plan), tasks=_task_metas(plan, taskfile.hashes))
+    journal = Journal.create(settings.state_path(taskfile.root), meta)
+    return Run(taskfile, settings, plan, checked, journal)
+
+
+def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: Plan,
+               checked: Preflight | None) -> Run:
+    """Continue `record`'s run (`plan`: its tasks as the file holds them now): tasks that
+    succeeded with an unchanged definition (and whose dependencies are kept too) keep their
+    results; the rest run."""
+    if record.status in (RunState.RUNNING, RunState.DONE):
+        raise UsageError(f"run {record.id} is {record.status}: there is nothing to resume")
+    kept = kept_results(record, taskfile.hashes, {t.id: t.depends_on for t in plan.tasks})
+    kill_marked("NOVA_RUN_ID", record.id)  # anything a crashed supervisor's tasks left running
+    journal = Journal.reopen(record.folder, record.meta, record.status,
+                             tasks=_task_metas(plan, taskfile.hashes))
+    return Run(taskfile, settings, plan, checked, journal,
+               {tid: (t.commit, t.duration or 0.0) for tid, t in kept.items()},
+               {t.id: t.attempts for t in record.tasks})
+
+
+def start_background(taskfile: TaskFile, args: list[str]) -> str:
+    """Start `novaproc <args>` detached (own session, no terminal) and return its run id once
+    its journal exists, so `status` and `wait` know it at once."""
+    ready_r, ready_w = os.pipe()
+    with tempfile.TemporaryFile() as err:
+        child = subprocess.Popen([sys.executable, "-m", "novaproc", *args, "--ready-fd", str(ready_w)],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                 pass_fds=(ready_w,), start_new_session=True)
+        os.close(ready_w)
+        with os.fdopen(ready_r, "rb") as ready:
+            run_id = ready.read().decode()
+        if not run_id:
+            code = child.wait()
+            err.seek(0)
+            why = [line.removeprefix("novaproc: error: ")
+                   for line in err.read().decode(errors="replace").strip().splitlines()]
+            if code == ExitCode.BUSY and why:  # --if-busy skip: the same answer as in the foreground
+                raise BusyError(why[-1])
+            fault = UsageError if code == ExitCode.USAGE else EnvironmentFault  # its exit code, ours
+            raise fault(f"the background run of {taskfile.path} did not start"
+                        + (f": {why[-1]}" if why else ""))
+    return run_id
+
+
+def _task_metas(plan: Plan, hashes: Mapping[str, str]) -> tuple[TaskMeta, ...]:
+    return tuple(TaskMeta(t.id, t.label, hashes[t.id], str(t.kind), tuple(t.env)) for t in plan.tasks)
+
+
+def _description(plan: Plan) -> str:
+    first = plan.tasks[0].label
+    return first if len(plan.tasks) == 1 else f"{first} and {len(plan.tasks) - 1} more"

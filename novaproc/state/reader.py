@@ -1,0 +1,272 @@
+"""Past and present runs, read back from their journals (see journal_format.py): a RunRecord
+per run with a RecordedTask per task, the list of runs, and what a resume keeps. Read-only:
+the one writer is journal.Journal.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from novaproc.errors import EnvironmentFault, UsageError, did_you_mean
+from novaproc.messages import EventKind, RunState, TaskState
+from novaproc.state.format import (
+    EVENTS_FILE,
+    RUN_FILE,
+    JournalCorrupt,
+    Parsed,
+    RunMeta,
+    parse_events,
+    read_meta,
+    supervisor_alive,
+)
+
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+_EXIT_OF = {RunState.DONE: 0, RunState.FAILED: 1, RunState.CANCELLED: 143}
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedTask:
+    """One task as the journal last saw it. `done_hash`: the definition it last succeeded with."""
+
+    id: str
+    description: str = ""
+    hash: str = ""
+    kind: str = ""
+    state: TaskState = TaskState.QUEUED
+    attempts: int = 0
+    attempt: int | None = None  # the number of the last attempt, as the supervisor counted it
+    duration: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    reason: str | None = None
+    value: Any = None
+    commit: str | None = None
+    pid: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    done_hash: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.description or self.id
+
+    def elapsed(self, now: float | None) -> float | None:
+        """Its duration, or for a running task the time since it started (None when `now` is:
+        the task of a run whose supervisor is gone ended at a time nobody recorded)."""
+        if self.duration is not None or self.state is not TaskState.RUNNING or self.started_at is None:
+            return self.duration
+        return None if now is None else max(now - self.started_at, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run read back from its folder. `status` is crashed when its supervisor is gone unfinished."""
+
+    id: str
+    folder: Path
+    status: RunState
+    meta: RunMeta
+    tasks: tuple[RecordedTask, ...]
+    started: float
+    ended: float | None
+    wall: float
+    exit_code: int | None
+    estimated_speedup: float | None = None
+    speedup: float | None = None
+    strategy: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def tasks_file(self) -> str:
+        return self.meta.tasks_file
+
+    @property
+    def pid(self) -> int:
+        return self.meta.pid
+
+    @property
+    def description(self) -> str:
+        return self.meta.description or Path(self.meta.tasks_file).name
+
+    @property
+    def running(self) -> list[RecordedTask]:
+        return [t for t in self.tasks if t.state is TaskState.RUNNING]
+
+    def task(self, task_id: str) -> RecordedTask:
+        """The task named `task_id`; UsageError (exit 2) with a did-you-mean when there is none."""
+        for t in self.tasks:
+            if t.id == task_id:
+                return t
+        ids = [t.id for t in self.tasks]
+        raise UsageError(f"run {self.id} has no task {task_id!r}{did_you_mean(task_id, ids)}; "
+                         f"its tasks: {', '.join(ids) or 'none'}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "status": str(self.status), "exit_code": self.exit_code,
+                "tasks_file": self.tasks_file, "root": self.meta.root, "description": self.description,
+                "argv": list(self.meta.argv), "pid": self.pid, "created": self.meta.created,
+                "started": self.started, "ended": self.ended, "wall": self.wall, "strategy": self.strategy,
+                "estimated_speedup": self.estimated_speedup, "speedup": self.speedup,
+                "folder": str(self.folder), "tasks": [asdict(t) for t in self.tasks],
+                "warnings": list(self.warnings)}
+
+
+def load_run(state_dir: Path, run_id: str) -> RunRecord:
+    """The run `run_id` (or a unique prefix of it). Unknown: UsageError (exit 2) with a hint."""
+    return _load(_find_folder(Path(state_dir), run_id))
+
+
+def list_runs(state_dir: Path, problems: list[str] | None = None) -> list[RunRecord]:
+    """Every run, newest first. A run that cannot be read is left out, its error added to `problems`."""
+    runs: list[RunRecord] = []
+    for folder in _run_folders(Path(state_dir)):
+        try:
+            runs.append(_load(folder))
+        except (EnvironmentFault, UsageError) as e:
+            if problems is not None:
+                problems.append(str(e))
+    return sorted(runs, key=lambda r: (r.meta.created, r.id), reverse=True)
+
+
+def kept_results(record: RunRecord, current_hashes: Mapping[str, str],
+                 depends_on: Mapping[str, Iterable[str]] | None = None) -> dict[str, RecordedTask]:
+    """The tasks a resume keeps: done, with the definition they succeeded with unchanged, and
+    (given `depends_on`) every dependency kept too, since a dependency that runs again feeds them."""
+    kept = {t.id: t for t in record.tasks if t.state is TaskState.DONE and t.done_hash is not None
+            and current_hashes.get(t.id) == t.done_hash}
+    changed = depends_on is not None
+    while changed:
+        changed = False
+        for tid in list(kept):
+            if any(dep not in kept for dep in depends_on.get(tid, ())):  # type: ignore[union-attr]
+                del kept[tid]
+                changed = True
+    return kept
+
+
+class _Replay:
+    """Folds the events of a run, in order, into the state of each task and of the run."""
+
+    def __init__(self, meta: RunMeta) -> None:
+        self.tasks: dict[str, RecordedTask] = {}
+        self._declare([asdict(t) for t in meta.tasks])
+        self.started_data: dict[str, Any] = {}
+        self.started: float | None = None
+        self.finished: dict[str, Any] | None = None
+        self.last_time = meta.created
+
+    def apply(self, ev: dict[str, Any]) -> None:
+        kind = ev["event"]
+        self.last_time = max(self.last_time, float(ev.get("time", 0)))
+        if kind in (EventKind.RUN_STARTED, EventKind.RUN_RESUMED):
+            self.finished = None  # a resumed run is running again
+            self._declare(ev.get("tasks", ()))
+            if kind == EventKind.RUN_STARTED:
+                self.started_data = ev
+                self.started = self.started or float(ev["time"])
+        elif kind == EventKind.TASK_STATE:
+            self._task(ev)
+        elif kind == EventKind.TASK_PID and ev.get("task") in self.tasks:
+            self.tasks[ev["task"]] = replace(self.tasks[ev["task"]], pid=ev.get("pid"))
+        elif kind == EventKind.RUN_FINISHED:
+            self.finished = ev
+
+    def _declare(self, tasks: Any) -> None:
+        """(Re)declare tasks from a list of {"id", "description", "hash", "kind"}; a count is ignored."""
+        for t in tasks if isinstance(tasks, list) else ():
+            old = self.tasks.get(t["id"]) or RecordedTask(t["id"])
+            self.tasks[t["id"]] = replace(old, description=t.get("description", old.description),
+                                          hash=t.get("hash", old.hash), kind=t.get("kind", old.kind))
+
+    def _task(self, ev: dict[str, Any]) -> None:
+        old = self.tasks.get(ev["task"]) or RecordedTask(ev["task"])
+        state, attempt = TaskState(ev["state"]), ev.get("attempt")
+        if state is TaskState.RUNNING:
+            again = old.state is TaskState.RUNNING and attempt in (None, old.attempt)
+            new = replace(old, state=state, attempts=old.attempts + (0 if again else 1), attempt=attempt,
+                          pid=ev.get("pid"), started_at=ev.get("started_at", ev["time"]), duration=None,
+                          ended_at=None, exit_code=None, signal=None, error=None, reason=None)
+        elif state.finished:
+            start = ev.get("started_at", old.started_at)
+            end = ev.get("ended_at", ev["time"])
+            duration = ev.get("duration", end - start if start is not None else None)
+            new = replace(old, state=state, exit_code=ev.get("exit_code"), signal=ev.get("signal"),
+                          error=ev.get("error"), value=ev.get("value"), commit=ev.get("commit"),
+                          started_at=start, ended_at=end, duration=duration, reason=ev.get("reason"),
+                          done_hash=old.hash if state is TaskState.DONE else None)
+        else:
+            new = replace(old, state=state, reason=ev.get("reason"))
+        self.tasks[new.id] = new
+
+
+def _load(folder: Path) -> RunRecord:
+    meta = read_meta(folder / RUN_FILE)
+    path = folder / EVENTS_FILE
+    parsed = parse_events(path)
+    replay = _Replay(meta)
+    for number, ev in parsed.events:
+        try:
+            replay.apply(ev)
+        except (KeyError, ValueError, TypeError) as e:
+            raise JournalCorrupt(path, number, f"unreadable {ev.get('event')} event ({e!r})") from None
+    return _record(folder, meta, replay, parsed)
+
+
+def _record(folder: Path, meta: RunMeta, replay: _Replay, parsed: Parsed) -> RunRecord:
+    end = replay.finished
+    if end is not None:
+        status = RunState(end["state"]) if "state" in end else _state_of_exit(end.get("exit_code"))
+    else:
+        status = RunState.RUNNING if supervisor_alive(meta) else RunState.CRASHED
+    started = replay.started or meta.created
+    stop = float(end["time"]) if end else (time.time() if status is RunState.RUNNING else replay.last_time)
+    warnings = []
+    if parsed.torn and status is not RunState.RUNNING:  # while running it is a line being written
+        warnings.append(f"{folder / EVENTS_FILE}: dropped a torn last line ({parsed.torn} bytes) "
+                        "left by a supervisor that stopped while writing it")
+    return RunRecord(
+        id=folder.name, folder=folder, status=status, meta=meta, tasks=tuple(replay.tasks.values()),
+        started=started, ended=stop if end else None, wall=float((end or {}).get("wall", stop - started)),
+        exit_code=(end.get("exit_code", _EXIT_OF.get(status)) if end else None),
+        estimated_speedup=(end or {}).get("estimated_speedup", replay.started_data.get("estimated_speedup")),
+        speedup=(end or {}).get("speedup"), strategy=replay.started_data.get("strategy"),
+        warnings=tuple(warnings))
+
+
+def _state_of_exit(code: int | None) -> RunState:
+    if code == 0:
+        return RunState.DONE
+    return RunState.CANCELLED if code in (130, 143) else RunState.FAILED
+
+
+def _run_folders(state_dir: Path) -> list[Path]:
+    runs = state_dir / "runs"
+    try:
+        return [p for p in runs.iterdir() if (p / RUN_FILE).is_file()]
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise EnvironmentFault(f"cannot read {runs}: {e.strerror}") from None
+
+
+def _find_folder(state_dir: Path, run_id: str) -> Path:
+    if not _RUN_ID.fullmatch(run_id):
+        raise UsageError(f"{run_id!r} is not a run id (like 3fa9c1); `novaproc status` lists the runs")
+    ids = sorted(p.name for p in _run_folders(state_dir))
+    matches = [i for i in ids if i == run_id] or [i for i in ids if i.startswith(run_id)]
+    if len(matches) == 1:
+        return state_dir / "runs" / matches[0]
+    if matches:
+        raise UsageError(f"run id {run_id!r} is ambiguous: {', '.join(matches)}; give more of it")
+    if not ids:
+        raise UsageError(f"unknown run {run_id!r}: no runs recorded in {state_dir}")
+    raise UsageError(f"unknown run {run_id!r}{did_you_mean(run_id, ids)}; `novaproc status` lists "
+                     f"the runs in {state_dir}")
