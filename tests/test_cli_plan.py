@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import clean_env, run_cli, write_tasks
 
-import novaproc
+from novaproc.cli.version import VERSION
 from novaproc.inputs import taskfile
 from novaproc.inputs.settings import load_settings
 from novaproc.inputs.taskfile import load_tasks
@@ -415,7 +415,7 @@ def test_help(tmp_path, command):
 def test_version(tmp_path):
     result = run_cli("--version", cwd=tmp_path)
     assert result.returncode == 0
-    assert result.stdout.strip() == f"novaproc {novaproc.__version__}"
+    assert result.stdout.strip() == f"novaproc {VERSION}"
 
 
 def test_plan_json_into_a_closed_pipe_is_not_a_traceback(tmp_path):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from novaproc import __version__
+from novaproc.cli.version import VERSION
 from novaproc.errors import ConfigError, ExitCode, NovaError, UsageError
 
 EXIT_CODES = """exit codes:
@@ -44,7 +44,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="novaproc", description="Run many jobs at once on one machine without "
                      "letting them trample each other.", epilog=EXIT_CODES,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"novaproc {__version__}")
+    parser.add_argument("--version", action="version", version=f"novaproc {VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     argv = sys.argv[1:] if argv is None else argv

@@ -8,10 +8,10 @@ script run again), so the result of a validation is kept, one pickle per key, in
 
 The key covers everything the result depends on: the novaproc code that builds it (every module
 of its folder), the tasks file's path and bytes, the repository it lies in, nova.toml's (or
---config's) bytes, the NOVA_* variables and the flags. Any change is a miss, and a miss is the first reading again. Only a
-valid result is stored, so every error comes from a fresh validation. An entry that cannot be
-read, or that another user could have written, is a miss; a cache that cannot be written is
-no cache. The newest MAX_ENTRIES entries are kept.
+--config's) bytes, the NOVA_* variables and the flags. Any change is a miss, and a miss is the
+first reading again. Only a valid result is stored, so every error comes from a fresh
+validation. An entry that cannot be read, or that another user could have written, is a miss; a
+cache that cannot be written is no cache. The newest MAX_ENTRIES entries are kept.
 """
 
 from __future__ import annotations
