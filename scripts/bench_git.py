@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from novaproc.isolation.merge import MergePolicy, merge_results
+from novaproc.isolation.merge import merge_results
+from novaproc.isolation.policy import MergePolicy
 from novaproc.isolation.repo import Repo
 from novaproc.isolation.worktree_pool import Workspaces
 

@@ -14,7 +14,7 @@ import time
 
 from novaproc.inputs.kinds import Kind
 from novaproc.inputs.taskfile import Task
-from novaproc.planning.plan import Plan, Schedule, make_plan
+from novaproc.planning.plan import Plan, make_plan
 
 TASKS = 10_000
 SLOTS = 8
@@ -54,7 +54,7 @@ def simulate_run(plan: Plan, slots: int, seed: int = SEED) -> dict[str, int]:
     """Drive Schedule as a supervisor would: fill the slots best first, end the oldest running
     task (1 in 200 fails), repeat. Returns how many tasks ended in each state."""
     rng = random.Random(seed)
-    schedule = Schedule.of(plan)
+    schedule = plan.schedule()
     running: list[str] = []
     while not schedule.finished():
         for tid in list(schedule.ready())[: slots - len(running)]:

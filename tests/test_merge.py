@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from novaproc.errors import ExitCode
-from novaproc.isolation.merge import MergeOutcome, MergePolicy, merge_results
+from novaproc.isolation.merge import MergeOutcome, merge_results
+from novaproc.isolation.policy import MergePolicy
 from novaproc.isolation.repo import Repo
 from novaproc.isolation.worktree_pool import Workspaces
 

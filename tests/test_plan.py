@@ -11,7 +11,8 @@ from novaproc.inputs.kinds import Kind
 from novaproc.inputs.taskfile import Task
 from novaproc.messages import TaskState
 from novaproc.planning.graph import CycleFound
-from novaproc.planning.plan import Conflict, Schedule, make_plan, select
+from novaproc.planning.plan import Conflict, make_plan, select
+from novaproc.planning.schedule import Schedule
 
 ROOT = "/repo"
 
@@ -303,7 +304,7 @@ def test_to_json_has_the_documented_keys():
 
 
 def schedule_of(*tasks: Task, history=None) -> Schedule:
-    return Schedule.of(plan_of(*tasks, history=history))
+    return plan_of(*tasks, history=history).schedule()
 
 
 def test_ready_order_is_critical_path_then_declared_order():

@@ -16,7 +16,7 @@ from novaproc.inputs import paths
 from novaproc.inputs.kinds import SERIAL_KINDS, Kind
 from novaproc.inputs.taskfile import Task
 from novaproc.messages import TaskState
-from novaproc.planning.plan import Plan, Schedule, make_plan
+from novaproc.planning.plan import Plan, make_plan
 
 ROOT = "/repo"
 POOL = ("a", "a/b", "a/b/c", "a/b/c.py", "a/bc", "d", "d/e.txt", "a/*.py", "a/b/*", "*.md",
@@ -150,7 +150,7 @@ def test_schedule_never_runs_conflicting_tasks_together(case, data):
     real = conflicting(case)
     hard = {(d, t.id) for t in case.tasks for d in t.depends_on}
     preds = {t.id: plan.graph.preds[t.id] for t in case.tasks}
-    schedule = Schedule.of(plan)
+    schedule = plan.schedule()
     running: list[str] = []
     while not schedule.finished():
         ready = list(schedule.ready())

@@ -14,9 +14,10 @@ import pytest
 from conftest import git
 
 from novaproc.errors import EnvironmentFault
+from novaproc.isolation.clean import clean, remove_stale_locks
 from novaproc.isolation.furnish import SetupFailed
 from novaproc.isolation.repo import MergeConflict, Repo
-from novaproc.isolation.worktree_pool import Workspaces, clean, remove_stale_locks, undeclared
+from novaproc.isolation.worktree_pool import Workspaces, undeclared
 
 pytestmark = pytest.mark.usefixtures("isolated_git")
 

@@ -313,7 +313,7 @@ def _view(args: argparse.Namespace, plan, log_path):  # type: ignore[no-untyped-
 def cmd_clean(args: argparse.Namespace) -> int:
     from novaproc.inputs.paths import find_root
     from novaproc.inputs.settings import load_settings
-    from novaproc.isolation.worktree_pool import clean
+    from novaproc.isolation.clean import clean
 
     root, in_git = find_root(Path.cwd())
     if not in_git:

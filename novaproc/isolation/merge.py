@@ -11,37 +11,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from novaproc.errors import ExitCode, InternalError, NovaError
-from novaproc.execution.guard import UNSTOPPED, Ending, run_guarded
-from novaproc.inputs.settings import DEFAULT_WORKTREE_DIR
-from novaproc.isolation.furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
-from novaproc.isolation.repo import IN_PROGRESS, Repo, Worktree, admin_dir
+from novaproc.isolation.policy import MergePolicy
+from novaproc.isolation.repo import IN_PROGRESS, Repo, admin_dir
+from novaproc.isolation.verify import Verifier, VerifyStopped, first_failing
 
 Rerun = Callable[[str, str], str | None]
 """rerun(task_id, base_commit) -> the task's new result commit (`base_commit` itself when it
 changed nothing on top of it), or None if it failed again."""
-
-
-@dataclass(frozen=True)
-class MergePolicy:
-    """How a run's results land: on which branch, from which base commit (the target's tip
-    when the run started), what a conflict does, and how `verify` runs (in its own worktree
-    under `worktree_dir`, furnished with `include` and `setup`, its output to `verify_log`)."""
-
-    target: str
-    base: str
-    on_conflict: str = "rerun"
-    verify: str | Sequence[str] | None = None
-    worktree_dir: Path = Path(DEFAULT_WORKTREE_DIR)
-    setup: str | None = None
-    include: Sequence[str] = ()
-    verify_log: Path | None = None
-    ending: Ending = UNSTOPPED
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +83,10 @@ def merge_results(repo: Repo, run_id: str, results: Sequence[tuple[str, str | No
         items = [(t, c) for t, c in results if c]
         tip = _merge_all(state, start, items, rerun if policy.on_conflict == "rerun" else None)
         if policy.verify and state.steps:
-            verifier = _Verifier(repo, run_id, policy)
+            verifier = Verifier(repo, run_id, policy)
             try:
                 tip = _verify_loop(state, start, items, verifier)
-            except _VerifyStopped:
+            except VerifyStopped:
                 state.verify_stopped, tip = True, state.steps[-1].after
             finally:
                 verifier.close()
@@ -162,7 +143,7 @@ def _builds_on_left_out(state: _State, items: Sequence[tuple[str, str]], commit:
 
 # -- verify and bisection ---------------------------------------------------------------------
 
-def _verify_loop(state: _State, start: str, items: Sequence[tuple[str, str]], verifier: _Verifier) -> str:
+def _verify_loop(state: _State, start: str, items: Sequence[tuple[str, str]], verifier: Verifier) -> str:
     """Verify the merged result; while it fails, bisect for the culprit, leave it out, rebuild."""
     results = {s.task: s.result for s in state.steps}  # reruns replaced some results
     items = [(t, results.get(t, c)) for t, c in items]
@@ -170,85 +151,15 @@ def _verify_loop(state: _State, start: str, items: Sequence[tuple[str, str]], ve
     for _ in range(len(items) + 1):
         if not state.steps or verifier.passes(tip):
             return tip
-        culprit = _bisect(state, start, verifier)
-        if culprit is None:
+        failing = first_failing([start, *(s.after for s in state.steps)], verifier)
+        if failing is None:
             state.verify_broken_before = True
             return tip
+        culprit = state.steps[failing - 1].task
         state.culprits.append(culprit)
         state.left_out[culprit] = "verify fails with its result"
         tip = _merge_all(state, start, items, None)
     raise InternalError("verify bisection did not converge")
-
-
-def _bisect(state: _State, start: str, verifier: _Verifier) -> str | None:
-    """The task whose result first makes verify fail (merge-queue bisection), assuming verify
-    fails on the full sequence; None when it already fails without any of them."""
-    points = [start, *(s.after for s in state.steps)]
-    good, bad = 0, len(points) - 1
-    while bad - good > 1:
-        mid = (good + bad) // 2
-        good, bad = (mid, bad) if verifier.passes(points[mid]) else (good, mid)
-    if bad == 1 and not verifier.passes(start):
-        return None
-    return state.steps[bad - 1].task
-
-
-class _VerifyStopped(Exception):
-    """The run stopped while verify ran: no verdict."""
-
-
-class _Verifier:
-    """Runs `verify` at the root of a worktree of a given commit (one worktree, reused)."""
-
-    def __init__(self, repo: Repo, run_id: str, policy: MergePolicy) -> None:
-        self.repo, self.run_id, self.policy, self.ending = repo, run_id, policy, policy.ending
-        self.path = ensure_private_dir(Path(policy.worktree_dir)) / f"{run_id}-.verify"
-        self.wt: Worktree | None = None
-        self.verdicts: dict[str, bool] = {}
-
-    def passes(self, commit: str) -> bool:
-        if commit not in self.verdicts:
-            self.verdicts[commit] = self._run(commit)
-        return self.verdicts[commit]
-
-    def _run(self, commit: str) -> bool:
-        with open(self.policy.verify_log or os.devnull, "ab") as out:
-            out.write(f"== verify {commit} ==\n".encode())
-            out.flush()
-            try:
-                self._checkout(commit)
-            except SetupFailed as e:
-                out.write(f"{e}\n".encode())
-                if self.ending.stopping():
-                    raise _VerifyStopped from None
-                return False
-            command = self.policy.verify or ()
-            argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-            # guarded: it dies with a killed supervisor, as tasks do; marked like the run's tasks
-            code, _ = run_guarded(argv, cwd=self.path, stdout=out,
-                                  env={**os.environ, "NOVA_RUN_ID": self.run_id}, ending=self.ending)
-            if code is None and self.ending.stopping():
-                out.write(b"verify stopped: the run is stopping\n")
-                raise _VerifyStopped
-            return code == 0
-
-    def _checkout(self, commit: str) -> None:
-        if self.wt is None:
-            with self.repo.worktree_lock():
-                if self.path.exists():
-                    self.repo.remove_worktree(self.path)
-                self.wt = self.repo.add_worktree(self.path, commit)
-        else:
-            self.repo.in_worktree(self.wt, "checkout", "-q", "-f", "--detach", commit)
-            self.repo.in_worktree(self.wt, "clean", "-q", "-ffdx")
-        bring_in(self.repo.root, self.path, self.policy.include)
-        if self.policy.setup:
-            run_setup(self.path, self.policy.setup, self.ending)
-
-    def close(self) -> None:
-        if self.wt is not None:
-            with self.repo.worktree_lock():
-                self.repo.remove_worktree(self.wt.path)
 
 
 # -- landing ----------------------------------------------------------------------------------

@@ -13,10 +13,12 @@ from pathlib import Path
 from novaproc.execution.guard import Ending
 from novaproc.inputs.settings import Settings
 from novaproc.inputs.taskfile import Task
+from novaproc.isolation.clean import forget_run
 from novaproc.isolation.interface import Finish, Landing
-from novaproc.isolation.merge import MergePolicy, merge_results
+from novaproc.isolation.merge import merge_results
+from novaproc.isolation.policy import MergePolicy
 from novaproc.isolation.preflight import Preflight
-from novaproc.isolation.worktree_pool import Workspaces, forget_run
+from novaproc.isolation.worktree_pool import Workspaces
 from novaproc.messages import MergeDone
 
 

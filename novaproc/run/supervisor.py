@@ -40,7 +40,7 @@ from novaproc.messages import (
     TaskPid,
     TaskState,
 )
-from novaproc.planning.plan import Plan, Schedule
+from novaproc.planning.plan import Plan
 from novaproc.run.admission import Admission, WaitKind
 from novaproc.run.outcome import RunOutcome, TaskRecord, run_exit_code
 from novaproc.run.timers import Timers
@@ -84,7 +84,7 @@ class Supervisor:
         throttle = parts.throttle or Throttle(settings.cpu_limit, settings.memory_limit)
         self.admission = Admission(self.slots, settings.resources, throttle, parts.gate)
         self.timers = Timers(parts.clock)
-        self.schedule = Schedule.of(plan)
+        self.schedule = plan.schedule()
         earlier = earlier or Earlier()
         self.records = {t.id: TaskRecord(t, earlier_attempts=earlier.attempts.get(t.id, 0))
                         for t in plan.tasks}

@@ -1,0 +1,27 @@
+"""How a run's results land: the merge policy, as the settings and the preflight make it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from novaproc.execution.guard import UNSTOPPED, Ending
+from novaproc.inputs.settings import DEFAULT_WORKTREE_DIR
+
+
+@dataclass(frozen=True)
+class MergePolicy:
+    """How a run's results land: on which branch, from which base commit (the target's tip
+    when the run started), what a conflict does, and how `verify` runs (in its own worktree
+    under `worktree_dir`, furnished with `include` and `setup`, its output to `verify_log`)."""
+
+    target: str
+    base: str
+    on_conflict: str = "rerun"
+    verify: str | Sequence[str] | None = None
+    worktree_dir: Path = Path(DEFAULT_WORKTREE_DIR)
+    setup: str | None = None
+    include: Sequence[str] = ()
+    verify_log: Path | None = None
+    ending: Ending = UNSTOPPED

@@ -1,0 +1,88 @@
+"""`verify` on merged results: run in a worktree of its own (one, reused from commit to commit,
+furnished like a task's), one verdict per commit, and the bisection that finds the first
+result that breaks it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from novaproc.execution.guard import run_guarded
+from novaproc.isolation.furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
+from novaproc.isolation.policy import MergePolicy
+from novaproc.isolation.repo import Repo, Worktree
+
+
+def first_failing(points: Sequence[str], verifier: Verifier) -> int | None:
+    """The index in `points` (commits, each holding one more result than the one before) of the
+    first on which verify fails (merge-queue bisection), assuming it fails on the last; None
+    when it fails on the first already, without any of the results."""
+    good, bad = 0, len(points) - 1
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if verifier.passes(points[mid]) else (good, mid)
+    if bad == 1 and not verifier.passes(points[0]):
+        return None
+    return bad
+
+
+class VerifyStopped(Exception):
+    """The run stopped while verify ran: no verdict."""
+
+
+class Verifier:
+    """Runs `verify` at the root of a worktree of a given commit (one worktree, reused)."""
+
+    def __init__(self, repo: Repo, run_id: str, policy: MergePolicy) -> None:
+        self.repo, self.run_id, self.policy, self.ending = repo, run_id, policy, policy.ending
+        self.path = ensure_private_dir(Path(policy.worktree_dir)) / f"{run_id}-.verify"
+        self.wt: Worktree | None = None
+        self.verdicts: dict[str, bool] = {}
+
+    def passes(self, commit: str) -> bool:
+        if commit not in self.verdicts:
+            self.verdicts[commit] = self._run(commit)
+        return self.verdicts[commit]
+
+    def _run(self, commit: str) -> bool:
+        with open(self.policy.verify_log or os.devnull, "ab") as out:
+            out.write(f"== verify {commit} ==\n".encode())
+            out.flush()
+            try:
+                self._checkout(commit)
+            except SetupFailed as e:
+                out.write(f"{e}\n".encode())
+                if self.ending.stopping():
+                    raise VerifyStopped from None
+                return False
+            command = self.policy.verify or ()
+            argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+            # guarded: it dies with a killed supervisor, as tasks do; marked like the run's tasks
+            code, _ = run_guarded(argv, cwd=self.path, stdout=out,
+                                  env={**os.environ, "NOVA_RUN_ID": self.run_id}, ending=self.ending)
+            if code is None and self.ending.stopping():
+                out.write(b"verify stopped: the run is stopping\n")
+                raise VerifyStopped
+            return code == 0
+
+    def _checkout(self, commit: str) -> None:
+        if self.wt is None:
+            with self.repo.worktree_lock():
+                if self.path.exists():
+                    self.repo.remove_worktree(self.path)
+                self.wt = self.repo.add_worktree(self.path, commit)
+        else:
+            self.repo.in_worktree(self.wt, "checkout", "-q", "-f", "--detach", commit)
+            self.repo.in_worktree(self.wt, "clean", "-q", "-ffdx")
+        bring_in(self.repo.root, self.path, self.policy.include)
+        if self.policy.setup:
+            run_setup(self.path, self.policy.setup, self.ending)
+
+    def close(self) -> None:
+        if self.wt is not None:
+            with self.repo.worktree_lock():
+                self.repo.remove_worktree(self.wt.path)
+
+
