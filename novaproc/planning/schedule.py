@@ -106,5 +106,10 @@ class Schedule:
         self._ready.clear()
         return rest
 
+    @property
+    def remaining(self) -> int:
+        """Tasks that have not ended (nor been skipped or cancelled)."""
+        return self._open
+
     def finished(self) -> bool:
         return self._open == 0

@@ -170,9 +170,16 @@ class Supervisor:
         return (rec.commit or base) if rec.state == TaskState.DONE else None  # no change: `base`
 
     def _start_ready(self) -> None:
-        """Start as many ready tasks as slots, resources, load and locks allow, best first."""
-        if self._stopping:
-            return
+        """Start as many ready tasks as slots, resources, load and locks allow, best first. A
+        task that ends as it starts (its worktree, setup or base failed) may make others ready,
+        by a dependency or an ordering edge: look again until a pass ends none that way."""
+        while not self._stopping:
+            left = self.schedule.remaining
+            self._start_pass()
+            if self.schedule.remaining == left:
+                return
+
+    def _start_pass(self) -> None:
         for tid in itertools.chain(self.timers.due_retries(), self.schedule.iter_ready()):
             task = self.records[tid].task
             if self.admission.full() or not self.admission.room_for(task):
@@ -188,12 +195,11 @@ class Supervisor:
                 return
 
     def _check_progress(self) -> None:
-        """Name the impossible state instead of waiting forever."""
-        if self.admission.used or self.timers.retrying() or self.schedule.finished():
+        """Name the impossible state instead of waiting forever: nothing runs, nothing waits
+        for a lock or the load (which we poll), no retry is due, and tasks are left."""
+        if self.admission.used or self.timers.retrying() or self.schedule.finished() or self._waiting:
             return
-        if self.schedule.has_ready():
-            return  # waiting for another process's lock: we poll
-        raise InternalError(f"stuck: no task running or ready, states {self.schedule.state}")
+        raise InternalError(f"stuck: no task running, waiting or due to retry, states {self.schedule.state}")
 
     def _next_timeout(self) -> float | None:
         timeout = self.timers.next_wake()
