@@ -19,8 +19,13 @@ class ExitCode(IntEnum):
     MERGE = 3
     VERIFY = 4
     BUSY = 75
+    SIGHUP = 129
     SIGINT = 130
     SIGTERM = 143
+
+    @property
+    def stopped_by_signal(self) -> bool:
+        return self in (ExitCode.SIGHUP, ExitCode.SIGINT, ExitCode.SIGTERM)
 
 
 class NovaError(Exception):

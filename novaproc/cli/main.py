@@ -27,7 +27,7 @@ EXIT_CODES = """exit codes:
   3    results could not all be merged
   4    verify failed on the merged result
   75   busy (--if-busy skip, lock --timeout)
-  130  interrupted (SIGINT)   143  terminated (SIGTERM)
+  129  hung up (SIGHUP)   130  interrupted (SIGINT)   143  terminated (SIGTERM)
 """
 
 

@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM for a run's supervisor: a signal only records itself and wakes the
+"""SIGINT, SIGTERM and SIGHUP for a run's supervisor: a signal only records itself and wakes the
 loop (through a pipe the loop waits on), and the loop decides what to stop, in its own time.
 """
 
@@ -9,11 +9,13 @@ import os
 import signal
 from types import TracebackType
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 class Interrupts:
-    """While entered, SIGINT/SIGTERM are caught: `first` is the signal that stops the run,
-    `take()` returns each new one once (with whether it came after another), and `fileno()`
-    becomes readable when one arrives."""
+    """While entered, SIGINT, SIGTERM and SIGHUP (a closed terminal: as SIGTERM) are caught:
+    `first` is the signal that stops the run, `take()` returns each new one once (with whether
+    it came after another), and `fileno()` becomes readable when one arrives."""
 
     def __init__(self) -> None:
         self.first: int | None = None
@@ -41,7 +43,7 @@ class Interrupts:
         return pending
 
     def __enter__(self) -> Interrupts:
-        self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._old = {s: signal.signal(s, self._handler) for s in STOP_SIGNALS}
         self._old_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
         return self
 

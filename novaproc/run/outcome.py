@@ -61,14 +61,14 @@ class RunOutcome:
 
     @property
     def state(self) -> RunState:
-        if self.exit_code in (ExitCode.SIGINT, ExitCode.SIGTERM):
+        if self.exit_code.stopped_by_signal:
             return RunState.CANCELLED
         return RunState.DONE if self.exit_code == ExitCode.OK else RunState.FAILED
 
 
 def run_exit_code(records: Iterable[TaskRecord], landed: ExitCode, stopped_by: int | None) -> ExitCode:
     """How a run ends, for its shell: 128 + the signal that stopped it before or during the
-    merge (130 / 143); else FAILED if a task that may not fail failed or was cancelled;
+    merge (129 / 130 / 143); else FAILED if a task that may not fail failed or was cancelled;
     else what bringing the results to the target gave (`landed`). Skipped tasks do not
     count: their cause failed the run already, or was allowed to fail."""
     if stopped_by is not None:

@@ -364,7 +364,7 @@ class Supervisor:
             self.pool.terminate(tid, kill=kill)
 
     def _on_interrupt(self) -> None:
-        """SIGINT/SIGTERM stop the run gracefully; a second SIGINT kills at once."""
+        """SIGINT, SIGTERM and SIGHUP stop the run gracefully; a second SIGINT kills at once."""
         taken = self._interrupts.take()
         if taken is not None:
             signum, again = taken

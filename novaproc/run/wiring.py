@@ -20,7 +20,7 @@ from pathlib import Path
 from novaproc.errors import BusyError, EnvironmentFault, ExitCode, UsageError
 from novaproc.execution.pool import WorkerPool
 from novaproc.execution.proctree import kill_marked
-from novaproc.execution.signals import Interrupts
+from novaproc.execution.signals import STOP_SIGNALS, Interrupts
 from novaproc.inputs.settings import Settings
 from novaproc.inputs.taskfile import TaskFile
 from novaproc.isolation.interface import InPlace, Isolation
@@ -76,20 +76,20 @@ class Run:
         return answer.describe()
 
     def wait_for_tasks_file(self, holder: str) -> ExitCode | None:
-        """Wait for the other run of this file; a SIGINT or SIGTERM meanwhile cancels this run
+        """Wait for the other run of this file; a SIGINT, SIGTERM or SIGHUP meanwhile cancels this run
         (recorded as such, its exit code returned) before anything ran."""
         self._report(Message(Level.WARNING, f"waiting for the other run of this file: {holder}"))
 
         def stop(signum: int, frame: object) -> None:
             raise _SignalWhileWaiting(signum)
 
-        old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
         try:
             self.locks.acquire(self._file_lock)
             return None
         except _SignalWhileWaiting as e:
             self.locks.cancel(self._file_lock)
-            code = ExitCode(128 + e.signum)  # 130 / 143
+            code = ExitCode(128 + e.signum)  # 129 / 130 / 143
             self._report(RunFinished(int(code), str(RunState.CANCELLED), 0.0, 0.0))
             return code
         finally:

@@ -244,7 +244,7 @@ def _record(folder: Path, meta: RunMeta, replay: _Replay, parsed: Parsed) -> Run
 def _state_of_exit(code: int | None) -> RunState:
     if code == 0:
         return RunState.DONE
-    return RunState.CANCELLED if code in (130, 143) else RunState.FAILED
+    return RunState.CANCELLED if code in (129, 130, 143) else RunState.FAILED
 
 
 def _run_folders(state_dir: Path) -> list[Path]:
