@@ -171,6 +171,15 @@ class Repo:
         code, out, _ = self.run("rev-parse", "-q", "--verify", f"{rev}^{{commit}}", retries=0)
         return out.strip() if code == 0 else None
 
+    def missing(self, commits: Sequence[str]) -> set[str]:
+        """The `commits` this repository does not hold (one git call for all of them)."""
+        if not commits:
+            return set()
+        listed = "\n".join(commits) + "\n"
+        out = self.git("cat-file", "--batch-check=%(objectname) %(objecttype)", stdin=listed)
+        found = {line.split()[0] for line in out.splitlines() if line.endswith(" commit")}
+        return set(commits) - found
+
     def is_ancestor(self, ancestor: str, commit: str) -> bool:
         code, _, err = self.run("merge-base", "--is-ancestor", ancestor, commit, retries=0)
         if code > 1:
@@ -198,6 +207,8 @@ class Repo:
         code, out, err = self.run("merge-tree", "--write-tree", "-z", "--name-only", "--no-messages",
                                   ours, theirs, retries=0)
         if code not in (0, 1):
+            raise fault(("merge-tree",), code, err, self.root)
+        if not out.strip("\0"):  # an object it needs is gone: no tree, no file list
             raise fault(("merge-tree",), code, err, self.root)
         tree, *files = [f for f in out.split("\0") if f]
         if code == 1:

@@ -164,10 +164,12 @@ def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: 
                checked: Preflight | None) -> Run:
     """Continue `record`'s run (`plan`: its tasks as the file holds them now): tasks that
     succeeded with an unchanged definition (and whose dependencies are kept too) keep their
-    results; the rest run."""
+    results, unless the commit of a result is gone; the rest run."""
     if record.status in (RunState.RUNNING, RunState.DONE):
         raise UsageError(f"run {record.id} is {record.status}: there is nothing to resume")
-    kept = kept_results(record, taskfile.hashes, {t.id: t.depends_on for t in plan.tasks})
+    commits = [t.commit for t in record.tasks if t.commit]
+    lost = checked.repo.missing(commits) if checked is not None else set()  # `clean --all`, then gc
+    kept = kept_results(record, taskfile.hashes, {t.id: t.depends_on for t in plan.tasks}, lost)
     kill_marked("NOVA_RUN_ID", record.id)  # anything a crashed supervisor's tasks left running
     journal = Journal.reopen(record.folder, record.meta, record.status,
                              tasks=_task_metas(plan, taskfile.hashes))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -137,11 +137,13 @@ def list_runs(state_dir: Path, problems: list[str] | None = None) -> list[RunRec
 
 
 def kept_results(record: RunRecord, current_hashes: Mapping[str, str],
-                 depends_on: Mapping[str, Iterable[str]] | None = None) -> dict[str, RecordedTask]:
-    """The tasks a resume keeps: done, with the definition they succeeded with unchanged, and
-    (given `depends_on`) every dependency kept too, since a dependency that runs again feeds them."""
+                 depends_on: Mapping[str, Iterable[str]] | None = None,
+                 lost: Collection[str] = ()) -> dict[str, RecordedTask]:
+    """The tasks a resume keeps: done, with the definition they succeeded with unchanged and a
+    result commit not among the `lost` (gone from the repository), and (given `depends_on`)
+    every dependency kept too, since a dependency that runs again feeds them."""
     kept = {t.id: t for t in record.tasks if t.state is TaskState.DONE and t.done_hash is not None
-            and current_hashes.get(t.id) == t.done_hash}
+            and current_hashes.get(t.id) == t.done_hash and t.commit not in lost}
     changed = depends_on is not None
     while changed:
         changed = False
