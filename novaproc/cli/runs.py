@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from novaproc.cli.views import format_duration
+from novaproc.cli.views import format_duration, plain_text
 from novaproc.errors import EnvironmentFault, ExitCode, InternalError
 from novaproc.inputs.paths import find_root
 from novaproc.messages import RunState, TaskState
@@ -82,7 +82,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.run:
         record = load_run(folder, args.run)
         _warn(record.warnings)
-        print(json.dumps(record.to_json(), indent=2) if args.json else render_run(record))
+        print(json.dumps(record.to_json(), indent=2) if args.json else plain_text(render_run(record)))
         return ExitCode.OK
     problems: list[str] = []
     runs = list_runs(folder, problems)
@@ -91,7 +91,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps([listing(r) for r in runs], indent=2))
     elif runs:
         rows = [[r.id, _status_text(r), _task_column(r), format_duration(r.wall)] for r in runs]
-        print(_table(["ID", "Status", "Task", "Duration"], rows))
+        print(plain_text(_table(["ID", "Status", "Task", "Duration"], rows)))
     else:
         print(f"no runs in {folder}")
     return ExitCode.OK

@@ -66,7 +66,7 @@ def render_plan(plan: Plan) -> str:
         for c in plan.conflicts:
             what = ", ".join(c.paths) if c.paths else f"both are {c.why} tasks"
             lines.append(f"  {c.first} -> {c.second}: {what} ({c.why})")
-    return "\n".join(lines)
+    return plain_text("\n".join(lines))  # descriptions and paths are shown, never obeyed
 
 
 # ---------------------------------------------------------------- run views
@@ -97,7 +97,7 @@ class View:
         return len(self._ended)
 
     def warn(self, message: Message) -> None:
-        self.err.write(f"novaproc: {message.level}: {message.text}\n")
+        self.err.write(f"novaproc: {message.level}: {one_line(message.text)}\n")
         self.err.flush()
 
     def show(self, event: Event) -> None:
@@ -121,7 +121,7 @@ class PlainView(View):
     def show(self, event: Event) -> None:
         line = self._line(event)
         if line:
-            self.out.write(line + "\n")
+            self.out.write(one_line(line) + "\n")
             self.out.flush()
 
     def _line(self, event: Event) -> str | None:
@@ -179,7 +179,7 @@ def summary_table(outcome: RunOutcome) -> str:
     lines.append(f"wall {format_duration(outcome.wall)}, task time {format_duration(outcome.task_time)}, "
                  f"speedup {outcome.speedup:.2f}x (estimated {outcome.estimated_speedup:.1f}x)")
     lines += [f"note: {note}" for note in outcome.notes]
-    return "\n".join(lines)
+    return plain_text("\n".join(lines))
 
 
 def summary_json(outcome: RunOutcome) -> dict[str, object]:
