@@ -257,9 +257,14 @@ def _outcome(state: _State, ref: str, tip: str, moved: bool, waiting: str | None
         state.notes.append(f"{task}: conflicts with the merged result in {', '.join(files)}; its result "
                            f"is kept on branch nova/{run}/{task} (merge it by hand, or declare those files "
                            "in `writes` so the tasks run one after another)")
+    for task, why in state.left_out.items():  # left out for what it builds on
+        if task not in state.conflicts and task not in state.culprits:
+            state.notes.append(f"{task}: left out, as {why}; its result is kept on branch "
+                               f"nova/{run}/{task}")
     for culprit in state.culprits:
+        rest = "the rest" if len(state.left_out) == 1 else "the rest of the results"
         state.notes.append(f"verify fails with {culprit}'s result: it was left out (branch nova/{run}/"
-                           f"{culprit}); {_short(ref)} holds the rest, verified")
+                           f"{culprit}); {_short(ref)} holds {rest}, verified")
     kept = tuple(f"nova/{run}/{t}" for t in state.left_out
                  if state.repo.rev(f"refs/heads/nova/{run}/{t}") is not None)
     if state.blocked or state.conflicts:
