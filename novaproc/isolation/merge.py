@@ -262,9 +262,8 @@ def _outcome(state: _State, ref: str, tip: str, moved: bool, waiting: str | None
             state.notes.append(f"{task}: left out, as {why}; its result is kept on branch "
                                f"nova/{run}/{task}")
     for culprit in state.culprits:
-        rest = "the rest" if len(state.left_out) == 1 else "the rest of the results"
         state.notes.append(f"verify fails with {culprit}'s result: it was left out (branch nova/{run}/"
-                           f"{culprit}); {_short(ref)} holds {rest}, verified")
+                           f"{culprit}); {_short(ref)} holds the rest, verified")
     kept = tuple(f"nova/{run}/{t}" for t in state.left_out
                  if state.repo.rev(f"refs/heads/nova/{run}/{t}") is not None)
     if state.blocked or state.conflicts:
