@@ -24,7 +24,13 @@ import signal
 import time
 from dataclasses import dataclass
 
-from novaproc.execution.proctree import DEFAULT_GRACE, kill_marked, signal_tree
+from novaproc.execution.proctree import (
+    DEFAULT_GRACE,
+    become_subreaper,
+    kill_adopted,
+    kill_marked,
+    signal_tree,
+)
 from novaproc.execution.worker import worker_main
 from novaproc.messages import Escalated, Finished, Job, Report
 
@@ -61,8 +67,13 @@ class WorkerPool:
     dies, a wake-up fd is readable or the timeout passes.
     """
 
-    def __init__(self, size: int, kill_grace: float = DEFAULT_GRACE) -> None:
-        self.size, self.kill_grace = size, kill_grace
+    def __init__(self, size: int, kill_grace: float = DEFAULT_GRACE, *, adopt_orphans: bool = False) -> None:
+        """`adopt_orphans`: this process becomes a subreaper, so what a killed worker's task left
+        running (even below setsid, without novaproc's marks) is reparented to it and ended; for a
+        process that runs nothing else meanwhile, as a run's supervisor."""
+        self.size, self.kill_grace, self.adopts_orphans = size, kill_grace, adopt_orphans
+        if adopt_orphans:
+            become_subreaper()
         self._ctx = multiprocessing.get_context("forkserver")
         start_forkserver()
         self._slots: list[_WorkerSlot] = []
@@ -141,6 +152,8 @@ class WorkerPool:
         how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
         # its task lost its guardian: its processes now hang below init, found by their mark
         kill_marked("NOVA_JOB", job.env["NOVA_JOB"])
+        if self.adopts_orphans:  # and those that dropped their marks came to us
+            kill_adopted()
         self._slots.remove(slot)
         slot.conn.close()
         return Finished(job.task_id, job.attempt, None, -code if code and code < 0 else None,
@@ -184,16 +197,20 @@ class WorkerPool:
         return [s.job.task_id for s in self._slots if s.job is not None]
 
     def shutdown(self) -> None:
-        """Stop every worker (and so every task); safe to call more than once."""
+        """Stop every worker (and so every task); safe to call more than once. A worker told to
+        stop mid-task, even one that is only now starting the job it was handed, ends its
+        task's tree before it exits: it is waited for up to the kill grace, not killed first."""
         for slot in self._slots:
             if slot.job is not None:
                 self._signal_tree(slot, signal.SIGKILL)
             with contextlib.suppress(OSError):
                 slot.conn.send(None)
         for slot in self._slots:
-            slot.process.join(2)
+            slot.process.join(2 + (self.kill_grace if slot.job is not None else 0))
             if slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join(1)
             slot.conn.close()
         self._slots.clear()
+        if self.adopts_orphans:
+            kill_adopted()

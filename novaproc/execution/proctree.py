@@ -97,18 +97,49 @@ def signal_tree(root: int, group: int | None, sig: int) -> None:
             p.send_signal(sig)
 
 
-def kill_marked(name: str, value: str) -> int:
-    """SIGKILL every process whose environment has `name`=`value`. What a task starts inherits
-    its marks (NOVA_JOB for one attempt, NOVA_RUN_ID for a run), wherever it was reparented:
-    this finds them when the tree is lost, as when a worker or a supervisor was killed outright."""
+def kill_adopted() -> int:
+    """SIGKILL every child of this process (a subreaper) that is not one of multiprocessing's
+    helpers (the forkserver, the resource tracker): orphans adopted from a killed worker, and
+    all below them. Call only while this process runs no child of its own (git, a guardian)."""
     import psutil
 
-    killed = 0
+    helpers = {_helper_pid("forkserver", "_forkserver", "_forkserver_pid"),
+               _helper_pid("resource_tracker", "_resource_tracker", "_pid")}
+    try:
+        adopted = [p for p in psutil.Process().children() if p.pid not in helpers]
+    except psutil.Error:
+        return 0
+    for p in adopted:
+        kill_tree(p.pid, 0)
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(adopted, timeout=1)
+    return len(adopted)
+
+
+def _helper_pid(module: str, instance: str, attribute: str) -> int | None:
+    import importlib
+
+    try:
+        return getattr(getattr(importlib.import_module(f"multiprocessing.{module}"), instance), attribute)
+    except AttributeError:
+        return None
+
+
+def kill_marked(name: str, value: str) -> int:
+    """SIGKILL every process whose environment has `name`=`value`, and wait for them to die (so
+    what they leave is orphaned by the time this returns). What a task starts inherits its marks
+    (NOVA_JOB for one attempt, NOVA_RUN_ID for a run), wherever it was reparented: this finds
+    them when the tree is lost, as when a worker or a supervisor was killed outright."""
+    import psutil
+
+    killed = []
     for proc in psutil.process_iter():
         try:
             if proc.pid != os.getpid() and proc.environ().get(name) == value:
                 proc.kill()
-                killed += 1
+                killed.append(proc)
         except psutil.Error:
             continue
-    return killed
+    psutil.wait_procs(killed, timeout=1)
+    return len(killed)

@@ -174,10 +174,8 @@ def _wait_child_or_orphaned(pid: int, conn: multiprocessing.connection.Connectio
                 watched.remove(output)
             if pidfd in ready:
                 break
-            if conn in ready:
-                if _supervisor_gone(conn):
-                    _die_with_tree(signal.SIGTERM, None)
-                watched.remove(conn)
+            if conn in ready:  # EOF: the supervisor died; or its shutdown: stop, tree and all
+                _die_with_tree(signal.SIGTERM, None)
             if started is not None and time.monotonic() >= announce_at:
                 try:
                     conn.send(started)
@@ -199,14 +197,6 @@ def _read_into(fd: int, chunks: list[bytes]) -> bool:
     data = os.read(fd, 65536)
     chunks.append(data)
     return bool(data)
-
-
-def _supervisor_gone(conn: multiprocessing.connection.Connection) -> bool:
-    try:
-        conn.recv()  # the supervisor never writes during a task: this is EOF
-    except (EOFError, OSError):
-        return True
-    return False
 
 
 def _run_call(job: Job, log: Any, conn: multiprocessing.connection.Connection,

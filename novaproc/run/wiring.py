@@ -56,7 +56,7 @@ class Run:
         self.run_id = journal.run_id
         self._consumers: list[Callable[[Event], None]] = []
         # the forkserver starts before any view thread exists: forking a threaded process is unsafe
-        self.pool = WorkerPool(settings.max_parallel, settings.kill_grace)
+        self.pool = WorkerPool(settings.max_parallel, settings.kill_grace, adopt_orphans=True)
         self.locks = LockManager(owner=Owner(run_id=self.run_id, label=f"novaproc run {taskfile.path}"))
         self._file_lock = run_request(str(taskfile.path), self.run_id)
 
