@@ -58,6 +58,33 @@ class _WorkerSlot:
     started_at: float = 0.0
     kill_at: float | None = None  # when SIGKILL follows a SIGTERM already sent
     escalated: bool = False  # that SIGKILL was sent, and reported
+    pidfd: int | None = None  # watched instead of the sentinel once the forkserver is gone
+
+    @property
+    def death_fd(self) -> int:
+        """Readable when the worker died. Its sentinel is a pipe from the forkserver, which
+        reports the worker's exit: were the forkserver killed, the pipe's EOF would be no death."""
+        return self.pidfd if self.pidfd is not None else self.process.sentinel
+
+    def forkserver_lost(self) -> bool:
+        """The sentinel said "died", but the worker lives: watch it through a pidfd from now on."""
+        if self.pidfd is not None:
+            return False
+        try:
+            fd = os.pidfd_open(self.process.pid)
+        except OSError:
+            return False  # gone altogether
+        if select.select([fd], [], [], 0)[0]:
+            os.close(fd)
+            return False
+        self.pidfd = fd
+        return True
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
 
 class WorkerPool:
@@ -92,7 +119,7 @@ class WorkerPool:
                 break
             except OSError:  # died while idle (the OOM killer, say): it held no task; replace it
                 self._slots.remove(slot)
-                slot.conn.close()
+                slot.close()
         slot.job, slot.task_pid, slot.started_at, slot.kill_at = job, None, time.time(), None
         slot.escalated = False
 
@@ -113,7 +140,7 @@ class WorkerPool:
         timeout = self._until_next_kill(timeout)
         busy = [s for s in self._slots if s.job is not None]
         poller = select.poll()  # as multiprocessing.connection.wait, in fewer steps: it runs per task
-        for fd in [*(s.conn.fileno() for s in busy), *(s.process.sentinel for s in busy), *(wake or ())]:
+        for fd in [*(s.conn.fileno() for s in busy), *(s.death_fd for s in busy), *(wake or ())]:
             poller.register(fd, select.POLLIN)
         # poll takes at most 2**31-1 ms (24.8 days): a longer wait (timeout = "600h") wakes early
         wait_ms = None if timeout is None else math.ceil(min(timeout, MAX_WAIT) * 1000)
@@ -122,7 +149,7 @@ class WorkerPool:
         for slot in busy:
             if slot.conn.fileno() in ready:
                 reports.extend(self._drain(slot))
-            if slot.job is not None and slot.process.sentinel in ready:
+            if slot.job is not None and slot.death_fd in ready and not slot.forkserver_lost():
                 reports.append(self._worker_died(slot))
         reports.extend(self._escalate())
         return reports
@@ -148,14 +175,15 @@ class WorkerPool:
         job = slot.job
         assert job is not None
         slot.process.join(0.1)
-        code = slot.process.exitcode
-        how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+        code = slot.process.exitcode if slot.pidfd is None else None  # else nobody reaped it for us
+        how = f"signal {signal.Signals(-code).name}" if code and code < 0 else \
+            f"exit code {code}" if code is not None else "its exit status is unknown"
         # its task lost its guardian: its processes now hang below init, found by their mark
         kill_marked("NOVA_JOB", job.env["NOVA_JOB"])
         if self.adopts_orphans:  # and those that dropped their marks came to us
             kill_adopted()
         self._slots.remove(slot)
-        slot.conn.close()
+        slot.close()
         return Finished(job.task_id, job.attempt, None, -code if code and code < 0 else None,
                         error=f"its worker process died ({how})", started_at=slot.started_at,
                         ended_at=time.time())
@@ -206,11 +234,20 @@ class WorkerPool:
             with contextlib.suppress(OSError):
                 slot.conn.send(None)
         for slot in self._slots:
-            slot.process.join(2 + (self.kill_grace if slot.job is not None else 0))
-            if slot.process.is_alive():
-                slot.process.kill()
-                slot.process.join(1)
-            slot.conn.close()
+            _end_worker(slot, 2 + (self.kill_grace if slot.job is not None else 0))
+            slot.close()
         self._slots.clear()
         if self.adopts_orphans:
             kill_adopted()
+
+
+def _end_worker(slot: _WorkerSlot, timeout: float) -> None:
+    """Wait up to `timeout` for a worker told to stop, then kill it."""
+    if slot.pidfd is None:
+        slot.process.join(timeout)
+        if slot.process.is_alive():
+            slot.process.kill()
+            slot.process.join(1)
+    elif not select.select([slot.pidfd], [], [], timeout)[0]:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(slot.pidfd, signal.SIGKILL)

@@ -60,7 +60,10 @@ def worker_main(conn: multiprocessing.connection.Connection) -> None:
             result = _run_job(job, conn)
         except BaseException as e:  # report, never escape
             result = Finished(job.task_id, job.attempt, None, error=f"novaproc could not run it: {e!r}")
-        conn.send(result)
+        try:
+            conn.send(result)
+        except OSError:  # the supervisor is gone: nobody to tell, and nothing to print
+            break
     reap_leftovers(_Worker.grace)  # cheap when the last task left nothing behind, the usual case
 
 
