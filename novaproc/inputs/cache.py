@@ -31,6 +31,7 @@ from novaproc.fsio import write_atomic
 from novaproc.inputs import paths
 from novaproc.inputs.settings import ENV_KEYS, Settings, load_settings
 from novaproc.inputs.taskfile import MAX_FILE_BYTES, TaskFile, load_tasks, read_toml
+from novaproc.inputs.trust import check_paths
 
 MAX_ENTRIES = 64
 
@@ -45,12 +46,18 @@ def load_inputs(tasks_path: Path, *, config_file: Path | None = None,
     if entry is not None and (cached := _read(entry)) is not None:
         taskfile = _with_env_values(cached[0])
         if taskfile is not None:
-            return taskfile, cached[1]
+            return _paths_checked(taskfile, cached[1])
     taskfile = load_tasks(tasks_path)
     settings = load_settings(taskfile.root, taskfile.run_table, tasks_file=str(tasks_path),
                              config_file=config_file, environ=environ, flags=flags)
     if entry is not None:
         _write(entry, (_without_env_values(taskfile), settings))
+    return _paths_checked(taskfile, settings)
+
+
+def _paths_checked(taskfile: TaskFile, settings: Settings) -> tuple[TaskFile, Settings]:
+    """Symlinks are read at every run, never from the cache: one may appear at any time."""
+    check_paths(str(taskfile.path), taskfile.root, taskfile.tasks, settings.worktree_include)
     return taskfile, settings
 
 
@@ -120,6 +127,8 @@ def code_files() -> list[Path]:
 
 
 def _read_bytes(path: Path) -> bytes:
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise OSError("not a regular file")  # a FIFO would hang: let the full reading report it
     with path.open("rb") as f:
         body = f.read(MAX_FILE_BYTES + 1)
     if len(body) > MAX_FILE_BYTES:

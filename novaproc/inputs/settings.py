@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from novaproc.errors import ConfigError, did_you_mean
 from novaproc.inputs.taskfile import read_toml
+from novaproc.inputs.trust import check_strings, climbs
 
 if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
     from annotated_types import Ge, Gt, Le
@@ -74,11 +75,17 @@ def load_settings(
     merged: dict[str, Any] = {}
     nova_toml = config_file or root / "nova.toml"
     if config_file is not None or nova_toml.is_file():
-        merged |= _layer(str(nova_toml), read_toml(nova_toml, str(nova_toml)))
+        merged |= _layer(str(nova_toml), _checked(nova_toml))
     merged |= _layer(f"{tasks_file} [run]", dict(run_table or {}))
     merged |= _layer("environment", _from_env(os.environ if environ is None else environ))
     merged |= _layer("command line", {k: v for k, v in (flags or {}).items() if v is not None})
     return Settings(**merged)  # each layer is valid, and no constraint spans two keys
+
+
+def _checked(path: Path) -> dict[str, Any]:
+    data = read_toml(path, str(path))
+    check_strings(str(path), data)
+    return data
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -104,6 +111,11 @@ def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(source, f"unknown setting{did_you_mean(key, KEYS)}; valid settings: "
                               + ", ".join(KEYS), field=key)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    for entry in values.get("worktree_include", ()):
+        if isinstance(entry, str) and (entry.startswith("/") or climbs(entry)):
+            raise ConfigError(source, f"{entry!r} is not inside the repository; worktree_include "
+                              "names untracked paths of the checkout, relative to its root",
+                              field="worktree_include")
     for key in ("cpu_limit", "memory_limit", "kill_grace"):
         if isinstance(values.get(key), int) and not isinstance(values[key], bool):
             values[key] = float(values[key])

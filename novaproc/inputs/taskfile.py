@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from novaproc.errors import ConfigError, did_you_mean
 from novaproc.inputs import paths
 from novaproc.inputs.kinds import Kind, detect
+from novaproc.inputs.trust import check_env_names, check_strings, climbs
 
 if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
     from annotated_types import Ge, Le
@@ -118,6 +120,7 @@ def load_tasks(path: Path | str) -> TaskFile:
     path = Path(path)
     name = str(path)
     data = read_toml(path, name)
+    check_strings(name, data)
     unknown = set(data) - {"run", "tasks"}
     if unknown:
         key = sorted(unknown)[0]
@@ -143,8 +146,12 @@ def load_tasks(path: Path | str) -> TaskFile:
 def read_toml(path: Path, name: str) -> dict[str, Any]:
     """TOML from `path` with every failure (size, encoding, syntax, nesting) as ConfigError."""
     try:
-        if path.is_dir():
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
             raise ConfigError(name, "is a directory; give the path of a .toml file")
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a terminal would hang the reading
+            raise ConfigError(name, "is not a regular file (a pipe, a device?); write the tasks to a "
+                              "file and give its path")
         with path.open("rb") as f:
             raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
@@ -182,6 +189,7 @@ def _task(file: str, tid: str, body: object, root: str) -> Task:
                               + ", ".join(TASK_FIELDS), task=tid, field=key)
     fields = dict(body)
     _check_command(file, tid, fields)
+    check_env_names(file, tid, fields.get("env"))
     _normalize_paths(file, tid, fields, root)
     fields["resources"] = _resources(file, tid, fields.get("resources", {}))
     if "timeout" in fields:
@@ -237,6 +245,11 @@ def _normalize_paths(file: str, tid: str, fields: dict[str, Any], root: str) -> 
             declared = [declared]
         if not isinstance(declared, list) or not all(isinstance(p, str) and p for p in declared):
             raise ConfigError(file, "must be a list of non-empty path strings", task=tid, field=field)
+        for p in declared:
+            if climbs(p):
+                raise ConfigError(file, f"path {p!r} has a '..' in it; name paths inside the repository "
+                                  f"{root} without one, or a shared file by its absolute path",
+                                  task=tid, field=field)
         try:
             fields[field] = [paths.normalize(p, root) for p in declared]
         except paths.PathEscapes as e:

@@ -1,0 +1,80 @@
+"""What a tasks file and its settings may not do, whatever types they pass: strings with a NUL
+byte (no program, path or environment can hold one), environment names that cannot be set, and
+paths that climb or resolve (through a symlink) out of the repository.
+
+`check_strings` runs on the raw TOML, before validation; `check_paths` on the loaded result,
+at every run (a symlink can appear after the file was read and cached).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from novaproc.errors import ConfigError
+from novaproc.inputs import paths
+
+
+def check_strings(file: str, data: dict[str, Any]) -> None:
+    """No string anywhere in the file, keys included, holds a NUL byte; ConfigError names the
+    task and field."""
+    for where, value in _strings(data):
+        if "\0" in value:
+            in_task = where[:1] == ("tasks",) and len(where) > 1
+            task, field = (where[1], ".".join(where[2:3])) if in_task else (None, ".".join(where))
+            raise ConfigError(file, f"holds a NUL byte ({value!r}); no command, path or variable can",
+                              task=task, field=field or None)
+
+
+def _strings(value: Any, where: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    """(the keys that lead to it, string) for every string and key in `value`."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield (*where, key), key
+            yield from _strings(item, (*where, key))
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item, where)
+
+
+def check_env_names(file: str, task: str, env: object) -> None:
+    """Names of `env` that a process environment can hold: not empty, no '='."""
+    for name in env if isinstance(env, dict) else ():
+        if not name or "=" in name:
+            raise ConfigError(file, f"invalid variable name {name!r}: a name is not empty and holds "
+                              "no '='", task=task, field="env")
+
+
+def climbs(declared: str) -> bool:
+    """A relative path with a '..' component anywhere, a glob's pattern part included."""
+    return not declared.startswith("/") and ".." in declared.replace("\\", "/").split("/")
+
+
+def escapes(normalized: str, root: Path) -> str | None:
+    """Where a repository-relative path really leads when a symlink on its way takes it out of
+    `root`; None when it stays inside (or is absolute: shared files name outside paths)."""
+    if os.path.isabs(normalized):
+        return None
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(root, normalized))
+    return None if real == real_root or real.startswith(real_root + os.sep) else real
+
+
+def check_paths(file: str, root: Path, tasks: Any, include: tuple[str, ...]) -> None:
+    """No declared path, cwd or worktree_include entry leads out of the repository through a
+    symlink. ConfigError (exit 2) names the task and field."""
+    for task in tasks:
+        for field, declared in (*(("writes", p) for p in task.writes), *(("reads", p) for p in task.reads),
+                                *((("cwd", task.cwd),) if task.cwd else ())):
+            if (real := escapes(declared, root)) is not None:
+                raise ConfigError(file, f"{declared!r} leads out of the repository {root} (to {real}, "
+                                  "through a symlink); name a path inside it, or the outside one as "
+                                  "an absolute path", task=task.id, field=field)
+    for entry in include:
+        if (real := escapes(paths.fixed_prefix(entry.strip("/")) or ".", root)) is not None:
+            raise ConfigError(file, f"worktree_include {entry!r} leads out of the repository {root} "
+                              f"(to {real}, through a symlink)", field="worktree_include")
