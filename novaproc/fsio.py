@@ -30,6 +30,11 @@ def write_atomic(path: Path, data: str | bytes, *, durable: bool = True, mode: i
         fsync_dir(path.parent)
 
 
+def open_private(path: Path | str, flags: int = os.O_WRONLY | os.O_APPEND) -> int:
+    """`path` opened (created 0600 when missing: the user's alone), close-on-exec."""
+    return os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
 def fsync_dir(folder: Path) -> None:
     """Make the names in `folder` (a file created, renamed or removed) survive a crash."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -41,8 +46,8 @@ def fsync_dir(folder: Path) -> None:
 
 def private_dir(path: Path, *, parents: bool = False) -> str | None:
     """Create `path` with mode 0700 when it is missing, then say why it is unsafe to use (None
-    when it is not): a symbolic link, not a folder, another user's, or writable by every user.
-    Raises OSError when it cannot be created."""
+    when it is not): a symbolic link, not a folder, another user's, or writable by others than
+    its owner. Raises OSError when it cannot be created."""
     if parents:
         path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
@@ -54,6 +59,6 @@ def private_dir(path: Path, *, parents: bool = False) -> str | None:
         return "is not a folder"
     if info.st_uid != os.geteuid():
         return f"belongs to another user (uid {info.st_uid})"
-    if info.st_mode & stat.S_IWOTH:
-        return "is writable by every user"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o})"
     return None

@@ -33,6 +33,7 @@ from novaproc.execution.proctree import (
     reap_leftovers,
     spawn,
 )
+from novaproc.fsio import open_private
 from novaproc.messages import Finished, Job, Started
 
 # A task that ends sooner is reported by its Finished alone: one message, one wake-up of the
@@ -104,7 +105,7 @@ def _die_with_tree(signum: int, frame: object) -> None:
 
 def _run_job(job: Job, conn: multiprocessing.connection.Connection) -> Finished:
     started = time.time()
-    with open(job.log_path, "ab", buffering=0) as log:
+    with open(open_private(job.log_path), "ab", buffering=0) as log:
         if os.fstat(log.fileno()).st_size:  # output of an earlier attempt: head this one
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             log.write(f"\n=== novaproc: attempt {job.attempt} of {job.task_id}, {stamp} ===\n".encode())

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from novaproc.execution.guard import run_guarded
+from novaproc.fsio import open_private
 from novaproc.isolation.furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
 from novaproc.isolation.policy import MergePolicy
 from novaproc.isolation.repo import Repo, Worktree
@@ -47,7 +48,8 @@ class Verifier:
         return self.verdicts[commit]
 
     def _run(self, commit: str) -> bool:
-        with open(self.policy.verify_log or os.devnull, "ab") as out:
+        log = self.policy.verify_log
+        with open(open_private(log) if log else os.devnull, "ab") as out:
             out.write(f"== verify {commit} ==\n".encode())
             out.flush()
             try:

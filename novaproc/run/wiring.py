@@ -21,6 +21,7 @@ from novaproc.errors import BusyError, EnvironmentFault, ExitCode, UsageError
 from novaproc.execution.pool import WorkerPool
 from novaproc.execution.proctree import kill_marked
 from novaproc.execution.signals import STOP_SIGNALS, Interrupts
+from novaproc.fsio import open_private
 from novaproc.inputs.settings import Settings
 from novaproc.inputs.taskfile import TaskFile
 from novaproc.isolation.interface import InPlace, Isolation
@@ -139,7 +140,7 @@ class Run:
     def detach(self, ready_fd: int) -> None:
         """A background run's supervisor: output to the run's folder, then tell the launcher
         the run id (closing the pipe it waits on)."""
-        log = os.open(self.journal.folder / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log = open_private(self.journal.folder / "supervisor.log")
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)

@@ -47,10 +47,10 @@ def save_durations(state_dir: Path, tasks_file: str | Path, durations: Mapping[s
     known = {tid: kept for tid, kept in read_history(path).items() if current.get(tid) == kept[0]}
     for tid, seconds in durations.items():
         known[tid] = (current[tid], [round(seconds, 3), *known.get(tid, ("", []))[1]][:HISTORY_KEEP])
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomic(path, json.dumps({"tasks_file": os.path.realpath(tasks_file), "tasks": {
         tid: {"hash": digest, "recent": recent} for tid, (digest, recent) in known.items()}}),
-        durable=False)  # estimates only: not worth two fsyncs at the end of every run
+        durable=False, mode=0o600)  # estimates only: not worth two fsyncs at the end of every run
 
 
 def typical_durations(state_dir: Path, tasks_file: Path, hashes: Mapping[str, str], *,

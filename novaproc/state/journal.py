@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from novaproc.errors import EnvironmentFault, InternalError, UsageError
-from novaproc.fsio import fsync_dir, write_atomic
+from novaproc.fsio import fsync_dir, private_dir, write_atomic
 from novaproc.messages import Event, EventKind, Level, Message, RunResumed, RunState
 from novaproc.state.format import (
     EVENTS_FILE,
@@ -85,8 +85,8 @@ class Journal:
         if meta.pid_start is None:
             meta = replace(meta, pid_start=process_start_time(meta.pid))
         try:
-            (folder / LOGS_DIR).mkdir()
-            write_atomic(folder / RUN_FILE, run_json(run_id, meta))
+            (folder / LOGS_DIR).mkdir(mode=0o700)
+            write_atomic(folder / RUN_FILE, run_json(run_id, meta), mode=0o600)
             fd = _open_events(folder / EVENTS_FILE, os.O_CREAT | os.O_EXCL)
             header = {"novaproc_journal": JOURNAL_VERSION, "run_id": run_id, "created": meta.created}
             _write_all(fd, json.dumps(header).encode() + b"\n")
@@ -117,7 +117,7 @@ class Journal:
             os.ftruncate(fd, parsed.good_end)
             if parsed.unterminated:
                 _write_all(fd, b"\n")
-            write_atomic(folder / RUN_FILE, run_json(run_id, meta))
+            write_atomic(folder / RUN_FILE, run_json(run_id, meta), mode=0o600)
         except BaseException as e:
             os.close(fd)
             if isinstance(e, OSError):
@@ -184,12 +184,17 @@ class Journal:
 # --- writing helpers ----------------------------------------------------------------------------
 
 def _prepare_state_dir(state_dir: Path) -> Path:
+    """The state dir's runs folder, both made 0700 when missing. Refused (exit 2: a setting to
+    fix) when either is a symlink, another user's or writable by others: journals and task
+    output are the user's alone, and nobody may plant a run in them."""
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (state_dir, state_dir / "runs"):
+            if problem := private_dir(folder, parents=True):
+                raise UsageError(f"refusing the state dir {state_dir}: {folder} {problem}; fix it, or "
+                                 "set another with NOVA_STATE_DIR or state_dir in nova.toml")
         ignore = state_dir / ".gitignore"
         if not ignore.exists():
             write_atomic(ignore, "*\n")
-        (state_dir / "runs").mkdir(exist_ok=True)
     except OSError as e:
         # a file in the way is a setting to fix (exit 2); the rest is this machine's state
         fault = UsageError if isinstance(e, (FileExistsError, NotADirectoryError)) else EnvironmentFault
@@ -202,7 +207,7 @@ def _reserve_folder(runs: Path, new_id: Callable[[], str]) -> tuple[str, Path]:
     for _ in range(100):
         run_id = new_id()
         try:
-            (runs / run_id).mkdir()
+            (runs / run_id).mkdir(mode=0o700)
         except FileExistsError:
             continue
         except OSError as e:
@@ -214,7 +219,7 @@ def _reserve_folder(runs: Path, new_id: Callable[[], str]) -> tuple[str, Path]:
 def _open_events(path: Path, flags: int) -> int:
     """The event log opened for appending, locked so that one process at a time writes it."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | flags, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | flags, 0o600)
     except OSError as e:
         raise EnvironmentFault(f"cannot open the run journal {path}: {e.strerror}") from None
     try:
