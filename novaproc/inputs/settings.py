@@ -47,6 +47,7 @@ class Settings:
     undeclared_writes: Literal["warn", "fail"] = "warn"
     worktree_setup: str | None = None
     worktree_include: tuple[str, ...] = ()
+    verify_retries: Annotated[int, Ge(0), Le(100)] = 1
     resources: dict[str, Annotated[int, Ge(1)]] = dataclasses.field(default_factory=dict)
 
     def resolved_isolation(self, in_git: bool) -> str:

@@ -90,6 +90,10 @@ def merge_results(repo: Repo, run_id: str, results: Sequence[tuple[str, str | No
                 state.verify_stopped, tip = True, state.steps[-1].after
             finally:
                 verifier.close()
+            if verifier.flaky:
+                state.notes.append(f"verify is flaky: it both passed and failed on {len(verifier.flaky)} "
+                                   f"tree(s) (first {verifier.flaky[0][:12]}), so it blamed no task there; "
+                                   "see logs RUN verify")
         moved, waiting = _finish(state, ref, old, start, tip)
         _delete_merged_branches(state)
     return _outcome(state, ref, tip, moved, waiting)

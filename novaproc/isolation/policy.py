@@ -25,3 +25,4 @@ class MergePolicy:
     include: Sequence[str] = ()
     verify_log: Path | None = None
     ending: Ending = UNSTOPPED
+    verify_retries: int = 1  # extra runs of a failing verify on the same tree before it counts

@@ -41,10 +41,19 @@ class Verifier:
         self.path = ensure_private_dir(Path(policy.worktree_dir)) / f"{run_id}-.verify"
         self.wt: Worktree | None = None
         self.verdicts: dict[str, bool] = {}
+        self.flaky: list[str] = []  # commits on which verify both passed and failed
 
     def passes(self, commit: str) -> bool:
+        """Whether verify passes on `commit`. A failure is confirmed by `verify_retries` more runs
+        on the same tree before it counts: a verify that passes on any of them is flaky, and a
+        flaky verify blames nobody, so the commit passes (and is noted in `flaky`)."""
         if commit not in self.verdicts:
-            self.verdicts[commit] = self._run(commit)
+            runs = [self._run(commit)]
+            while not runs[-1] and len(runs) <= self.policy.verify_retries:
+                runs.append(self._run(commit))
+            if runs[-1] and len(runs) > 1:
+                self.flaky.append(commit)
+            self.verdicts[commit] = runs[-1]
         return self.verdicts[commit]
 
     def _run(self, commit: str) -> bool:

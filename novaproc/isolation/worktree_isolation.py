@@ -70,7 +70,8 @@ class WorktreeIsolation:
         policy = MergePolicy(
             self.target or "HEAD", self.base, self.settings.on_conflict, self.settings.verify,
             Path(self.settings.worktree_dir), self.settings.worktree_setup,
-            self.settings.worktree_include, self.log_dir / "verify.log", self.ending)
+            self.settings.worktree_include, self.log_dir / "verify.log", self.ending,
+            self.settings.verify_retries)
         outcome = merge_results(self.repo, self.run_id, results, policy, rerun)
         merge = MergeDone(outcome.commit, outcome.merged, dict(outcome.conflicts), dict(outcome.left_out),
                           outcome.culprit, outcome.reruns, outcome.waiting_branch, int(outcome.exit_code))
