@@ -48,6 +48,7 @@ class Settings:
     worktree_setup: str | None = None
     worktree_include: tuple[str, ...] = ()
     verify_retries: Annotated[int, Ge(0), Le(100)] = 1
+    conflict_check: Literal["file", "line"] = "file"
     resources: dict[str, Annotated[int, Ge(1)]] = dataclasses.field(default_factory=dict)
 
     def resolved_isolation(self, in_git: bool) -> str:

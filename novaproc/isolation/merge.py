@@ -17,7 +17,7 @@ from pathlib import Path
 
 from novaproc.errors import ExitCode, InternalError, NovaError
 from novaproc.isolation.policy import MergePolicy
-from novaproc.isolation.repo import IN_PROGRESS, Repo, admin_dir
+from novaproc.isolation.repo import IN_PROGRESS, Merged, Repo, admin_dir
 from novaproc.isolation.verify import Verifier, VerifyStopped, first_failing
 
 Rerun = Callable[[str, str], str | None]
@@ -66,13 +66,14 @@ class _State:
     verify_broken_before: bool = False
     verify_stopped: bool = False  # the run stopped (Ctrl-C) while verify ran
     blocked: bool = False  # the target could not take the result
+    by_file: bool = True  # conflict_check = "file": see Repo.merge
 
 
 def merge_results(repo: Repo, run_id: str, results: Sequence[tuple[str, str | None]],
                   policy: MergePolicy, rerun: Rerun | None = None) -> MergeOutcome:
     """Merge `results` ((task, result commit or None), dependency-then-declared order) into
     the policy's target, as it says."""
-    state = _State(repo, run_id)
+    state = _State(repo, run_id, by_file=policy.conflict_check == "file")
     target = policy.target
     ref = target if target.startswith("refs/") else f"refs/heads/{target}"
     with repo.hold_run(run_id):
@@ -110,23 +111,30 @@ def _merge_all(state: _State, start: str, items: Sequence[tuple[str, str]], reru
             state.left_out[task] = f"its result builds on {blocker}'s, which is left out"
             continue
         message = f"Merge nova task {task} (run {state.run_id})"
-        merged = first = repo.merge(tip, commit, message, ours_tree=tip_tree)
+        merged = first = repo.merge(tip, commit, message, ours_tree=tip_tree, by_file=state.by_file)
         if first.commit is None and rerun is not None:
             state.reruns.append(task)
             commit = _rerun(state, rerun, task, tip)
-            again = f"{task}: conflicted in {', '.join(first.conflicts)}; ran again on the merged result, "
+            again = f"{task}: {_clash(first)}; ran again on the merged result, "
             if commit == tip:  # its edit is in the merged result already, as when run one by one
                 state.notes.append(again + "where it changed nothing more")
                 continue
-            merged = repo.merge(tip, commit, message) if commit else first
+            merged = repo.merge(tip, commit, message, by_file=state.by_file) if commit else first
             state.notes.append(again + ("and merged" if merged.commit else "and still could not merge"))
         if merged.commit is None:
             state.conflicts[task] = merged.conflicts
-            state.left_out[task] = "conflicts in " + ", ".join(merged.conflicts)
+            state.left_out[task] = _clash(merged)
             continue
         tip, tip_tree = merged.commit, merged.tree
         state.steps.append(_Step(task, commit, tip))
     return tip
+
+
+def _clash(merged: Merged) -> str:
+    files = ", ".join(merged.conflicts)
+    if merged.how == "same files":
+        return f"it changed {files}, which results merged before it changed too"
+    return f"conflicts in {files}"
 
 
 def _rerun(state: _State, rerun: Rerun, task: str, tip: str) -> str:

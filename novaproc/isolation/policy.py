@@ -26,3 +26,4 @@ class MergePolicy:
     verify_log: Path | None = None
     ending: Ending = UNSTOPPED
     verify_retries: int = 1  # extra runs of a failing verify on the same tree before it counts
+    conflict_check: str = "file"  # or "line": trust git's line merge (see Repo.merge)

@@ -192,11 +192,14 @@ class Repo:
             args += ["-p", parent]
         return self.git(*args, env=self.identity()).strip()
 
-    def merge(self, ours: str, theirs: str, message: str, *, ours_tree: str | None = None) -> Merged:
+    def merge(self, ours: str, theirs: str, message: str, *, ours_tree: str | None = None,
+              by_file: bool = False) -> Merged:
         """`theirs` merged into `ours` without a checkout (merge-tree --write-tree).
 
         Give `ours_tree` when `ours` is a merge commit made after `theirs` existed, so it cannot
         be an ancestor of `theirs`: one ancestry check is saved (merging many results is faster).
+        `by_file` (conflict_check = "file"): files both sides changed since their merge base
+        conflict even when git merges their lines cleanly (two identical appends become one).
         """
         if ours_tree is None:
             base = self.run("merge-base", ours, theirs, retries=0)[1].strip()
@@ -215,7 +218,14 @@ class Repo:
             return Merged(None, tuple(dict.fromkeys(files)), how="conflict")
         if tree == ours_tree and self.is_ancestor(theirs, ours):
             return Merged(ours, how="contained")
+        if by_file and (both := self.changed_on_both_sides(ours, theirs)):
+            return Merged(None, both, how="same files")
         return Merged(self.commit_tree(tree, [ours, theirs], message), tree=tree)
+
+    def changed_on_both_sides(self, ours: str, theirs: str) -> tuple[str, ...]:
+        """Files that `ours` and `theirs` each changed since their merge base."""
+        base = self.git("merge-base", ours, theirs).strip()
+        return tuple(sorted(set(self.changed(base, ours)) & set(self.changed(base, theirs))))
 
     def set_ref(self, ref: str, new: str, old: str | None = None, reason: str = "novaproc") -> bool:
         """Point `ref` at `new`; with `old`, only if it still points there (compare-and-swap)."""

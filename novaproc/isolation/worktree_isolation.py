@@ -67,11 +67,12 @@ class WorktreeIsolation:
             branches = [f"nova/{self.run_id}/{t}" for t, _ in results]
             notes = (f"merge is off: results stay on {', '.join(branches)}",) if branches else ()
             return Landing(notes=notes)
+        s = self.settings
         policy = MergePolicy(
-            self.target or "HEAD", self.base, self.settings.on_conflict, self.settings.verify,
-            Path(self.settings.worktree_dir), self.settings.worktree_setup,
-            self.settings.worktree_include, self.log_dir / "verify.log", self.ending,
-            self.settings.verify_retries)
+            self.target or "HEAD", self.base, on_conflict=s.on_conflict, verify=s.verify,
+            worktree_dir=Path(s.worktree_dir), setup=s.worktree_setup, include=s.worktree_include,
+            verify_log=self.log_dir / "verify.log", ending=self.ending, verify_retries=s.verify_retries,
+            conflict_check=s.conflict_check)
         outcome = merge_results(self.repo, self.run_id, results, policy, rerun)
         merge = MergeDone(outcome.commit, outcome.merged, dict(outcome.conflicts), dict(outcome.left_out),
                           outcome.culprit, outcome.reruns, outcome.waiting_branch, int(outcome.exit_code))
