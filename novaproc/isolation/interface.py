@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from novaproc.errors import ExitCode
+from novaproc.errors import ExitCode, NovaError
 from novaproc.inputs.taskfile import Task
 from novaproc.messages import MergeDone
 
@@ -18,8 +18,9 @@ class Isolation(Protocol):
     """Where a task runs and what becomes of its changes (in place, or a git worktree)."""
 
     def prepare(self, task: Task, parents: list[str]) -> Path:
-        """The folder `task` runs in, holding the results `parents` (commits). Raises NovaError
-        when it cannot be made: the task then fails with that message."""
+        """The folder `task` runs in, holding the results `parents` (commits, in dependency
+        order). Raises BaseConflict when two of them conflict, NovaError when it cannot be made
+        otherwise: the task then fails with that message."""
 
     def finish(self, task: Task, ok: bool) -> Finish:
         """After an attempt: keep its result (ok) or its folder for inspection (not ok)."""
@@ -29,6 +30,15 @@ class Isolation(Protocol):
 
     def close(self) -> list[str]:
         """End of the run; returns notes such as folders kept for inspection."""
+
+
+class BaseConflict(NovaError):
+    """The results a task starts from conflict: the parent at `index` with those before it,
+    merged so far into `merged`. The conflict protocol runs that parent again on `merged`."""
+
+    def __init__(self, message: str, index: int, merged: str, files: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.index, self.merged, self.files = index, merged, files
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ class WorktreeIsolation:
         self.settings, self.run_id, self.log_dir = settings, run_id, log_dir
         self.ws = Workspaces(self.repo, run_id=run_id, worktree_dir=Path(settings.worktree_dir),
                              base=self.base, setup=settings.worktree_setup,
-                             include=settings.worktree_include, ending=ending)
+                             include=settings.worktree_include, ending=ending,
+                             by_file=settings.conflict_check == "file")
         self.ending = ending
 
     def _isolated(self, task: Task) -> bool:

@@ -23,7 +23,8 @@ from novaproc.errors import EnvironmentFault, InternalError
 from novaproc.execution.guard import UNSTOPPED, Ending
 from novaproc.inputs.paths import GLOB_CHARS
 from novaproc.isolation.furnish import bring_in, ensure_private_dir, run_setup
-from novaproc.isolation.repo import IN_PROGRESS, MergeConflict, Repo, Worktree
+from novaproc.isolation.interface import BaseConflict
+from novaproc.isolation.repo import IN_PROGRESS, Repo, Worktree
 
 # per-worktree state a task may leave that a checkout does not reset: such a worktree is
 # removed rather than reused
@@ -65,11 +66,12 @@ class Workspaces:
 
     def __init__(self, repo: Repo, *, run_id: str, worktree_dir: Path, base: str,
                  setup: str | None = None, include: Sequence[str] = (),
-                 ending: Ending = UNSTOPPED) -> None:
+                 ending: Ending = UNSTOPPED, by_file: bool = True) -> None:
         self.dir = ensure_private_dir(Path(worktree_dir))
         self.ending = ending  # a stopping run does not wait for a worktree_setup
         self._repo = repo
         self.run_id, self.setup, self.include = run_id, setup, tuple(include)
+        self.by_file = by_file  # conflict_check = "file" (see Repo.merge)
         resolved = self._repo.commit_of(base)
         if resolved is None:
             raise EnvironmentFault(f"base {base!r} is not a commit of {self._repo.root}")
@@ -96,7 +98,7 @@ class Workspaces:
 
     def prepare(self, task_id: str, parents: Sequence[str] = ()) -> Path:
         """A worktree for `task_id` holding the base merged with `parents` (result commits),
-        plus the included files, after `worktree_setup`. Raises MergeConflict when the parents
+        plus the included files, after `worktree_setup`. Raises BaseConflict when the parents
         conflict, SetupFailed when the setup fails (the worktree is then the task's: release it)."""
         if self._closed:
             raise InternalError(f"prepare({task_id!r}) after the run's workspaces were closed")
@@ -165,15 +167,15 @@ class Workspaces:
 
     def _start(self, task_id: str, parents: Sequence[str]) -> str:
         start = self.base
-        for parent in parents:
+        for index, parent in enumerate(parents):
             commit = self._repo.commit_of(parent)
             if commit is None:
                 raise InternalError(f"parent {parent!r} of task {task_id!r} is not a commit")
-            merged = self._repo.merge(start, commit, f"nova: base of {task_id} (run {self.run_id})")
+            merged = self._repo.merge(start, commit, f"nova: base of {task_id} (run {self.run_id})",
+                                      by_file=self.by_file)
             if merged.commit is None:
-                raise MergeConflict(f"the results task {task_id} builds on conflict in "
-                                    f"{', '.join(merged.conflicts)}; declare these files in the writes "
-                                    "of the tasks involved so they run one after another", merged.conflicts)
+                raise BaseConflict(f"the results task {task_id} builds on conflict in "
+                                   f"{', '.join(merged.conflicts)}", index, start, merged.conflicts)
             start = merged.commit
         return start
 

@@ -22,7 +22,7 @@ from novaproc.execution.signals import Interrupts
 from novaproc.execution.throttle import Throttle
 from novaproc.inputs.settings import Settings
 from novaproc.inputs.taskfile import Task
-from novaproc.isolation.interface import Finish, Isolation, Landing
+from novaproc.isolation.interface import BaseConflict, Finish, Isolation, Landing
 from novaproc.locking.gate import Gate
 from novaproc.messages import (
     Escalated,
@@ -43,6 +43,7 @@ from novaproc.messages import (
 from novaproc.planning.plan import Plan
 from novaproc.run.admission import Admission, WaitKind
 from novaproc.run.outcome import RunOutcome, TaskRecord, run_exit_code
+from novaproc.run.rebuild import BaseRebuilds
 from novaproc.run.timers import Timers
 
 LOCK_RETRY = 0.05  # seconds between tries of a lock held by another process
@@ -85,11 +86,13 @@ class Supervisor:
         self.admission = Admission(self.slots, settings.resources, throttle, parts.gate)
         self.timers = Timers(parts.clock)
         self.schedule = plan.schedule()
+        self._order = {tid: i for i, tid in enumerate(plan.graph.order)}  # dependency order
         earlier = earlier or Earlier()
         self.records = {t.id: TaskRecord(t, earlier_attempts=earlier.attempts.get(t.id, 0))
                         for t in plan.tasks}
         self._waiting: set[str] = set()  # ready tasks held back by a resource, load or lock
         self._rerunning: set[str] = set()  # ended tasks run again by the merge protocol
+        self._rebuilds = BaseRebuilds()  # tasks waiting for a parent to run again (rebuild.py)
         self._terminated: set[str] = set()  # running tasks a stop ended
         self._stopping = False
         self._kept = dict(earlier.kept)
@@ -164,7 +167,7 @@ class Supervisor:
             self._wait_for(task_id, wait.reason)
             self._step(LOCK_RETRY)
         self._waiting.discard(task_id)
-        if self._launch(rec, [base]):
+        if self._launch(rec, [(task_id, base)]):
             while task_id in self.pool.busy():
                 self._step(self._next_timeout())
         return (rec.commit or base) if rec.state == TaskState.DONE else None  # no change: `base`
@@ -180,6 +183,8 @@ class Supervisor:
                 return
 
     def _start_pass(self) -> None:
+        if not self._start_rebuilds():
+            return
         for tid in itertools.chain(self.timers.due_retries(), self.schedule.iter_ready()):
             task = self.records[tid].task
             if self.admission.full() or not self.admission.room_for(task):
@@ -216,7 +221,7 @@ class Supervisor:
         self._waiting.discard(task.id)
         self._launch(rec, self._parents(task.id))
 
-    def _launch(self, rec: TaskRecord, parents: list[str]) -> bool:
+    def _launch(self, rec: TaskRecord, parents: list[tuple[str, str]]) -> bool:
         """Prepare the task's folder and hand an attempt to a worker; False if it could not."""
         task = rec.task
         rec.attempts += 1
@@ -224,7 +229,10 @@ class Supervisor:
         self.admission.take(task)
         rec.state = TaskState.RUNNING
         try:
-            folder = self.isolation.prepare(task, parents)
+            folder = self.isolation.prepare(task, [commit for _, commit in parents])
+        except BaseConflict as e:
+            self._rebuild_base(rec, parents[e.index][0], e)
+            return False
         except NovaError as e:
             if self._interrupts.first is not None:  # a Ctrl-C ended its worktree_setup
                 self._terminated.add(task.id)
@@ -238,12 +246,13 @@ class Supervisor:
         self.timers.start_deadline(task.id, task.timeout)
         return True
 
-    def _parents(self, tid: str) -> list[str]:
-        """The results a task starts from: those of what it waits for, looking through tasks
-        that produced none (they changed nothing, or failed before an order-only edge)."""
-        found: list[str] = []
+    def _parents(self, tid: str) -> list[tuple[str, str]]:
+        """The results a task starts from, (task, commit) in dependency order: those of what it
+        waits for, looking through tasks that produced none (they changed nothing, or failed
+        before an order-only edge)."""
+        found: dict[str, str] = {}
         seen: set[str] = set()
-        stack = sorted(self.plan.graph.preds[tid], key=self.plan.graph.index.__getitem__)
+        stack = list(self.plan.graph.preds[tid])
         while stack:
             pred = stack.pop()
             if pred in seen:
@@ -251,10 +260,49 @@ class Supervisor:
             seen.add(pred)
             commit = self.records[pred].commit
             if commit:
-                found.append(commit)
+                found[pred] = commit
             else:
                 stack.extend(self.plan.graph.preds[pred])
-        return found
+        return sorted(found.items(), key=lambda item: self._order[item[0]])
+
+    def _rebuild_base(self, rec: TaskRecord, parent: str, conflict: BaseConflict) -> None:
+        """`rec`'s parents conflict: it gives back its slot and locks and waits while `parent`
+        runs again on the results before it (rebuild.py), then starts from that."""
+        rec.attempts -= 1  # it never ran
+        self.admission.release(rec.task)
+        self._rebuilds.ask(rec.task.id, parent, conflict.merged)
+        self._wait_for(rec.task.id, f"its base waits for {parent} to run again on the results it "
+                       f"conflicts with (in {', '.join(conflict.files)})")
+
+    def _start_rebuilds(self) -> bool:
+        """Start the parents due to run again, as slots and locks allow; False when one must wait."""
+        for tid in list(self._rebuilds.pending):
+            rec = self.records[tid]
+            if not self.admission.room_for(rec.task) or self.admission.full():
+                return False
+            if (wait := self.admission.try_admit(rec.task)) is not None:
+                self._wait_for(tid, wait.reason)
+                return False
+            self._waiting.discard(tid)
+            self._rerunning.add(tid)
+            self._launch(rec, [("", self._rebuilds.start(tid))])
+        return True
+
+    def _rebuilt(self, rec: TaskRecord, ok: bool) -> None:
+        """A parent ran again for the tasks waiting on it: they start from its new result (the
+        commit it ran on, when it changed nothing more), or fail with it."""
+        base, waiters = self._rebuilds.done(rec.task.id)
+        if ok:
+            rec.commit = rec.commit or base
+        for tid in waiters:
+            self._waiting.discard(tid)
+            if ok:
+                self.timers.retry_now(tid)
+            else:
+                waiter = self.records[tid]
+                waiter.error = (f"its base could not be built: {rec.task.id} failed when run again on "
+                                "the results it conflicted with")
+                self._end(waiter, TaskState.FAILED, time.time())
 
     def _job(self, task: Task, attempt: int, folder: Path) -> Job:
         cwd = folder / task.cwd if task.cwd else folder
@@ -285,10 +333,13 @@ class Supervisor:
             rec.run_time += max(0.0, report.ended_at - report.started_at)
         ok = report.ok and not rec.timed_out
         ok = self._keep_result(rec, ok)
-        if rec.task.id in self._rerunning:  # the merge protocol waits for it; the plan is done
+        if rec.task.id in self._rerunning:  # the merge protocol or a task's base waits for it
             self._rerunning.discard(rec.task.id)
             rec.state = TaskState.DONE if ok else TaskState.FAILED
-            self._emit(TaskChanged(rec.state, attempt=rec.attempts, rerun=True), rec.task.id)
+            if rec.task.id in self._rebuilds.running:
+                self._rebuilt(rec, ok)
+            self._emit(TaskChanged(rec.state, attempt=rec.attempts, commit=rec.commit, rerun=True),
+                       rec.task.id)
             return
         if not ok and not self._stopping and rec.attempts <= rec.task.retries:
             self._retry(rec)
@@ -351,7 +402,7 @@ class Supervisor:
         if not self._stopping:
             self._emit(Message(Level.WARNING, f"stopping: {why}"))
         self._stopping = True
-        for tid in self.timers.drop_retries():
+        for tid in [*self.timers.drop_retries(), *self._rebuilds.drop()]:
             self._end(self.records[tid], TaskState.CANCELLED, time.time())
         for tid in self._waiting:
             self.admission.give_up(self.records[tid].task)

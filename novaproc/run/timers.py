@@ -23,6 +23,10 @@ class Timers:
         self._retry_at[task_id] = self.clock() + backoff
         return backoff
 
+    def retry_now(self, task_id: str) -> None:
+        """`task_id` may start again at once (no attempt of its failed)."""
+        self._retry_at[task_id] = self.clock()
+
     def due_retries(self) -> list[str]:
         now = self.clock()
         return [t for t, at in self._retry_at.items() if at <= now]
