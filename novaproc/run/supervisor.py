@@ -12,23 +12,16 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from novaproc.errors import InternalError, NovaError
-from novaproc.execution.interface import Executor
-from novaproc.execution.signals import Interrupts
 from novaproc.execution.throttle import Throttle
 from novaproc.inputs.settings import Settings
 from novaproc.inputs.taskfile import Task
-from novaproc.isolation.interface import BaseConflict, Finish, Isolation, Landing
-from novaproc.locking.gate import Gate
+from novaproc.isolation.interface import BaseConflict, Finish, Landing
 from novaproc.messages import (
     Escalated,
     Event,
     Finished,
-    Job,
     Level,
     Message,
     Payload,
@@ -42,36 +35,12 @@ from novaproc.messages import (
 )
 from novaproc.planning.plan import Plan
 from novaproc.run.admission import Admission, WaitKind
+from novaproc.run.bases import BaseRebuilds, job_for, parents_of
 from novaproc.run.outcome import RunOutcome, TaskRecord, run_exit_code
-from novaproc.run.rebuild import BaseRebuilds
+from novaproc.run.parts import Earlier, RunParts
 from novaproc.run.timers import Timers
 
 LOCK_RETRY = 0.05  # seconds between tries of a lock held by another process
-
-
-@dataclass(frozen=True)
-class RunParts:
-    """What a supervisor drives: how jobs run, where tasks run, what they hold beyond a slot,
-    where events and output go, and the clock its timers read."""
-
-    run_id: str
-    executor: Executor
-    isolation: Isolation
-    emit: Callable[[Event], None]
-    log_path: Callable[[str], Path]
-    gate: Gate | None = None
-    throttle: Throttle | None = None  # default: the settings' limits
-    interrupts: Interrupts = field(default_factory=Interrupts)
-    clock: Callable[[], float] = time.monotonic
-
-
-@dataclass(frozen=True)
-class Earlier:
-    """What a resumed run keeps of its earlier supervisors: results (commit, duration) of tasks
-    that succeeded unchanged, and how many attempts each task made."""
-
-    kept: Mapping[str, tuple[str | None, float]] = field(default_factory=dict)
-    attempts: Mapping[str, int] = field(default_factory=dict)
 
 
 class Supervisor:
@@ -92,7 +61,7 @@ class Supervisor:
                         for t in plan.tasks}
         self._waiting: set[str] = set()  # ready tasks held back by a resource, load or lock
         self._rerunning: set[str] = set()  # ended tasks run again by the merge protocol
-        self._rebuilds = BaseRebuilds()  # tasks waiting for a parent to run again (rebuild.py)
+        self._rebuilds = BaseRebuilds()  # tasks waiting for a parent to run again (bases.py)
         self._terminated: set[str] = set()  # running tasks a stop ended
         self._stopping = False
         self._kept = dict(earlier.kept)
@@ -239,7 +208,8 @@ class Supervisor:
                 self._on_interrupt()  # stop now: no retry, no further launch
             self._on_report(Finished(task.id, rec.attempts, None, error=str(e), ended_at=time.time()))
             return False
-        self.pool.submit(self._job(task, rec.attempts, folder))
+        self.pool.submit(job_for(task, rec.attempts, folder, self.run_id, self.parts.log_path(task.id),
+                                 self.settings.kill_grace))
         if rec.started_at is None:
             rec.started_at = time.time()
         self._emit(TaskChanged(TaskState.RUNNING, attempt=rec.attempts), task.id)
@@ -247,27 +217,11 @@ class Supervisor:
         return True
 
     def _parents(self, tid: str) -> list[tuple[str, str]]:
-        """The results a task starts from, (task, commit) in dependency order: those of what it
-        waits for, looking through tasks that produced none (they changed nothing, or failed
-        before an order-only edge)."""
-        found: dict[str, str] = {}
-        seen: set[str] = set()
-        stack = list(self.plan.graph.preds[tid])
-        while stack:
-            pred = stack.pop()
-            if pred in seen:
-                continue
-            seen.add(pred)
-            commit = self.records[pred].commit
-            if commit:
-                found[pred] = commit
-            else:
-                stack.extend(self.plan.graph.preds[pred])
-        return sorted(found.items(), key=lambda item: self._order[item[0]])
+        return parents_of(self.plan.graph, tid, {t: r.commit for t, r in self.records.items()}, self._order)
 
     def _rebuild_base(self, rec: TaskRecord, parent: str, conflict: BaseConflict) -> None:
         """`rec`'s parents conflict: it gives back its slot and locks and waits while `parent`
-        runs again on the results before it (rebuild.py), then starts from that."""
+        runs again on the results before it (bases.py), then starts from that."""
         rec.attempts -= 1  # it never ran
         self.admission.release(rec.task)
         self._rebuilds.ask(rec.task.id, parent, conflict.merged)
@@ -303,17 +257,6 @@ class Supervisor:
                 waiter.error = (f"its base could not be built: {rec.task.id} failed when run again on "
                                 "the results it conflicted with")
                 self._end(waiter, TaskState.FAILED, time.time())
-
-    def _job(self, task: Task, attempt: int, folder: Path) -> Job:
-        cwd = folder / task.cwd if task.cwd else folder
-        env = {**task.env, "NOVA_RUN_ID": self.run_id}
-        common = {"task_id": task.id, "attempt": attempt, "log_path": str(self.parts.log_path(task.id)),
-                  "cwd": str(cwd), "env": env, "kill_grace": self.settings.kill_grace}
-        if task.call is not None:
-            return Job(**common, call=task.call, args=task.args, kwargs=task.kwargs)
-        if isinstance(task.cmd, str):
-            return Job(**common, shell=task.cmd)
-        return Job(**common, argv=task.cmd)
 
     def _on_report(self, report: Report) -> None:
         rec = self.records[report.task_id]

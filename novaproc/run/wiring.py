@@ -31,7 +31,8 @@ from novaproc.locking.manager import Blocked, LockManager, Owner, run_request
 from novaproc.messages import Event, Level, Message, Payload, RunFinished, RunState, TaskState
 from novaproc.planning.plan import Plan
 from novaproc.run.outcome import RunOutcome
-from novaproc.run.supervisor import Earlier, RunParts, Supervisor
+from novaproc.run.parts import Earlier, RunParts
+from novaproc.run.supervisor import Supervisor
 from novaproc.state.format import RunMeta, TaskMeta
 from novaproc.state.history import save_durations
 from novaproc.state.journal import Journal

@@ -1,0 +1,42 @@
+"""What a supervisor drives, handed to it whole: how jobs run, where tasks run, what they hold,
+where events and output go, its clock; and what a resumed run keeps of its earlier supervisors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from novaproc.execution.interface import Executor
+from novaproc.execution.signals import Interrupts
+from novaproc.execution.throttle import Throttle
+from novaproc.isolation.interface import Isolation
+from novaproc.locking.gate import Gate
+from novaproc.messages import Event
+
+
+@dataclass(frozen=True)
+class RunParts:
+    """What a supervisor drives: how jobs run, where tasks run, what they hold beyond a slot,
+    where events and output go, and the clock its timers read."""
+
+    run_id: str
+    executor: Executor
+    isolation: Isolation
+    emit: Callable[[Event], None]
+    log_path: Callable[[str], Path]
+    gate: Gate | None = None
+    throttle: Throttle | None = None  # default: the settings' limits
+    interrupts: Interrupts = field(default_factory=Interrupts)
+    clock: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """What a resumed run keeps of its earlier supervisors: results (commit, duration) of tasks
+    that succeeded unchanged, and how many attempts each task made."""
+
+    kept: Mapping[str, tuple[str | None, float]] = field(default_factory=dict)
+    attempts: Mapping[str, int] = field(default_factory=dict)
