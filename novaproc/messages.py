@@ -99,6 +99,7 @@ class EventKind(StrEnum):
     TASK_STATE = "task_state"
     TASK_PID = "task_pid"
     MESSAGE = "message"
+    LANDING = "landing"
     MERGE = "merge"
     RUN_FINISHED = "run_finished"
 
@@ -164,6 +165,18 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class LandingStarted:
+    """The merged result is about to land: `ref` moves from `old` to `new`, the checkout at
+    `checkout` (if the branch is checked out) with it. Journaled before anything is touched."""
+
+    kind: ClassVar[EventKind] = EventKind.LANDING
+    ref: str
+    old: str
+    new: str
+    checkout: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class MergeDone:
     """How the results landed: the merged commit, what it holds, what it left out and why."""
 
@@ -189,9 +202,9 @@ class RunFinished:
     estimated_speedup: float | None = None
 
 
-Payload = RunStarted | RunResumed | TaskChanged | TaskPid | Message | MergeDone | RunFinished
-_PAYLOADS: dict[str, type[Payload]] = {
-    cls.kind: cls for cls in (RunStarted, RunResumed, TaskChanged, TaskPid, Message, MergeDone, RunFinished)}
+Payload = RunStarted | RunResumed | TaskChanged | TaskPid | Message | LandingStarted | MergeDone | RunFinished
+_PAYLOADS: dict[str, type[Payload]] = {cls.kind: cls for cls in (
+    RunStarted, RunResumed, TaskChanged, TaskPid, Message, LandingStarted, MergeDone, RunFinished)}
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in _PAYLOADS.values()}
 # what an event's JSON leaves out when it is unset, to keep lines short; the rest always appear
 _OPTIONAL = frozenset({"attempt", "duration", "commit", "signal", "error", "value", "reason", "kept",

@@ -116,6 +116,11 @@ def render_run(record: RunRecord) -> str:
              f"  speedup:    estimated {_speed(record.estimated_speedup)}, real {_speed(record.speedup)}"]
     if record.status is RunState.CRASHED:
         lines.append(f"  its supervisor is gone; continue it with: novaproc resume {record.id}")
+    if record.landing is not None:
+        where = f" and the checkout at {record.landing.checkout}" if record.landing.checkout else ""
+        lines.append(f"  landing:    interrupted: {record.landing.ref.removeprefix('refs/heads/')}{where} "
+                     f"were moving from {record.landing.old[:12]} to {record.landing.new[:12]}; "
+                     "resume finishes it first")
     rows = [[t.id, _task_state(record, t.state), str(t.attempts), _maybe_duration(t.elapsed(now)),
              _exit_text(t.exit_code, t.signal), _task_note(t)] for t in record.tasks]
     table = _table(["TASK", "STATE", "ATTEMPTS", "DURATION", "EXIT", ""], rows)

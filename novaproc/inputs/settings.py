@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from novaproc.errors import ConfigError, did_you_mean
 from novaproc.inputs.taskfile import read_toml
-from novaproc.inputs.trust import check_strings, climbs
+from novaproc.inputs.trust import check_strings, outside
 
 if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
     from annotated_types import Ge, Gt, Le
@@ -114,7 +114,7 @@ def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
                               + ", ".join(KEYS), field=key)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     for entry in values.get("worktree_include", ()):
-        if isinstance(entry, str) and (entry.startswith("/") or climbs(entry)):
+        if isinstance(entry, str) and outside(entry):
             raise ConfigError(source, f"{entry!r} is not inside the repository; worktree_include "
                               "names untracked paths of the checkout, relative to its root",
                               field="worktree_include")

@@ -247,8 +247,8 @@ def _normalize_paths(file: str, tid: str, fields: dict[str, Any], root: str) -> 
             raise ConfigError(file, "must be a list of non-empty path strings", task=tid, field=field)
         for p in declared:
             if climbs(p):
-                raise ConfigError(file, f"path {p!r} has a '..' in it; name paths inside the repository "
-                                  f"{root} without one, or a shared file by its absolute path",
+                raise ConfigError(file, f"path {p!r} has a '..' after a wildcard, which may lead anywhere; "
+                                  f"name paths inside the repository {root} without one",
                                   task=tid, field=field)
         try:
             fields[field] = [paths.normalize(p, root) for p in declared]

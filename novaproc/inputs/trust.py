@@ -50,8 +50,19 @@ def check_env_names(file: str, task: str, env: object) -> None:
 
 
 def climbs(declared: str) -> bool:
-    """A relative path with a '..' component anywhere, a glob's pattern part included."""
-    return not declared.startswith("/") and ".." in declared.replace("\\", "/").split("/")
+    """A '..' in the pattern part of a glob (after its first wildcard), which no normalising
+    can check: `*/../../etc` may match anything. Before it, paths.normalize checks a '..'."""
+    parts = declared.split("/")
+    wild = next((i for i, part in enumerate(parts) if paths.GLOB_CHARS & set(part)), len(parts))
+    return ".." in parts[wild:]
+
+
+def outside(entry: str) -> bool:
+    """A worktree_include entry that is absolute or climbs out of the repository."""
+    try:
+        return entry.startswith("/") or climbs(entry) or paths.normalize(entry, "/") == ".."
+    except paths.PathEscapes:
+        return True
 
 
 def escapes(normalized: str, root: Path) -> str | None:

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from novaproc.errors import ExitCode, NovaError
 from novaproc.inputs.taskfile import Task
-from novaproc.messages import MergeDone
+from novaproc.messages import LandingStarted, MergeDone
 
 
 class Isolation(Protocol):
@@ -25,8 +25,11 @@ class Isolation(Protocol):
     def finish(self, task: Task, ok: bool) -> Finish:
         """After an attempt: keep its result (ok) or its folder for inspection (not ok)."""
 
-    def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None]) -> Landing:
-        """Bring the results (task, commit), in dependency order, to the target."""
+    def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None],
+             announce: Callable[[LandingStarted], None]) -> Landing:
+        """Bring the results (task, commit), in dependency order, to the target; `rerun` runs a
+        task again on a commit (the conflict protocol), `announce` is told, durably, before the
+        user's checkout is touched."""
 
     def close(self) -> list[str]:
         """End of the run; returns notes such as folders kept for inspection."""
@@ -68,7 +71,8 @@ class InPlace:
     def finish(self, task: Task, ok: bool) -> Finish:
         return Finish()
 
-    def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None]) -> Landing:
+    def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None],
+             announce: Callable[[LandingStarted], None]) -> Landing:
         return Landing()
 
     def close(self) -> list[str]:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from novaproc.errors import ExitCode, InternalError, NovaError
+from novaproc.isolation.landing import Blocked, land
 from novaproc.isolation.policy import MergePolicy
-from novaproc.isolation.repo import IN_PROGRESS, Merged, Repo, admin_dir
+from novaproc.isolation.repo import Merged, Repo
 from novaproc.isolation.verify import Verifier, VerifyStopped, first_failing
 
 Rerun = Callable[[str, str], str | None]
@@ -57,6 +57,7 @@ class _State:
 
     repo: Repo
     run_id: str
+    policy: MergePolicy
     steps: list[_Step] = field(default_factory=list)
     conflicts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     left_out: dict[str, str] = field(default_factory=dict)
@@ -66,16 +67,23 @@ class _State:
     verify_broken_before: bool = False
     verify_stopped: bool = False  # the run stopped (Ctrl-C) while verify ran
     blocked: bool = False  # the target could not take the result
-    by_file: bool = True  # conflict_check = "file": see Repo.merge
+
+    @property
+    def by_file(self) -> bool:
+        return self.policy.conflict_check == "file"  # see Repo.merge
+
+    @property
+    def target(self) -> str:
+        t = self.policy.target
+        return t if t.startswith("refs/") else f"refs/heads/{t}"
 
 
 def merge_results(repo: Repo, run_id: str, results: Sequence[tuple[str, str | None]],
                   policy: MergePolicy, rerun: Rerun | None = None) -> MergeOutcome:
     """Merge `results` ((task, result commit or None), dependency-then-declared order) into
     the policy's target, as it says."""
-    state = _State(repo, run_id, by_file=policy.conflict_check == "file")
-    target = policy.target
-    ref = target if target.startswith("refs/") else f"refs/heads/{target}"
+    state = _State(repo, run_id, policy)
+    ref = state.target
     with repo.hold_run(run_id):
         old, base_commit = repo.rev(ref), repo.commit_of(policy.base) or policy.base
         start = old or base_commit
@@ -83,19 +91,14 @@ def merge_results(repo: Repo, run_id: str, results: Sequence[tuple[str, str | No
             state.notes.append(f"{_short(ref)} moved during the run; results merged onto its new tip")
         items = [(t, c) for t, c in results if c]
         tip = _merge_all(state, start, items, rerun if policy.on_conflict == "rerun" else None)
-        if policy.verify and state.steps:
-            verifier = Verifier(repo, run_id, policy)
-            try:
-                tip = _verify_loop(state, start, items, verifier)
-            except VerifyStopped:
-                state.verify_stopped, tip = True, state.steps[-1].after
-            finally:
+        verifier = Verifier(repo, run_id, policy) if policy.verify and state.steps else None
+        try:
+            if verifier is not None:
+                tip = _verified(state, start, items, verifier)
+            moved, waiting = _finish(state, ref, old, start, tip, verifier)
+        finally:
+            if verifier is not None:
                 verifier.close()
-            if verifier.flaky:
-                state.notes.append(f"verify is flaky: it both passed and failed on {len(verifier.flaky)} "
-                                   f"tree(s) (first {verifier.flaky[0][:12]}), so it blamed no task there; "
-                                   "see logs RUN verify")
-        moved, waiting = _finish(state, ref, old, start, tip)
         _delete_merged_branches(state)
     return _outcome(state, ref, tip, moved, waiting)
 
@@ -115,7 +118,7 @@ def _merge_all(state: _State, start: str, items: Sequence[tuple[str, str]], reru
         if first.commit is None and rerun is not None:
             state.reruns.append(task)
             commit = _rerun(state, rerun, task, tip)
-            again = f"{task}: {_clash(first)}; ran again on the merged result, "
+            again = f"{task}: {_clash(first, past=True)}; ran again on the merged result, "
             if commit == tip:  # its edit is in the merged result already, as when run one by one
                 state.notes.append(again + "where it changed nothing more")
                 continue
@@ -130,11 +133,11 @@ def _merge_all(state: _State, start: str, items: Sequence[tuple[str, str]], reru
     return tip
 
 
-def _clash(merged: Merged) -> str:
+def _clash(merged: Merged, *, past: bool = False) -> str:
     files = ", ".join(merged.conflicts)
     if merged.how == "same files":
         return f"it changed {files}, which results merged before it changed too"
-    return f"conflicts in {files}"
+    return f"{'conflicted' if past else 'conflicts'} in {files}"
 
 
 def _rerun(state: _State, rerun: Rerun, task: str, tip: str) -> str:
@@ -154,6 +157,18 @@ def _builds_on_left_out(state: _State, items: Sequence[tuple[str, str]], commit:
 
 
 # -- verify and bisection ---------------------------------------------------------------------
+
+def _verified(state: _State, start: str, items: Sequence[tuple[str, str]], verifier: Verifier) -> str:
+    """The merged result verified (culprits left out), or as it is when the run stopped meanwhile."""
+    try:
+        tip = _verify_loop(state, start, items, verifier)
+    except VerifyStopped:
+        state.verify_stopped, tip = True, state.steps[-1].after
+    if verifier.flaky:
+        state.notes.append(f"verify is flaky: it both passed and failed on {len(verifier.flaky)} tree(s) "
+                           f"(first {verifier.flaky[0][:12]}), so it blamed no task there; see its log")
+    return tip
+
 
 def _verify_loop(state: _State, start: str, items: Sequence[tuple[str, str]], verifier: Verifier) -> str:
     """Verify the merged result; while it fails, bisect for the culprit, leave it out, rebuild."""
@@ -176,7 +191,8 @@ def _verify_loop(state: _State, start: str, items: Sequence[tuple[str, str]], ve
 
 # -- landing ----------------------------------------------------------------------------------
 
-def _finish(state: _State, ref: str, old: str | None, start: str, tip: str) -> tuple[bool, str | None]:
+def _finish(state: _State, ref: str, old: str | None, start: str, tip: str,
+            verifier: Verifier | None) -> tuple[bool, str | None]:
     """Land `tip` on the target, or park it on the waiting branch when that is not possible."""
     if tip == start:
         return False, None
@@ -191,53 +207,16 @@ def _finish(state: _State, ref: str, old: str | None, start: str, tip: str) -> t
         return False, _wait(state, tip)
     if old is None:
         state.blocked = True
-        return False, _wait(state, tip, f"{_short(ref)} no longer exists")
-    why = _land(state, ref, old, tip)
-    state.blocked = why is not None
-    return (True, None) if why is None else (False, _wait(state, tip, why))
-
-
-def _land(state: _State, ref: str, old: str, new: str) -> str | None:
-    """Move `ref` from `old` to `new`; None when done, else why the result must wait."""
-    repo = state.repo
-    for _ in range(5):
-        current = repo.rev(ref)
-        if current is None:
-            return f"{_short(ref)} was deleted meanwhile"
-        if current != old:  # before the checkout is touched: it is at `current` now, not `old`
-            merged = repo.merge(current, new, f"Merge novaproc run {state.run_id} into {_short(ref)}")
-            if merged.commit is None:
-                return (f"{_short(ref)} moved meanwhile and conflicts with the result in "
-                        + ", ".join(merged.conflicts))
-            state.notes.append(f"{_short(ref)} moved while merging; merged onto its new tip "
-                               "(not re-verified)")
-            old, new = current, merged.commit
-        checkout = next((w.path for w in repo.worktrees() if w.branch == _short(ref)), None)
-        if checkout is not None and (why := _advance_checkout(repo, checkout, old, new)):
-            return why
-        if repo.set_ref(ref, new, old, f"novaproc: merge run {state.run_id}"):
-            return None
-        if checkout is not None:  # it moved between the look and the swap: put the checkout back
-            _advance_checkout(repo, checkout, new, old)
-    return f"{_short(ref)} keeps moving"
-
-
-def _advance_checkout(repo: Repo, checkout: Path, old: str, new: str) -> str | None:
-    """Update the checkout at `checkout` from `old` to `new` as `git merge --ff-only` would:
-    uncommitted changes elsewhere stay; if any is in the way nothing changes. None when done."""
-    gitdir = admin_dir(checkout)
-    busy = [what for marker, (what, _) in IN_PROGRESS.items() if (gitdir / marker).exists()]
-    if busy:
-        return f"your checkout at {checkout} is in the middle of {busy[0]}"
-    repo.run("update-index", "-q", "--refresh", cwd=checkout)
-    code, _, _ = repo.run("read-tree", "-m", "-u", old, new, cwd=checkout)
-    if code == 0:
-        return None
-    touched = set(repo.changed(old, new))
-    dirty = [p for p in repo.dirty_paths(checkout)
-             if p in touched or any(t.startswith(p + "/") for t in touched)]
-    return (f"your checkout at {checkout} has uncommitted changes the update would overwrite"
-            + (f" ({', '.join(dirty[:5])})" if dirty else ""))
+        return False, _wait(state, tip, Blocked(f"{_short(ref)} no longer exists",
+                                                "take it with: git branch {name} {branch}"))
+    try:
+        blocked = land(state.repo, ref, old, tip, state.run_id, announce=state.policy.announce,
+                       verify=verifier.passes if verifier else None, notes=state.notes)
+    except VerifyStopped:
+        state.verify_stopped = True
+        return False, _park(state, tip)
+    state.blocked = blocked is not None
+    return (True, None) if blocked is None else (False, _wait(state, tip, blocked))
 
 
 def _park(state: _State, tip: str) -> str:
@@ -247,11 +226,12 @@ def _park(state: _State, tip: str) -> str:
     return branch
 
 
-def _wait(state: _State, tip: str, why: str | None = None) -> str:
+def _wait(state: _State, tip: str, blocked: Blocked | None = None) -> str:
     branch = _park(state, tip)
-    if why:
-        state.notes.append(f"{why}; the merged result waits on branch {branch}. Commit or stash those "
-                           f"changes, then run: git merge {branch}")
+    if blocked:
+        name = state.target.removeprefix("refs/heads/")
+        state.notes.append(f"{blocked.why}; the merged result waits on branch {branch}; "
+                           + blocked.todo.format(branch=branch, name=name))
     else:
         state.notes.append(f"the unverified merged result waits on branch {branch}; fix verify on the "
                            f"target first, or take it with: git merge {branch}")

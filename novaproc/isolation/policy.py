@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from novaproc.execution.guard import UNSTOPPED, Ending
 from novaproc.inputs.settings import DEFAULT_WORKTREE_DIR
+from novaproc.messages import LandingStarted
+
+
+def _unheard(landing: LandingStarted) -> None:
+    """Nobody journals this landing (a test, a benchmark): it cannot be finished after a crash."""
 
 
 @dataclass(frozen=True)
@@ -27,3 +32,4 @@ class MergePolicy:
     ending: Ending = UNSTOPPED
     verify_retries: int = 1  # extra runs of a failing verify on the same tree before it counts
     conflict_check: str = "file"  # or "line": trust git's line merge (see Repo.merge)
+    announce: Callable[[LandingStarted], None] = _unheard  # told before the checkout is touched

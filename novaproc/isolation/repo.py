@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from novaproc.errors import EnvironmentFault, ExitCode, NovaError
+from novaproc.errors import EnvironmentFault
 
 # git must not run the user's hooks for novaproc's own bookkeeping (post-checkout and the like)
 _BASE_ARGS = ("-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false",
@@ -38,16 +38,6 @@ _STALE_RECORD = ("already registered", "already checked out", "missing but")
 LOCK_NAME = "nova-worktrees.lock"
 _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 RUNS_DIR = "nova-runs"
-
-
-class MergeConflict(NovaError):
-    """Results that novaproc had to combine conflict; `files` names where."""
-
-    exit_code = ExitCode.MERGE
-
-    def __init__(self, message: str, files: Sequence[str]) -> None:
-        self.files = tuple(files)
-        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,9 +213,14 @@ class Repo:
         return Merged(self.commit_tree(tree, [ours, theirs], message), tree=tree)
 
     def changed_on_both_sides(self, ours: str, theirs: str) -> tuple[str, ...]:
-        """Files that `ours` and `theirs` each changed since their merge base."""
-        base = self.git("merge-base", ours, theirs).strip()
-        return tuple(sorted(set(self.changed(base, ours)) & set(self.changed(base, theirs))))
+        """Files that `ours` and `theirs` each changed since their merge base. Where histories
+        criss-cross (a task built on a merge of two results, landing after both), there are
+        several bases: a file counts only if both sides changed it since every one of them."""
+        both: set[str] | None = None
+        for base in self.git("merge-base", "--all", ours, theirs).split():
+            here = set(self.changed(base, ours)) & set(self.changed(base, theirs))
+            both = here if both is None else both & here
+        return tuple(sorted(both or ()))
 
     def set_ref(self, ref: str, new: str, old: str | None = None, reason: str = "novaproc") -> bool:
         """Point `ref` at `new`; with `old`, only if it still points there (compare-and-swap)."""

@@ -121,7 +121,7 @@ class Supervisor:
         if interrupted:
             note = "interrupted: results were not merged; they stay on their branches"
             return Landing(notes=(note,) if results else ())
-        landing = self.isolation.land(results, self._rerun)  # type: ignore[arg-type]
+        landing = self.isolation.land(results, self._rerun, self._emit)  # type: ignore[arg-type]
         if landing.merge is not None:
             self._emit(landing.merge)
         return landing

@@ -173,8 +173,15 @@ def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: 
     lost = checked.repo.missing(commits) if checked is not None else set()  # `clean --all`, then gc
     kept = kept_results(record, taskfile.hashes, {t.id: t.depends_on for t in plan.tasks}, lost)
     kill_marked("NOVA_RUN_ID", record.id)  # anything a crashed supervisor's tasks left running
+    finished = None
+    if record.landing is not None and checked is not None:  # killed while it landed: finish that first
+        from novaproc.isolation.landing import finish_landing
+
+        finished = finish_landing(checked.repo, record.landing)
     journal = Journal.reopen(record.folder, record.meta, record.status,
                              tasks=_task_metas(plan, taskfile.hashes))
+    if finished:
+        journal.note(Level.INFO, finished)
     return Run(taskfile, settings, plan, checked, journal,
                {tid: (t.commit, t.duration or 0.0) for tid, t in kept.items()},
                {t.id: t.attempts for t in record.tasks})

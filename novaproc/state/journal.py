@@ -35,7 +35,9 @@ from novaproc.state.format import (
     task_log_path,
 )
 
-SYNC_NOW_KINDS = frozenset({EventKind.RUN_STARTED, EventKind.RUN_RESUMED, EventKind.RUN_FINISHED})
+# on disk before `record` returns: a landing is journaled before the user's checkout is touched
+SYNC_NOW_KINDS = frozenset({EventKind.RUN_STARTED, EventKind.RUN_RESUMED, EventKind.LANDING,
+                            EventKind.RUN_FINISHED})
 DURABLE_KINDS = SYNC_NOW_KINDS | {EventKind.TASK_STATE}
 GROUP_COMMIT = 0.02  # seconds a task event may wait for its fsync
 
@@ -190,7 +192,7 @@ def _prepare_state_dir(state_dir: Path) -> Path:
     try:
         for folder in (state_dir, state_dir / "runs"):
             if problem := private_dir(folder, parents=True):
-                raise UsageError(f"refusing the state dir {state_dir}: {folder} {problem}; fix it, or "
+                raise UsageError(f"cannot use the state dir {state_dir}: {folder} {problem}; fix it, or "
                                  "set another with NOVA_STATE_DIR or state_dir in nova.toml")
         ignore = state_dir / ".gitignore"
         if not ignore.exists():

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from novaproc.errors import EnvironmentFault, UsageError, did_you_mean
-from novaproc.messages import EventKind, RunState, TaskState
+from novaproc.messages import Event, EventKind, LandingStarted, RunState, TaskState
 from novaproc.state.format import (
     EVENTS_FILE,
     RUN_FILE,
@@ -83,6 +83,7 @@ class RunRecord:
     speedup: float | None = None
     strategy: str | None = None
     warnings: tuple[str, ...] = ()
+    landing: LandingStarted | None = None  # a crashed run's landing, begun and not finished
 
     @property
     def tasks_file(self) -> str:
@@ -116,6 +117,7 @@ class RunRecord:
                 "started": self.started, "ended": self.ended, "wall": self.wall, "strategy": self.strategy,
                 "estimated_speedup": self.estimated_speedup, "speedup": self.speedup,
                 "folder": str(self.folder), "tasks": [asdict(t) for t in self.tasks],
+                "interrupted_landing": asdict(self.landing) if self.landing else None,
                 "warnings": list(self.warnings)}
 
 
@@ -163,13 +165,14 @@ class _Replay:
         self.started_data: dict[str, Any] = {}
         self.started: float | None = None
         self.finished: dict[str, Any] | None = None
+        self.landing: LandingStarted | None = None  # announced, and not known to have ended
         self.last_time = meta.created
 
     def apply(self, ev: dict[str, Any]) -> None:
         kind = ev["event"]
         self.last_time = max(self.last_time, float(ev.get("time", 0)))
         if kind in (EventKind.RUN_STARTED, EventKind.RUN_RESUMED):
-            self.finished = None  # a resumed run is running again
+            self.finished = self.landing = None  # a resumed run is running again, its landing done
             self._declare(ev.get("tasks", ()))
             if kind == EventKind.RUN_STARTED:
                 self.started_data = ev
@@ -178,8 +181,11 @@ class _Replay:
             self._task(ev)
         elif kind == EventKind.TASK_PID and ev.get("task") in self.tasks:
             self.tasks[ev["task"]] = replace(self.tasks[ev["task"]], pid=ev.get("pid"))
-        elif kind == EventKind.RUN_FINISHED:
-            self.finished = ev
+        elif kind == EventKind.LANDING:
+            self.landing = Event.from_json(ev).payload  # type: ignore[assignment]
+        elif kind in (EventKind.MERGE, EventKind.RUN_FINISHED):
+            self.landing = None
+            self.finished = ev if kind == EventKind.RUN_FINISHED else self.finished
 
     def _declare(self, tasks: Any) -> None:
         """(Re)declare tasks from a list of {"id", "description", "hash", "kind"}; a count is ignored."""
@@ -240,7 +246,7 @@ def _record(folder: Path, meta: RunMeta, replay: _Replay, parsed: Parsed) -> Run
         exit_code=(end.get("exit_code", _EXIT_OF.get(status)) if end else None),
         estimated_speedup=(end or {}).get("estimated_speedup", replay.started_data.get("estimated_speedup")),
         speedup=(end or {}).get("speedup"), strategy=replay.started_data.get("strategy"),
-        warnings=tuple(warnings))
+        warnings=tuple(warnings), landing=replay.landing if status is RunState.CRASHED else None)
 
 
 def _state_of_exit(code: int | None) -> RunState:
