@@ -17,26 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_gone, marker, sleepers
-from test_e2e_worktree import (
-    CLI_POLL,
-    RUN_ID,
-    Ran,
-    Sandbox,
-    Spawned,
-    assert_clean,
-    assert_no_leftovers,
-    is_ancestor,
-    make_repo,
-    nova_branches,
-    rev,
-    shell_wait_for,
-    show,
-    task_processes,
-    tasks_toml,
-    wait_for_file,
-    wait_until,
-)
+from support.processes import assert_gone, marker, sleepers, task_processes
+from support.repo import is_ancestor, make_repo, nova_branches, rev, show
+from support.sandbox import CLI_POLL, RUN_ID, Ran, Sandbox, Spawned, assert_clean, assert_no_leftovers
+from support.tasks import tasks_toml, write_tasks
+from support.waiting import shell_wait_for, wait_for_file, wait_until
 
 
 def counts(path: Path) -> Counter[str]:
@@ -115,8 +100,8 @@ def hold_for_writing(tmp_path: Path, box: Sandbox, path: Path):  # type: ignore[
     """Another run whose task holds `path` for writing until tmp_path/release exists."""
     folder, held = tmp_path / "holder", tmp_path / "held"
     folder.mkdir()
-    (folder / "tasks.toml").write_text(tasks_toml({
-        "hold": {"cmd": f"touch {held}; {shell_wait_for(tmp_path / 'release')}", "writes": [str(path)]}}))
+    write_tasks(folder, {
+        "hold": {"cmd": f"touch {held}; {shell_wait_for(tmp_path / 'release')}", "writes": [str(path)]}})
     holder = box.spawn("run", folder / "tasks.toml", cwd=folder)
     wait_for_file(held)
     return holder
@@ -145,9 +130,7 @@ def crash_tasks_file(folder: Path, counter: Path, started: Path, gate: Path, *,
     tasks["after"] = {"cmd": counted("after", "true", counter, started), "depends_on": ["slow1"]}
     if changed:
         tasks[changed]["cmd"] = str(tasks[changed]["cmd"]) + "; true"
-    path = folder / "tasks.toml"
-    path.write_text(tasks_toml(tasks))
-    return path
+    return write_tasks(folder, tasks)
 
 
 @pytest.mark.parametrize("moment", ["before_any_task_started", "while_tasks_run", "after_some_finished"])
@@ -264,9 +247,7 @@ def background_tasks(folder: Path, go: Path, *, failing: bool = False) -> Path:
         "hello": {"cmd": f"echo hello-from-the-task; {shell_wait_for(go)}; echo bye"},
         "other": {"cmd": f"{shell_wait_for(go)}; " + ("exit 5" if failing else "true")},
     }
-    path = folder / "tasks.toml"
-    path.write_text(tasks_toml(tasks))
-    return path
+    return write_tasks(folder, tasks)
 
 
 def test_a_background_run_returns_at_once_and_status_logs_and_wait_follow_it(
@@ -325,12 +306,12 @@ def test_cancel_leaves_no_task_process_alive(tmp_path: Path, box: Sandbox) -> No
     folder = tmp_path / "work"
     folder.mkdir()
     marker = f"nova-e2e-cancel-{tmp_path.name}"
-    (folder / "tasks.toml").write_text(tasks_toml({
+    write_tasks(folder, {
         "plain": {"cmd": f"sleep 30; echo {marker}"},
         # a descendant in its own session, and one that ignores SIGTERM
         "escaper": {"cmd": f"setsid sh -c 'sleep 30; echo {marker}' & trap '' TERM; sleep 30; wait"},
         "queued": {"cmd": "true", "depends_on": ["plain"]},
-    }))
+    })
     launched = box.cli("run", "--background", folder / "tasks.toml", cwd=folder)
     run_id = launched.out.strip()
     wait_recorded(box, run_id, {"plain", "escaper"}, "running")
@@ -383,10 +364,10 @@ def test_a_cancelled_worktree_run_keeps_its_branches_and_resume_lands_everything
 def test_resume_of_a_failed_run_reports_the_kept_tasks_as_status_does(tmp_path: Path, box: Sandbox) -> None:
     folder, fixed = tmp_path / "work", tmp_path / "fixed"
     folder.mkdir()
-    (folder / "tasks.toml").write_text(tasks_toml({
+    write_tasks(folder, {
         "fine": {"cmd": "true"},
         "flaky": {"cmd": f"test -e {fixed}"},
-    }))
+    })
     failed = box.run(folder / "tasks.toml")
     assert failed.code == 1, failed
     fixed.touch()
@@ -405,10 +386,10 @@ def test_resume_of_a_failed_run_reports_the_kept_tasks_as_status_does(tmp_path: 
 def test_the_durations_of_a_run_feed_the_next_plan(tmp_path: Path, box: Sandbox) -> None:
     folder = tmp_path / "work"
     folder.mkdir()
-    (folder / "tasks.toml").write_text(tasks_toml({
+    write_tasks(folder, {
         "long": {"cmd": "sleep 1.2"},
         "short": {"cmd": "true"},
-    }))
+    })
 
     def estimates() -> dict[str, float]:
         ran = box.cli("plan", folder / "tasks.toml", "--json", cwd=folder)

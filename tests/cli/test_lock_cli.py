@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, run_cli
+from support.cli import run_cli, spawn_cli
 
 # Records when it ran: "<start> <end>" in monotonic seconds (one clock for the whole machine).
 RECORD = ("import sys, time; t = time.monotonic(); time.sleep(0.3)\n"
@@ -36,8 +36,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def start(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "novaproc", *args], cwd=cwd, env=clean_env(env), text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return spawn_cli(*args, cwd=cwd, env=env)
 
 
 def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:

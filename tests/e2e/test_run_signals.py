@@ -9,16 +9,15 @@ import contextlib
 import json
 import queue
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import assert_gone, clean_env, marker, run_cli, write_tasks
-from test_run_cli import RUN_TABLE, call_task, task
+from support.cli import run_cli, spawn_cli
+from support.processes import assert_gone, marker
+from support.tasks import RUN_TABLE, call_task, task, write_tasks
 
 DEADLINE = 30.0
 
@@ -30,11 +29,9 @@ class LiveRun:
         path = write_tasks(tmp_path, text)
         self.stderr_path = tmp_path / "stderr"
         with self.stderr_path.open("w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "novaproc", "run", str(path), "--json", *args],
-                cwd=tmp_path, env=clean_env({"NOVA_STATE_DIR": str(tmp_path / "state")}),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True,
-                start_new_session=True)
+            self.proc = spawn_cli("run", path, "--json", *args, cwd=tmp_path,
+                                  env={"NOVA_STATE_DIR": str(tmp_path / "state")}, stderr=err,
+                                  start_new_session=True)
         self.lines: list[dict] = []
         self._queue: queue.Queue[dict | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

@@ -4,14 +4,14 @@ about them. Order and overlap come from timestamps the tasks record themselves."
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import write_tasks
+from support.stamps import max_overlap, read_stamps, stamp_cmd, stamped
+from support.tasks import toml_value, write_tasks
 
 from novaproc.errors import ExitCode
 from novaproc.execution.pool import WorkerPool
@@ -38,38 +38,6 @@ def hang_guard():
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, old)
-
-
-def stamp_cmd(stamps: Path, seconds: float, then: str = "") -> str:
-    """A shell command that records its start and end (wall clock) around a sleep."""
-    rec = f'echo "$NOVA_TASK_ID %s $(date +%%s.%%N)" >> {stamps}'
-    return f"{rec % 'start'}; sleep {seconds}; {rec % 'end'}" + (f"; {then}" if then else "")
-
-
-def read_stamps(stamps: Path) -> dict[str, list[tuple[float, float]]]:
-    """Task id -> its (start, end) intervals, one per attempt, in order."""
-    open_: dict[str, float] = {}
-    spans: dict[str, list[tuple[float, float]]] = {}
-    for line in stamps.read_text().splitlines():
-        tid, what, at = line.split()
-        if what == "start":
-            open_[tid] = float(at)
-        else:
-            spans.setdefault(tid, []).append((open_.pop(tid), float(at)))
-    return spans
-
-
-def max_overlap(spans: dict[str, list[tuple[float, float]]]) -> int:
-    points = sorted((t, d) for runs in spans.values() for s, e in runs for t, d in ((s, 1), (e, -1)))
-    most = now = 0
-    for _, delta in points:  # at equal times an end (-1) sorts before a start (+1)
-        now += delta
-        most = max(most, now)
-    return most
-
-
-def toml_str(text: str) -> str:
-    return json.dumps(text)  # a JSON string is a valid TOML basic string
 
 
 class Runner:
@@ -110,18 +78,12 @@ def run(tmp_path: Path) -> Runner:
     return Runner(tmp_path)
 
 
-def sleepers(run: Runner, ids: list[str], seconds: float = 0.3, **fields: str) -> str:
-    extra = "".join(f"{k} = {v}\n" for k, v in fields.items())
-    return "".join(f"[tasks.{tid}]\ncmd = {toml_str(stamp_cmd(run.stamps, seconds))}\n{extra}\n"
-                   for tid in ids)
-
-
 # ---------------------------------------------------------------- throttle
 
 
 def test_an_overloaded_machine_runs_tasks_one_at_a_time_and_says_why(run):
     overloaded = Throttle(90.0, 90.0, sampler=lambda: Load(99.0, 40.0), interval=0.0)
-    outcome = run(sleepers(run, ["a", "b", "c", "d"], 0.2), throttle=overloaded, max_parallel=4)
+    outcome = run(stamped(run.stamps, ["a", "b", "c", "d"], 0.2), throttle=overloaded, max_parallel=4)
     assert outcome.exit_code == ExitCode.OK
     spans = run.spans()
     assert sorted(spans) == ["a", "b", "c", "d"]
@@ -133,7 +95,7 @@ def test_an_overloaded_machine_runs_tasks_one_at_a_time_and_says_why(run):
 
 def test_a_machine_under_its_limits_runs_tasks_together(run):
     calm = Throttle(90.0, 90.0, sampler=lambda: Load(10.0, 10.0), interval=0.0)
-    outcome = run(sleepers(run, ["a", "b", "c"], 0.5), throttle=calm, max_parallel=3)
+    outcome = run(stamped(run.stamps, ["a", "b", "c"], 0.5), throttle=calm, max_parallel=3)
     assert outcome.exit_code == ExitCode.OK
     assert max_overlap(run.spans()) >= 2
     assert not any(run.reasons(tid) for tid in "abc")
@@ -142,7 +104,7 @@ def test_a_machine_under_its_limits_runs_tasks_together(run):
 def test_throttle_lifts_when_the_load_falls(run):
     loads = iter([Load(99.0, 10.0)] * 3)
     gate = Throttle(90.0, 90.0, sampler=lambda: next(loads, Load(5.0, 5.0)), interval=0.0)
-    outcome = run(sleepers(run, ["a", "b", "c", "d"], 0.4), throttle=gate, max_parallel=4)
+    outcome = run(stamped(run.stamps, ["a", "b", "c", "d"], 0.4), throttle=gate, max_parallel=4)
     assert outcome.exit_code == ExitCode.OK
     assert max_overlap(run.spans()) >= 2  # once the load fell, the rest started together
 
@@ -169,7 +131,7 @@ def test_a_slot_freed_while_throttled_is_refilled_without_waiting_for_the_next_i
     gate = Throttle(90.0, 90.0, sampler=OwnLoad(), interval=2.0)
     # a's end comes after an interval, so the reading then, covering a and b, pauses starts;
     # b runs on long after, so it is not the "none runs" rule that lets c start
-    text = "".join(f"[tasks.{tid}]\ncmd = {toml_str(stamp_cmd(run.stamps, seconds))}\n\n"
+    text = "".join(stamped(run.stamps, [tid], seconds)
                    for tid, seconds in (("a", 2.6), ("b", 5.0), ("c", 0.1)))
     outcome = run(text, throttle=gate, max_parallel=2)
     assert outcome.exit_code == ExitCode.OK
@@ -185,11 +147,11 @@ def test_a_slot_freed_while_throttled_is_refilled_without_waiting_for_the_next_i
 def test_ready_tasks_start_longest_critical_path_first(run):
     text = f"""
         [tasks.solo]
-        cmd = {toml_str(stamp_cmd(run.stamps, 0.05))}
+        cmd = {toml_value(stamp_cmd(run.stamps, 0.05))}
         [tasks.head]
-        cmd = {toml_str(stamp_cmd(run.stamps, 0.05))}
+        cmd = {toml_value(stamp_cmd(run.stamps, 0.05))}
         [tasks.tail]
-        cmd = {toml_str(stamp_cmd(run.stamps, 0.05))}
+        cmd = {toml_value(stamp_cmd(run.stamps, 0.05))}
         depends_on = ["head"]
     """
     assert run(text, max_parallel=1).exit_code == ExitCode.OK
@@ -199,7 +161,7 @@ def test_ready_tasks_start_longest_critical_path_first(run):
 
 
 def test_a_task_wanting_more_cpu_than_slots_still_runs_alone(run):
-    text = sleepers(run, ["big"], 0.2, cpu="8") + sleepers(run, ["small1", "small2"], 0.2)
+    text = stamped(run.stamps, ["big"], 0.2, cpu=8) + stamped(run.stamps, ["small1", "small2"], 0.2)
     outcome = run(text, max_parallel=2)
     assert outcome.exit_code == ExitCode.OK
     spans = run.spans()
@@ -210,15 +172,15 @@ def test_a_task_wanting_more_cpu_than_slots_still_runs_alone(run):
 
 
 def test_a_task_wanting_more_of_a_resource_than_its_capacity_runs_alone(run):
-    text = sleepers(run, ["greedy"], 0.2, resources="{db = 3}") + sleepers(run, ["modest"], 0.2,
-                                                                           resources='["db"]')
+    text = (stamped(run.stamps, ["greedy"], 0.2, resources={"db": 3})
+            + stamped(run.stamps, ["modest"], 0.2, resources=["db"]))
     outcome = run(text, max_parallel=4, resources={"db": 1})
     assert outcome.exit_code == ExitCode.OK
     assert max_overlap(run.spans()) == 1
 
 
 def test_resource_capacity_two_allows_two_at_once(run):
-    text = sleepers(run, ["a", "b", "c", "d"], 0.5, resources='["db"]')
+    text = stamped(run.stamps, ["a", "b", "c", "d"], 0.5, resources=["db"])
     outcome = run(text, max_parallel=4, resources={"db": 2})
     assert outcome.exit_code == ExitCode.OK
     assert max_overlap(run.spans()) == 2
@@ -252,7 +214,7 @@ class RefusingGate:
 
 def test_a_task_refused_by_the_gate_waits_with_its_reason_then_runs(run):
     gate = RefusingGate("b", refusals=3)
-    outcome = run(sleepers(run, ["a", "b"], 0.1), gate=gate, max_parallel=2)
+    outcome = run(stamped(run.stamps, ["a", "b"], 0.1), gate=gate, max_parallel=2)
     assert outcome.exit_code == ExitCode.OK
     assert run.reasons("b") == ["path src/ locked by another run"]
     assert run.states("b")[-2:] == ["running", "done"]
@@ -261,7 +223,7 @@ def test_a_task_refused_by_the_gate_waits_with_its_reason_then_runs(run):
 
 def test_a_gate_refusing_while_nothing_runs_is_polled_not_stuck(run):
     gate = RefusingGate("only", refusals=5)
-    outcome = run(sleepers(run, ["only"], 0.05), gate=gate)
+    outcome = run(stamped(run.stamps, ["only"], 0.05), gate=gate)
     assert outcome.exit_code == ExitCode.OK
     assert gate.refusals == 0
 
@@ -300,7 +262,7 @@ def test_every_task_ends_exactly_once_and_events_carry_the_run_id(run):
 def test_a_retry_waits_with_a_reason_and_runs_attempt_two(run, tmp_path):
     counter = tmp_path / "count"
     cmd = f"n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; [ $n -ge 2 ]"
-    outcome = run(f"[tasks.flaky]\ncmd = {toml_str(cmd)}\nretries = 2\n")
+    outcome = run(f"[tasks.flaky]\ncmd = {toml_value(cmd)}\nretries = 2\n")
     assert outcome.exit_code == ExitCode.OK
     rec = outcome.records["flaky"]
     assert rec.state == TaskState.DONE and rec.attempts == 2
@@ -316,7 +278,7 @@ def test_an_allowed_failure_does_not_stop_a_fail_fast_run(run):
         [tasks.shaky]
         cmd = "exit 1"
         allow_failure = true
-        {sleepers(run, ["steady"], 0.5)}
+        {stamped(run.stamps, ["steady"], 0.5)}
     """
     outcome = run(text, fail_fast=True, max_parallel=2)
     assert outcome.exit_code == ExitCode.OK
@@ -325,7 +287,7 @@ def test_an_allowed_failure_does_not_stop_a_fail_fast_run(run):
 
 
 def test_speedup_is_task_time_over_wall(run):
-    outcome = run(sleepers(run, ["a", "b"], 0.3), max_parallel=2)
+    outcome = run(stamped(run.stamps, ["a", "b"], 0.3), max_parallel=2)
     assert outcome.task_time == pytest.approx(sum(r.run_time for r in outcome.records.values()))
     assert outcome.speedup == pytest.approx(outcome.task_time / outcome.wall)
     for rec in outcome.records.values():
@@ -351,7 +313,7 @@ class CountingPool(WorkerPool):
 
 
 def test_the_loop_sleeps_while_it_waits_out_the_kill_grace(run):
-    text = f"[tasks.stubborn]\ncmd = {toml_str(IGNORES_TERM)}\ntimeout = 0.2\n"
+    text = f"[tasks.stubborn]\ncmd = {toml_value(IGNORES_TERM)}\ntimeout = 0.2\n"
     pool = CountingPool(1, 1.0)
     outcome = run(text, kill_grace=1.0, pool=pool)
     assert outcome.records["stubborn"].error == "timed out after 0.2s"
@@ -362,7 +324,7 @@ def test_the_loop_sleeps_while_it_waits_out_the_kill_grace(run):
 
 @pytest.mark.parametrize("offset", [1e4, -1e4])
 def test_an_injected_clock_does_not_change_the_kill_grace(run, offset):
-    text = f"[tasks.stubborn]\ncmd = {toml_str(IGNORES_TERM)}\ntimeout = 0.2\n"
+    text = f"[tasks.stubborn]\ncmd = {toml_value(IGNORES_TERM)}\ntimeout = 0.2\n"
     outcome = run(text, kill_grace=1.0, clock=lambda: time.monotonic() + offset)
     rec = outcome.records["stubborn"]
     assert rec.error == "timed out after 0.2s"

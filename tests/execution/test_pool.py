@@ -13,35 +13,17 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import assert_gone, marker, marker_procs, sleepers
+from support.processes import assert_gone, marker, marker_procs, sleepers
+from support.waiting import wait_until
 
 from novaproc.execution.pool import WorkerPool
 from novaproc.messages import Escalated, Finished, Job, Started
 
 DEADLINE = 30.0
+POLL = 0.05  # seconds between checks while waiting
 
 
 # ---------------------------------------------------------------- helpers
-
-
-
-
-
-
-
-
-
-
-def wait_until(predicate, timeout: float = DEADLINE, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 
 
 def make_job(tmp_path: Path, tid: str = "t", **fields) -> Job:
@@ -336,8 +318,8 @@ def test_terminate_ends_the_whole_tree_including_setsid_descendants(tmp_path, po
     p, reports = pool(1)
     p.submit(job)
     reports.until_started("t")
-    wait_until(ready.exists, what="the task to start its children")
-    wait_until(lambda: len(sleepers(mark)) == 3, what="three marker processes")
+    wait_until(ready.exists, what="the task to start its children", timeout=DEADLINE, every=POLL)
+    wait_until(lambda: len(sleepers(mark)) == 3, what="three marker processes", timeout=DEADLINE, every=POLL)
     p.terminate("t")
     finished = reports.until_finished("t")
     assert not finished.ok
@@ -355,7 +337,8 @@ def test_terminate_escalates_to_sigkill_after_the_grace_period(tmp_path, pool):
     p, reports = pool(1, kill_grace=1.0)
     p.submit(job)
     reports.until_started("t")
-    wait_until(lambda: ready.exists() and marker_procs(mark), what="the task to start")
+    wait_until(lambda: ready.exists() and marker_procs(mark), what="the task to start", timeout=DEADLINE,
+               every=POLL)
     sent = time.time()
     p.terminate("t")
     finished = reports.until_finished("t")
@@ -371,7 +354,7 @@ def test_terminate_with_kill_does_not_wait_for_the_grace_period(tmp_path, pool):
     p, reports = pool(1, kill_grace=60.0)
     p.submit(job)
     reports.until_started("t")
-    wait_until(lambda: marker_procs(mark), what="the task to start")
+    wait_until(lambda: marker_procs(mark), what="the task to start", timeout=DEADLINE, every=POLL)
     p.terminate("t", kill=True)
     finished = reports.until_finished("t")  # well before the 60 s grace
     assert not finished.ok and not reports.escalated  # a kill asked for is no escalation
@@ -384,11 +367,11 @@ def test_shutdown_stops_running_tasks_and_workers(tmp_path, pool):
     for tid in ("a", "b"):
         p.submit(make_job(tmp_path, tid, shell=f"sleep {mark} & setsid sleep {mark}; wait"))
     workers = {psutil.Process(reports.until_started(tid).pid).ppid() for tid in ("a", "b")}
-    wait_until(lambda: len(sleepers(mark)) == 4, what="four marker processes")
+    wait_until(lambda: len(sleepers(mark)) == 4, what="four marker processes", timeout=DEADLINE, every=POLL)
     p.shutdown()
     assert_gone(mark)
     wait_until(lambda: not any(psutil.pid_exists(w) and psutil.Process(w).status() != psutil.STATUS_ZOMBIE
-                               for w in workers), what="the workers to exit")
+                               for w in workers), what="the workers to exit", timeout=DEADLINE, every=POLL)
     p.shutdown()  # safe twice
 
 
@@ -402,7 +385,7 @@ def test_a_killed_worker_fails_only_its_task_and_is_replaced(tmp_path, pool):
     p.submit(make_job(tmp_path, "victim", shell=f"sleep {mark}"))
     p.submit(make_job(tmp_path, "bystander", shell="sleep 0.5"))
     reports.until_started("victim")
-    wait_until(lambda: sleepers(mark), what="the victim's sleep")
+    wait_until(lambda: sleepers(mark), what="the victim's sleep", timeout=DEADLINE, every=POLL)
     kill_worker_of(reports, "victim")
     died = reports.until_finished("victim")
     assert not died.ok
@@ -420,7 +403,7 @@ def test_a_killed_worker_leaves_no_setsid_descendant_behind(tmp_path, pool):
     p, reports = pool(1)
     p.submit(make_job(tmp_path, "victim", shell=f"sleep {mark} & setsid sleep {mark}; wait"))
     reports.until_started("victim")
-    wait_until(lambda: len(sleepers(mark)) == 2, what="the victim's processes")
+    wait_until(lambda: len(sleepers(mark)) == 2, what="the victim's processes", timeout=DEADLINE, every=POLL)
     kill_worker_of(reports, "victim")
     assert not reports.until_finished("victim").ok
     assert_gone(mark, timeout=3)
@@ -444,7 +427,7 @@ def test_a_worker_that_died_while_idle_is_replaced(tmp_path, pool):
     assert reports.until_finished("first").ok
     worker = int((tmp_path / "first.log").read_text())
     os.kill(worker, signal.SIGKILL)  # the OOM killer may pick an idle worker too
-    wait_until(lambda: _gone(worker), what="the idle worker to die")
+    wait_until(lambda: _gone(worker), what="the idle worker to die", timeout=DEADLINE, every=POLL)
     p.submit(make_job(tmp_path, "second", shell="echo ran"))
     assert reports.until_finished("second").ok
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import git
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.repo import git, make_repo
 
 from novaproc.errors import ExitCode
 from novaproc.isolation.merge import MergeOutcome, merge_results
@@ -25,22 +25,9 @@ Edit = Callable[[Path], None]
 pytestmark = pytest.mark.usefixtures("isolated_git")
 
 
-def make_repo(root: Path, files: dict[str, str]) -> Path:
-    root.mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Test")
-    git(root, "config", "user.email", "test@example.com")
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "base")
-    return root
-
-
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo", {"a.txt": "a\n", "b.txt": "b\n", "c.txt": "c\n", "shared.txt": "s\n"})
+def repo(git_repo: Callable[..., Path]) -> Path:
+    return git_repo({"a.txt": "a\n", "b.txt": "b\n", "c.txt": "c\n", "shared.txt": "s\n"})
 
 
 class Run:
@@ -232,7 +219,7 @@ def test_a_target_moved_during_verify_in_a_file_the_run_changed_keeps_both(tmp_p
     text = (repo / "lines.txt").read_text()
     assert text.startswith("one\n") and text.endswith("eight\n")
     assert git(repo, "status", "--porcelain") == ""
-    assert any("moved while merging" in n for n in outcome.notes)
+    assert any("merged onto its new tip and verified again" in n for n in outcome.notes)
 
 
 def test_a_dirty_checkout_is_never_overwritten(repo: Path, tmp_path: Path) -> None:

@@ -14,19 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_e2e_worktree import (
-    CLI_POLL,
-    RUN_ID,
-    Sandbox,
-    Spawned,
-    git,
-    make_repo,
-    shell_wait_for,
-    stamp,
-    tasks_toml,
-    wait_for_file,
-    wait_until,
-)
+from support.repo import git, make_repo
+from support.sandbox import CLI_POLL, RUN_ID, Sandbox, Spawned
+from support.stamps import stamp
+from support.tasks import tasks_toml, write_tasks
+from support.waiting import shell_wait_for, wait_for_file, wait_until
 
 
 def timed(name: str, body: str, stamps: Path) -> str:
@@ -51,13 +43,6 @@ def intervals(stamps: Path) -> dict[str, tuple[float, float]]:
 def assert_never_overlap(spans: dict[str, tuple[float, float]]) -> None:
     for (a, (a0, a1)), (b, (b0, b1)) in itertools.combinations(sorted(spans.items()), 2):
         assert a1 <= b0 or b1 <= a0, f"{a} {a0:.3f}..{a1:.3f} overlaps {b} {b0:.3f}..{b1:.3f}"
-
-
-def write_tasks(folder: Path, tasks: dict[str, dict[str, object]]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "tasks.toml"
-    path.write_text(tasks_toml(tasks))
-    return path
 
 
 # ------------------------------------------------------------------------------- two runs
@@ -293,7 +278,7 @@ def test_a_lock_held_with_the_lock_command_holds_a_runs_task_back(tmp_path: Path
     assert ran.code == 0, ran
     (started,), (freed,) = times(stamps / "edit.start"), times(released)
     assert started >= freed
-    assert git(repo, "show", "main:data/db.txt") == "base\nedited\n"
+    assert git(repo, "show", "main:data/db.txt", strip=False) == "base\nedited\n"
 
 
 def test_the_lock_command_gives_up_with_75_on_a_file_a_run_holds(tmp_path: Path, box: Sandbox) -> None:

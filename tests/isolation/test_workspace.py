@@ -8,33 +8,25 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import git
+from support.repo import git, nova_branches
 
 from novaproc.errors import EnvironmentFault
 from novaproc.isolation.clean import clean, remove_stale_locks
 from novaproc.isolation.furnish import SetupFailed
-from novaproc.isolation.repo import MergeConflict, Repo
+from novaproc.isolation.interface import BaseConflict
+from novaproc.isolation.repo import Repo
 from novaproc.isolation.worktree_pool import Workspaces, undeclared
 
 pytestmark = pytest.mark.usefixtures("isolated_git")
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    (root / "src").mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Test")
-    git(root, "config", "user.email", "test@example.com")
-    (root / "a.txt").write_text("a\n")
-    (root / "src" / "m.py").write_text("x = 1\n")
-    (root / ".gitignore").write_text("*.log\nbuild/\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "base")
-    return root
+def repo(git_repo: Callable[..., Path]) -> Path:
+    return git_repo({"a.txt": "a\n", "src/m.py": "x = 1\n", ".gitignore": "*.log\nbuild/\n"})
 
 
 def workspaces(repo: Path, tmp_path: Path, run_id: str = "r1", **kw: object) -> Workspaces:
@@ -45,10 +37,6 @@ def workspaces(repo: Path, tmp_path: Path, run_id: str = "r1", **kw: object) -> 
 def files_in(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
             if p.relative_to(folder).parts[0] != ".git" and (p.is_file() or p.is_symlink())}
-
-
-def nova_branches(repo: Path) -> list[str]:
-    return git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/nova/").split()
 
 
 def test_layout_branch_includes_and_setup(repo: Path, tmp_path: Path) -> None:
@@ -118,7 +106,7 @@ def test_a_dependent_sees_its_dependencies_changes(repo: Path, tmp_path: Path) -
     assert ws.commit("use", (), "none").commit is None  # the merged base is not the dependent's change
 
 
-def test_conflicting_parents_are_refused(repo: Path, tmp_path: Path) -> None:
+def test_conflicting_parents_say_which_one_and_on_what(repo: Path, tmp_path: Path) -> None:
     ws = workspaces(repo, tmp_path)
     results = []
     for task in ("x", "y"):
@@ -126,9 +114,10 @@ def test_conflicting_parents_are_refused(repo: Path, tmp_path: Path) -> None:
         (path / "a.txt").write_text(task)
         results.append(ws.commit(task, (), task).commit)
         ws.release(task, keep=False)
-    with pytest.raises(MergeConflict, match=r"a\.txt") as info:
+    with pytest.raises(BaseConflict, match=r"a\.txt") as info:
         ws.prepare("z", results)
-    assert info.value.files == ("a.txt",)
+    # the second parent conflicts with the first; the supervisor runs it again on the first's
+    assert (info.value.files, info.value.index, info.value.merged) == (("a.txt",), 1, results[0])
 
 
 @pytest.mark.parametrize("committed", [True, False])

@@ -13,85 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_gone, clean_env, marker, run_cli, write_tasks
-from test_supervisor import max_overlap, read_stamps, stamp_cmd
+from support.cli import run_cli, spawn_cli
+from support.processes import assert_gone, marker
+from support.runs import nova
+from support.stamps import max_overlap, read_stamps, stamp_cmd, stamped
+from support.tasks import RUN_TABLE, call_task, task, write_tasks
 
-# no CPU/memory throttle: a busy CI machine must not serialise tasks whose overlap is asserted
-RUN_TABLE = "[run]\ncpu_limit = 100\nmemory_limit = 100\nkill_grace = 1\n"
+# RUN_TABLE (support.tasks): no CPU/memory throttle, so a busy CI machine does not serialise tasks
+# whose overlap is asserted
 
 
 # ---------------------------------------------------------------- helpers
-
-
-class Result:
-    """A finished `novaproc run`, with its state dir to read the journal and logs from."""
-
-    def __init__(self, proc: subprocess.CompletedProcess[str], state: Path) -> None:
-        self.proc, self.state = proc, state
-        self.code, self.out, self.err = proc.returncode, proc.stdout, proc.stderr
-
-    def __repr__(self) -> str:
-        return f"<exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}>"
-
-    def lines(self) -> list[dict]:
-        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
-
-    def summary(self) -> dict:
-        last = self.lines()[-1]
-        assert last["event"] == "summary", self
-        return last
-
-    def tasks(self) -> dict[str, dict]:
-        return self.summary()["tasks"]
-
-    def states(self) -> dict[str, str]:
-        return {tid: t["state"] for tid, t in self.tasks().items()}
-
-    def runs(self) -> list[Path]:
-        folder = self.state / "runs"
-        return sorted(folder.iterdir()) if folder.is_dir() else []
-
-    def log(self, tid: str) -> str:
-        (run,) = self.runs()
-        return (run / "logs" / f"{tid}.log").read_text()
-
-
-def nova(tmp_path: Path, text: str, *args: str, env: dict[str, str] | None = None,
-         json_output: bool = True, timeout: float = 60) -> Result:
-    """Write `text` as tasks.toml in tmp_path and run it (with --json unless told otherwise)."""
-    path = write_tasks(tmp_path, text)
-    state = tmp_path / "state"
-    flags = ["--json"] if json_output else []
-    proc = run_cli("run", path, *flags, *args, cwd=tmp_path,
-                   env={"NOVA_STATE_DIR": str(state), **(env or {})}, timeout=timeout)
-    return Result(proc, state)
-
-
-def task(tid: str, cmd: str | list[str], **fields: object) -> str:
-    """One [tasks.<tid>] table; field values are written as TOML (strings quoted)."""
-    lines = [f"[tasks.{tid}]", f"cmd = {json.dumps(cmd)}"]
-    for key, value in fields.items():
-        if isinstance(value, dict):
-            value = "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + "}"
-        else:
-            value = json.dumps(value)
-        lines.append(f"{key} = {value}")
-    return "\n".join(lines) + "\n\n"
-
-
-def call_task(tid: str, target: str, **fields: object) -> str:
-    text = task(tid, "", **fields)
-    return text.replace('cmd = ""', f"call = {json.dumps(target)}")
-
-
-def stamped(stamps: Path, ids: list[str], seconds: float = 0.3, **fields: object) -> str:
-    return "".join(task(tid, stamp_cmd(stamps, seconds), **fields) for tid in ids)
-
-
-
-
-
-
 
 
 def starts_before(spans, first: str, then: str) -> bool:
@@ -359,9 +291,8 @@ def test_tasks_never_read_the_clis_stdin(tmp_path):
     path = write_tasks(tmp_path, RUN_TABLE + task("cat", "cat") + call_task("py", "reader:slurp"))
     out_path = tmp_path / "out.jsonl"
     with out_path.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "novaproc", "run", str(path), "--json"],
-                                cwd=tmp_path, env=clean_env({"NOVA_STATE_DIR": str(tmp_path / "state")}),
-                                stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
+        proc = spawn_cli("run", path, "--json", cwd=tmp_path, env={"NOVA_STATE_DIR": str(tmp_path / "state")},
+                         stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, text=False)
     try:  # stdin stays open and empty: a task reading it would wait forever
         code = proc.wait(60)
     finally:
@@ -382,10 +313,8 @@ def _default_sigint() -> None:
 def test_tasks_start_with_default_signal_handling(tmp_path):
     probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
     path = write_tasks(tmp_path, RUN_TABLE + task("probe", [sys.executable, "-c", probe]))
-    proc = subprocess.run([sys.executable, "-m", "novaproc", "run", str(path), "-q"], cwd=tmp_path,
-                          env=clean_env({"NOVA_STATE_DIR": str(tmp_path / "state")}),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
-                          preexec_fn=_default_sigint)
+    proc = run_cli("run", path, "-q", cwd=tmp_path, env={"NOVA_STATE_DIR": str(tmp_path / "state")},
+                   timeout=60, preexec_fn=_default_sigint)
     assert proc.returncode == 0, proc.stderr
     (run,) = (tmp_path / "state" / "runs").iterdir()
     assert (run / "logs" / "probe.log").read_text().strip() == "True"
@@ -581,7 +510,8 @@ def test_a_state_dir_where_a_file_is_exits_2_and_runs_nothing(tmp_path, where):
     state = where.format(file=tmp_path / "a-file")
     result = nova(tmp_path, task("a", f"touch {ran}"), env={"NOVA_STATE_DIR": state})
     assert result.code == 2, result
-    assert f"cannot create the state dir {state}" in result.err and "Traceback" not in result.err
+    assert f"the state dir {state}" in result.err and "Traceback" not in result.err
+    assert any(why in result.err for why in ("is not a folder", "Not a directory", "File exists"))
     assert not ran.exists()
     background = run_cli("run", tmp_path / "tasks.toml", "--background", cwd=tmp_path,
                          env={"NOVA_STATE_DIR": state})

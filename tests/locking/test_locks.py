@@ -136,8 +136,12 @@ def test_a_symlinked_or_world_writable_lock_folder_is_refused(tmp_path: Path) ->
         prepare_lock_dir(tmp_path / "link")
     (tmp_path / "open").mkdir()
     os.chmod(tmp_path / "open", 0o777)
-    with pytest.raises(EnvironmentFault, match="writable by every user"):
+    with pytest.raises(EnvironmentFault, match=r"writable by other users \(mode 777\)"):
         LockManager(tmp_path / "open")
+    (tmp_path / "group").mkdir()
+    os.chmod(tmp_path / "group", 0o770)  # the group's members are other users too
+    with pytest.raises(EnvironmentFault, match=r"writable by other users \(mode 770\)"):
+        LockManager(tmp_path / "group")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import assert_gone, marker, sleepers
-from test_pool import wait_until
+from support.processes import assert_gone, marker, sleepers
+from support.waiting import wait_until
 
 from novaproc.execution import guard
 from novaproc.execution.guard import Ending, run_guarded
@@ -73,7 +73,7 @@ def test_the_command_dies_with_a_killed_caller(tmp_path: Path) -> None:
         f"run_guarded(['/bin/sh', '-c', 'setsid sleep {mark} & sleep {mark}'], cwd=Path('.'),"
         " stdout=subprocess.DEVNULL)\n")], cwd=tmp_path)
     try:
-        wait_until(lambda: both_sleeping(mark), 10, "both sleeps to run")
+        wait_until(lambda: both_sleeping(mark), "both sleeps to run", timeout=10, every=0.05)
     finally:
         caller.kill()  # SIGKILL: the caller cannot clean up; the guardian must
         caller.wait()

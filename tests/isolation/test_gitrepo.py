@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import git
+from support.repo import commit_all, git, make_repo, write_files
 
 from novaproc.errors import EnvironmentFault, UsageError
 from novaproc.isolation.furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
@@ -20,22 +21,13 @@ pytestmark = pytest.mark.usefixtures("isolated_git")
 
 
 def commit_file(root: Path, name: str, text: str, message: str = "edit") -> str:
-    (root / name).parent.mkdir(parents=True, exist_ok=True)
-    (root / name).write_text(text)
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", message)
-    return git(root, "rev-parse", "HEAD")
+    write_files(root, {name: text})
+    return commit_all(root, message)
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Test")
-    git(root, "config", "user.email", "test@example.com")
-    commit_file(root, "a.txt", "a\n", "base")
-    return root
+def repo(git_repo: Callable[..., Path]) -> Path:
+    return git_repo({"a.txt": "a\n"})
 
 
 def test_preflight_reports_branch_base_target_and_what_is_uncommitted(repo: Path) -> None:
@@ -74,9 +66,7 @@ def test_preflight_refuses_a_rebase_and_an_empty_repository(repo: Path, tmp_path
     (repo / ".git" / "rebase-merge").mkdir()
     with pytest.raises(UsageError, match="rebase"):
         preflight(repo, target=None, merge="auto")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    git(empty, "init", "-q")
+    empty = make_repo(tmp_path / "empty", commit=False)
     with pytest.raises(UsageError, match="no commit yet"):
         preflight(empty, target=None, merge="auto")
     with pytest.raises(UsageError, match="not usable as a git repository"):

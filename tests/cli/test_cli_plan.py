@@ -6,13 +6,14 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, run_cli, write_tasks
+from support.cli import run_cli
+from support.repo import make_repo
+from support.tasks import write_tasks
 
 from novaproc.cli.version import VERSION
 from novaproc.inputs import taskfile
@@ -304,7 +305,7 @@ def test_plan_only_keeps_the_named_tasks_and_their_dependencies(tmp_path):
 
 def test_plan_of_a_file_in_a_git_repository_from_another_folder(tmp_path):
     repo = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    make_repo(repo, commit=False)
     path = write_tasks(repo / "jobs", '[tasks.a]\ncmd = "x"\nwrites = ["src/./a.py"]\n')
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -381,7 +382,7 @@ def test_init_into_a_named_folder(tmp_path):
 def test_init_refuses_to_overwrite_unless_forced(tmp_path):
     assert run_cli("init", cwd=tmp_path).returncode == 0
     starter = (tmp_path / "tasks.toml").read_text()
-    (tmp_path / "tasks.toml").write_text("# mine\n")
+    write_tasks(tmp_path, "# mine\n")
     refused = run_cli("init", cwd=tmp_path)
     assert refused.returncode == 2
     assert "--force" in refused.stderr
@@ -425,9 +426,7 @@ def test_plan_json_into_a_closed_pipe_is_not_a_traceback(tmp_path):
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        result = subprocess.run([sys.executable, "-m", "novaproc", "plan", "--json", str(path)],
-                                stdout=write_end, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                                env=clean_env(), timeout=60, check=False)
+        result = run_cli("plan", "--json", path, cwd=tmp_path, stdout=write_end, timeout=60)
     finally:
         os.close(write_end)
     assert "Traceback" not in result.stderr

@@ -10,15 +10,15 @@ import os
 import re
 import struct
 import subprocess
-import sys
 import termios
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, write_tasks
-from test_run_cli import RUN_TABLE, nova, task
+from support.cli import spawn_cli
+from support.runs import nova
+from support.tasks import RUN_TABLE, task, write_tasks
 
 from novaproc.cli.views import format_duration, last_line, summary_json, summary_table, write_junit
 from novaproc.inputs.taskfile import Task
@@ -210,9 +210,8 @@ def test_a_junit_path_that_cannot_be_written_is_bad_usage(tmp_path):
 def test_a_reader_that_goes_away_does_not_hide_a_failure(tmp_path):
     path = write_tasks(tmp_path, RUN_TABLE + task("late_failure", "sleep 0.5; exit 1"))
     report = tmp_path / "junit.xml"
-    proc = subprocess.Popen([sys.executable, "-m", "novaproc", "run", str(path), "--junit", str(report)],
-                            cwd=tmp_path, env=clean_env({"NOVA_STATE_DIR": str(tmp_path / "state")}),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = spawn_cli("run", path, "--junit", report, cwd=tmp_path,
+                     env={"NOVA_STATE_DIR": str(tmp_path / "state")}, stderr=subprocess.DEVNULL, text=False)
     assert proc.stdout.readline().startswith(b"novaproc: run ")
     proc.stdout.close()  # like `novaproc run tasks.toml | head -1`
     assert proc.wait(60) == 1
@@ -228,12 +227,10 @@ def run_in_pty(tmp_path: Path, text: str, env: dict[str, str] | None = None,
     path = write_tasks(tmp_path, text)
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    full_env = clean_env({"NOVA_STATE_DIR": str(tmp_path / "state"), "TERM": "xterm-256color"})
-    full_env.pop("NO_COLOR", None)  # the caller's shell must not decide the colour test
-    full_env.update(env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "novaproc", "run", str(path)], cwd=tmp_path,
-                            env=full_env, stdin=slave, stdout=slave, stderr=slave,
-                            start_new_session=True)
+    # the caller's shell must not decide the colour test: its NO_COLOR is dropped
+    proc = spawn_cli("run", path, cwd=tmp_path, drop_env=["NO_COLOR"],
+                     env={"NOVA_STATE_DIR": str(tmp_path / "state"), "TERM": "xterm-256color", **(env or {})},
+                     stdin=slave, stdout=slave, stderr=slave, text=False, start_new_session=True)
     os.close(slave)
     chunks, deadline = [], time.monotonic() + timeout
     try:

@@ -12,12 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import event
+import support
+from support.cli import run_cli, spawn_cli
+from support.events import event
+from support.tasks import write_tasks
 
 from novaproc.messages import RunState, TaskState
 from novaproc.state.format import RunMeta, TaskMeta, process_start_time
 from novaproc.state.journal import Journal
 from novaproc.state.reader import list_runs, load_run
+
+TESTS = Path(support.__file__).resolve().parent.parent  # where `support` is imported from
 
 # A stand-in supervisor: journals a run with tasks "work" and "later", prints the run id, writes
 # output to work's log, and ends as a real one does: finished after `lines` lines with `code`,
@@ -30,7 +35,7 @@ from novaproc.state.format import RunMeta, TaskMeta
 from novaproc.messages import Event, TaskState
 
 sys.path.insert(0, sys.argv[5])
-from conftest import event
+from support.events import event
 
 state, lines, code, on_term = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 tasks = (TaskMeta("work", "do the work", "h1"), TaskMeta("later", "", "h2"))
@@ -63,14 +68,10 @@ finish(TaskState.DONE if code == 0 else TaskState.FAILED, code)
 
 def novaproc(*args: str, state: Path | None = None, cwd: Path | None = None,
              timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """The CLI (without NOVA_* settings, which would change where runs are looked for), told the
+    state dir when `state` is given."""
     extra = ["--state-dir", str(state)] if state is not None else []
-    return subprocess.run([sys.executable, "-m", "novaproc", *args, *extra], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd, env=clean_env(), stdin=subprocess.DEVNULL)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without NOVA_* settings, which would change where runs are looked for."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}, **extra}
+    return run_cli(*args, *extra, cwd=cwd, timeout=timeout)
 
 
 class StandIn:
@@ -78,7 +79,7 @@ class StandIn:
 
     def __init__(self, state: Path, lines: int = 10_000, code: int = 0, on_term: str = "cancel") -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(state), str(lines), str(code),
-                                      on_term, str(Path(__file__).parent)], stdout=subprocess.PIPE, text=True)
+                                      on_term, str(TESTS)], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.run_id = self.proc.stdout.readline().strip()
         assert self.run_id, "the stand-in supervisor did not start"
@@ -263,12 +264,11 @@ def test_the_state_dir_defaults_to_nova_at_the_git_root(tmp_path: Path) -> None:
 
 
 def test_a_real_run_is_seen_by_status_logs_and_wait(tmp_path: Path) -> None:
-    (tmp_path / "tasks.toml").write_text(
-        '[tasks.hello]\ncmd = "echo hello"\n[tasks.broken]\ncmd = "echo oops; exit 3"\n')
+    write_tasks(tmp_path, '[tasks.hello]\ncmd = "echo hello"\n'
+                          '[tasks.broken]\ncmd = "echo oops; exit 3"\n')
     state = tmp_path / "state"
-    ran = subprocess.run([sys.executable, "-m", "novaproc", "run", "--quiet", "tasks.toml"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=60,
-                         env=clean_env(NOVA_STATE_DIR=str(state)), stdin=subprocess.DEVNULL)
+    ran = run_cli("run", "--quiet", "tasks.toml", cwd=tmp_path, env={"NOVA_STATE_DIR": str(state)},
+                  timeout=60)
     assert ran.returncode == 1, ran.stderr
     [run_dir] = (state / "runs").iterdir()
     detail = json.loads(novaproc("status", run_dir.name, "--json", state=state).stdout)
@@ -280,11 +280,10 @@ def test_a_real_run_is_seen_by_status_logs_and_wait(tmp_path: Path) -> None:
 
 def start_real_run(tmp_path: Path, state: Path) -> tuple[subprocess.Popen[bytes], str]:
     """`novaproc run` of a task that sleeps, once its task runs."""
-    (tmp_path / "long.toml").write_text('[tasks.slow]\ncmd = "echo start; sleep 30"\n'
-                                        '[tasks.after]\ncmd = "true"\ndepends_on = ["slow"]\n')
-    proc = subprocess.Popen([sys.executable, "-m", "novaproc", "run", "--quiet", "long.toml"], cwd=tmp_path,
-                            env=clean_env(NOVA_STATE_DIR=str(state)), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    write_tasks(tmp_path, '[tasks.slow]\ncmd = "echo start; sleep 30"\n'
+                          '[tasks.after]\ncmd = "true"\ndepends_on = ["slow"]\n', "long.toml")
+    proc = spawn_cli("run", "--quiet", "long.toml", cwd=tmp_path, env={"NOVA_STATE_DIR": str(state)},
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=False)
     deadline = time.monotonic() + 20
     while True:
         assert time.monotonic() < deadline and proc.poll() is None, "the run did not start its task"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import event
+from support.events import event
 
 from novaproc.errors import EnvironmentFault, InternalError, UsageError
 from novaproc.fsio import write_atomic

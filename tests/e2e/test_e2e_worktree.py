@@ -2,305 +2,35 @@
 inside git). Each test makes its own repository in tmp_path and gives the CLI private state,
 worktree and lock folders, so tests running in parallel never share anything.
 
-The helpers at the top (Sandbox, make_repo, git, tasks_toml, ...) are shared with
-test_e2e_runs.py and test_e2e_locks.py.
+The harness (Sandbox, make_repo, git, tasks_toml, ...) lives in tests/support/.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
-import queue
 import re
 import stat
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
-import psutil
 import pytest
-from conftest import clean_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-T = TypeVar("T")
-
-# no CPU/memory throttle: a busy CI machine must not hold tasks back; short kill grace
-RUN_TABLE: dict[str, object] = {"cpu_limit": 100, "memory_limit": 100, "kill_grace": 1}
-# git must not read the machine's or the user's configuration
-GIT_ENV = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
-RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-CLI_POLL = 0.2  # seconds between polls that start a CLI process (each costs a Python start-up)
-
-
-# ------------------------------------------------------------------------------- helpers
-
-def git(repo: Path, *args: str, check: bool = True) -> str:
-    """`git ARGS` in `repo` without any outside configuration; its stdout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV
-    proc = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-    return proc.stdout
-
-
-def make_repo(path: Path, files: Mapping[str, str]) -> Path:
-    """A git repository at `path` on branch main whose first commit holds `files`."""
-    path.mkdir(parents=True, exist_ok=True)
-    git(path, "init", "-q", "-b", "main")
-    git(path, "config", "user.name", "Nova Test")
-    git(path, "config", "user.email", "nova-test@example.com")
-    write_files(path, files)
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "initial")
-    return path
-
-
-def write_files(root: Path, files: Mapping[str, str]) -> None:
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-
-
-def commit_all(repo: Path, message: str) -> str:
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
-    return rev(repo, "HEAD")
-
-
-def rev(repo: Path, what: str) -> str:
-    return git(repo, "rev-parse", "--verify", "-q", what).strip()
-
-
-def show(repo: Path, ref: str, path: str) -> str | None:
-    """The file `path` at `ref`, or None when it has none."""
-    proc = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=repo, capture_output=True, text=True,
-                          env={k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV,
-                          check=False)
-    return proc.stdout if proc.returncode == 0 else None
-
-
-def nova_branches(repo: Path) -> list[str]:
-    return git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/nova/").split()
-
-
-def worktree_paths(repo: Path) -> list[Path]:
-    out = git(repo, "worktree", "list", "--porcelain")
-    return [Path(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("worktree ")]
-
-
-def is_ancestor(repo: Path, commit: str, of: str) -> bool:
-    return subprocess.run(["git", "merge-base", "--is-ancestor", commit, of], cwd=repo,
-                          env={k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV,
-                          check=False).returncode == 0
-
-
-def toml_value(value: object) -> str:
-    """A TOML value: strings, numbers, booleans and lists as JSON writes them, tables inline."""
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
-    return json.dumps(value)
-
-
-def tasks_toml(tasks: Mapping[str, Mapping[str, object]], **run: object) -> str:
-    """A tasks file: [run] (RUN_TABLE overridden by `run`), then one table per task."""
-    lines = ["[run]", *(f"{k} = {toml_value(v)}" for k, v in {**RUN_TABLE, **run}.items()), ""]
-    for tid, fields in tasks.items():
-        lines.append(f"[tasks.{json.dumps(tid)}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in fields.items()]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def wait_until(check: Callable[[], T], what: str, timeout: float = 20.0, every: float = 0.02) -> T:
-    """Poll `check` until it returns something true; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)
-
-
-def wait_for_file(path: Path, timeout: float = 20.0) -> None:
-    """Until `path` exists (a guard in shell: tasks that wait never hang a test forever)."""
-    wait_until(path.exists, f"{path} to appear", timeout)
-
-
-def shell_wait_for(path: Path, limit: float = 30.0) -> str:
-    """A shell snippet that waits until `path` exists, at most `limit` seconds."""
-    return (f'i=0; while [ ! -e "{path}" ] && [ $i -lt {int(limit * 20)} ]; do sleep 0.05; '
-            "i=$((i+1)); done")
-
-
-def stamp(path: Path) -> str:
-    """A shell snippet that appends the current time (seconds, ns resolution) to `path`."""
-    return f'date +%s.%N >> "{path}"'
-
-
-def task_processes(run_id: str) -> list[psutil.Process]:
-    """Live processes carrying the run's mark in their environment (tasks and their descendants)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("NOVA_RUN_ID") == run_id:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            continue
-    return found
-
-
-class Ran:
-    """A finished CLI command: exit code, output, and (for --json) its events."""
-
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    def __repr__(self) -> str:
-        return f"<exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}>"
-
-    @property
-    def text(self) -> str:
-        return self.out + self.err
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.out.splitlines() if line.startswith("{")]
-
-    @property
-    def run_id(self) -> str:
-        for event in self.events:
-            return str(event["run_id"])
-        match = re.search(r"novaproc: run ([A-Za-z0-9_-]+):", self.out)
-        assert match, f"no run id in the output of {self!r}"
-        return match.group(1)
-
-    def event(self, kind: str) -> dict[str, Any]:
-        found = [e for e in self.events if e["event"] == kind]
-        assert found, f"no {kind} event in {self!r}"
-        return found[-1]
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        return self.event("summary")
-
-    @property
-    def notes(self) -> str:
-        return "\n".join(self.summary["notes"])
-
-    def states(self) -> dict[str, str]:
-        return {tid: t["state"] for tid, t in self.summary["tasks"].items()}
-
-
-class Spawned:
-    """A CLI command running in the background, its stdout lines collected by a thread."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._new: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
-
-    def wait_event(self, match: Callable[[dict[str, Any]], bool], what: str,
-                   timeout: float = 20.0) -> dict[str, Any]:
-        def found() -> dict[str, Any] | None:
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                hits = [e for e in self.events() if match(e)]
-                assert hits, f"exited {self.proc.returncode} before {what}: {''.join(self.lines)}"
-            return next((e for e in self.events() if match(e)), None)
-        return wait_until(found, what, timeout)
-
-    def finish(self, timeout: float = 60.0) -> Ran:
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        self._reader.join(5)
-        assert self.proc.stderr is not None
-        return Ran(code, "".join(self.lines), self.proc.stderr.read())
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self._reader.join(5)
-
-
-class Sandbox:
-    """Private novaproc folders for one test (state, worktrees, locks) and the CLI run with them."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.state, self.worktrees, self.locks = root / "state", root / "worktrees", root / "locks"
-        self.env = {"NOVA_STATE_DIR": str(self.state), "NOVA_WORKTREE_DIR": str(self.worktrees),
-                    "NOVA_LOCK_DIR": str(self.locks), **GIT_ENV}
-        self._spawned: list[Spawned] = []
-
-    def argv(self, *args: str | os.PathLike[str]) -> list[str]:
-        return [sys.executable, "-m", "novaproc", *map(str, args)]
-
-    def cli(self, *args: str | os.PathLike[str], cwd: Path | None = None, timeout: float = 60) -> Ran:
-        proc = subprocess.run(self.argv(*args), cwd=cwd or self.root, env=clean_env(self.env),
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-                              check=False)
-        return Ran(proc.returncode, proc.stdout, proc.stderr)
-
-    def spawn(self, *args: str | os.PathLike[str], cwd: Path | None = None) -> Spawned:
-        proc = subprocess.Popen(self.argv(*args), cwd=cwd or self.root, env=clean_env(self.env),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        spawned = Spawned(proc)
-        self._spawned.append(spawned)
-        return spawned
-
-    def run(self, tasks: Path, *args: str, cwd: Path | None = None, timeout: float = 60) -> Ran:
-        """`run TASKS --json ARGS`."""
-        return self.cli("run", tasks, "--json", *args, cwd=cwd or tasks.parent, timeout=timeout)
-
-    def status(self, run_id: str) -> dict[str, Any]:
-        ran = self.cli("status", run_id, "--json")
-        assert ran.code == 0, ran
-        return json.loads(ran.out)
-
-    def close(self) -> None:
-        """Kill whatever a failing test left running."""
-        for spawned in self._spawned:
-            spawned.kill()
-            spawned.proc.stdout and spawned.proc.stdout.close()
-            spawned.proc.stderr and spawned.proc.stderr.close()
-
-
-def assert_no_leftovers(repo: Path, box: Sandbox) -> None:
-    """Only the main worktree, an empty worktree folder, no nova/* branch."""
-    assert worktree_paths(repo) == [repo.resolve()]
-    assert not box.worktrees.exists() or list(box.worktrees.iterdir()) == []
-    assert nova_branches(repo) == []
-
-
-def assert_clean(repo: Path) -> None:
-    assert git(repo, "status", "--porcelain") == ""
+from support.repo import (
+    commit_all,
+    git,
+    is_ancestor,
+    make_repo,
+    nova_branches,
+    rev,
+    show,
+    worktree_paths,
+    write_files,
+)
+from support.sandbox import Sandbox, assert_clean, assert_no_leftovers
+from support.tasks import tasks_toml, write_tasks
+from support.waiting import shell_wait_for, wait_for_file
 
 
 def simple_task(tid: str, text: str | None = None, **fields: object) -> dict[str, object]:
@@ -631,7 +361,8 @@ def test_a_dirty_checkout_in_the_way_is_never_overwritten(tmp_path: Path, box: S
     assert waiting in ran.text
     assert show(repo, waiting, "f.txt") == "from-task\n"
     assert rev(repo, "main") == base
-    assert git(repo, "status", "--porcelain") == (" M f.txt\n" if change == "modified" else "?? f.txt\n")
+    assert git(repo, "status", "--porcelain", strip=False) == (" M f.txt\n" if change == "modified"
+                                                               else "?? f.txt\n")
 
 
 def test_uncommitted_changes_elsewhere_survive_a_merge(tmp_path: Path, box: Sandbox) -> None:
@@ -653,7 +384,8 @@ def test_uncommitted_changes_elsewhere_survive_a_merge(tmp_path: Path, box: Sand
     assert show(repo, "main", "g.txt") == "g\n"
     assert show(repo, "main", "h.txt") == "h\n"
     assert any(e["event"] == "message" and "uncommitted" in e["text"] for e in ran.events), ran
-    assert sorted(git(repo, "status", "--porcelain").splitlines()) == [" M g.txt", "?? notes.txt", "M  h.txt"]
+    status = git(repo, "status", "--porcelain", strip=False)
+    assert sorted(status.splitlines()) == [" M g.txt", "?? notes.txt", "M  h.txt"]
 
 
 def test_the_plan_of_a_dirty_checkout_says_uncommitted_changes_are_not_in_the_base(
@@ -820,7 +552,7 @@ def test_outside_git_isolation_falls_back_to_none(tmp_path: Path, box: Sandbox, 
     folder = tmp_path / "plain"
     folder.mkdir()
     extra = {"isolation": asked} if asked else {}
-    (folder / "tasks.toml").write_text(tasks_toml({"t": simple_task("t")}, **extra))
+    write_tasks(folder, tasks_toml({"t": simple_task("t")}, **extra))
 
     plan = box.cli("plan", folder / "tasks.toml", cwd=folder)
     plan_json = box.cli("plan", folder / "tasks.toml", "--json", cwd=folder)

@@ -9,7 +9,8 @@ from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import pytest
-from conftest import write_tasks
+from support.repo import make_repo
+from support.tasks import write_tasks
 
 from novaproc.errors import ConfigError
 from novaproc.inputs import taskfile
@@ -25,10 +26,7 @@ def load_one(tmp_path: Path, body: str, tid: str = "a") -> taskfile.Task:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A real, empty git repository."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    return root.resolve()
+    return make_repo(tmp_path / "repo", commit=False).resolve()
 
 
 # ---- every field ------------------------------------------------------------------------
