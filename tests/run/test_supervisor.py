@@ -22,7 +22,8 @@ from novaproc.isolation.interface import InPlace
 from novaproc.messages import Event, TaskState
 from novaproc.planning.plan import make_plan
 from novaproc.run.outcome import RunOutcome
-from novaproc.run.supervisor import RunParts, Supervisor
+from novaproc.run.parts import RunParts
+from novaproc.run.supervisor import Supervisor
 
 HANG_GUARD = 60  # seconds: a run that takes longer has hung
 

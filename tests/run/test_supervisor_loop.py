@@ -15,7 +15,8 @@ from novaproc.isolation.interface import InPlace
 from novaproc.messages import Message, TaskState
 from novaproc.planning.plan import make_plan
 from novaproc.run.outcome import RunOutcome
-from novaproc.run.supervisor import RunParts, Supervisor
+from novaproc.run.parts import RunParts
+from novaproc.run.supervisor import Supervisor
 
 START = 1000.0
 
