@@ -245,16 +245,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from novaproc.cli.runs import state_dir
-    from novaproc.run.wiring import resume_run
+    from novaproc.messages import RunState
+    from novaproc.run.wiring import finish_interrupted_landing, resume_run
     from novaproc.state.reader import load_run
 
     record = load_run(state_dir(args), args.run)
+    finished = finish_interrupted_landing(record) if record.status is RunState.CRASHED else None
+    if finished:
+        print(f"novaproc: {finished}", file=sys.stderr)
     from novaproc.inputs.taskfile import load_tasks
 
     present = {t.id for t in load_tasks(record.tasks_file).tasks}
     ns = argparse.Namespace(config=None, only=[t.id for t in record.tasks if t.id in present] or None)
     taskfile, settings, plan, checked = load_plan(Path(record.tasks_file), ns, {})
-    run = resume_run(record, taskfile, settings, plan, checked)
+    run = resume_run(record, taskfile, settings, plan, checked, finished)
     try:
         holder = run.try_hold_tasks_file("wait")
     except BaseException:

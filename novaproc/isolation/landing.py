@@ -93,11 +93,21 @@ def finish_landing(repo: Repo, landing: LandingStarted) -> str:
         return f"{name} moved elsewhere since the interrupted landing; it was left as it is"
     if landing.checkout is not None:
         remove_stale_locks(repo, min_age=0.0)  # the dead supervisor's git, if it left one
-        paths = repo.changed(landing.old, landing.new)
-        if paths:
-            repo.git("restore", f"--source={landing.new}", "--staged", "--worktree",
-                     "--pathspec-from-file=-", "--pathspec-file-nul", stdin="\0".join(paths),
-                     cwd=Path(landing.checkout))
+        _set_files(repo, Path(landing.checkout), landing.old, landing.new)
     if current == landing.old:
         repo.set_ref(landing.ref, landing.new, landing.old, "novaproc: finish an interrupted landing")
     return f"the interrupted landing on {name} was finished: it is at {landing.new[:12]}"
+
+
+def _set_files(repo: Repo, checkout: Path, old: str, new: str) -> None:
+    """The files that differ between `old` and `new`, in the checkout's index and folder, as in
+    `new`: restored from it, or removed where it deleted them."""
+    deleted = repo.deleted(old, new)
+    present = [p for p in repo.changed(old, new) if p not in deleted]
+    for paths, command in ((present, ["restore", f"--source={new}", "--staged", "--worktree"]),
+                           (sorted(deleted), ["rm", "-q", "-r", "--cached", "--ignore-unmatch"])):
+        if paths:
+            repo.git(*command, "--pathspec-from-file=-", "--pathspec-file-nul", stdin="\0".join(paths),
+                     cwd=checkout)
+    for path in deleted:
+        (checkout / path).unlink(missing_ok=True)

@@ -242,6 +242,11 @@ class Repo:
         out = self.git("for-each-ref", "--format=%(refname) %(objectname)", prefix)
         return dict(line.split(" ", 1) for line in out.splitlines() if line)
 
+    def deleted(self, old: str, new: str) -> set[str]:
+        """Files of `old` that `new` no longer has."""
+        out = self.git("diff-tree", "-r", "-z", "--name-only", "--no-renames", "--diff-filter=D", old, new)
+        return {f for f in out.split("\0") if f}
+
     def changed(self, old: str, new: str) -> tuple[str, ...]:
         """Files that differ between two commits (renames as delete + add)."""
         out = self.git("diff-tree", "-r", "-z", "--name-only", "--no-renames", old, new)

@@ -162,8 +162,19 @@ def start_run(taskfile: TaskFile, settings: Settings, plan: Plan, checked: Prefl
     return Run(taskfile, settings, plan, checked, journal)
 
 
+def finish_interrupted_landing(record: RunRecord) -> str | None:
+    """A resume's first step when its run was killed while it landed: finish that landing (so
+    the repository is checked afterwards, as it is); what was done, in a sentence."""
+    if record.landing is None:
+        return None
+    from novaproc.isolation.landing import finish_landing
+    from novaproc.isolation.repo import Repo
+
+    return finish_landing(Repo(record.meta.root), record.landing)
+
+
 def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: Plan,
-               checked: Preflight | None) -> Run:
+               checked: Preflight | None, finished: str | None = None) -> Run:
     """Continue `record`'s run (`plan`: its tasks as the file holds them now): tasks that
     succeeded with an unchanged definition (and whose dependencies are kept too) keep their
     results, unless the commit of a result is gone; the rest run."""
@@ -173,11 +184,6 @@ def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: 
     lost = checked.repo.missing(commits) if checked is not None else set()  # `clean --all`, then gc
     kept = kept_results(record, taskfile.hashes, {t.id: t.depends_on for t in plan.tasks}, lost)
     kill_marked("NOVA_RUN_ID", record.id)  # anything a crashed supervisor's tasks left running
-    finished = None
-    if record.landing is not None and checked is not None:  # killed while it landed: finish that first
-        from novaproc.isolation.landing import finish_landing
-
-        finished = finish_landing(checked.repo, record.landing)
     journal = Journal.reopen(record.folder, record.meta, record.status,
                              tasks=_task_metas(plan, taskfile.hashes))
     if finished:
