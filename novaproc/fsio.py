@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from pathlib import Path
 def write_atomic(path: Path, data: str | bytes, *, durable: bool = True, mode: int = 0o666) -> None:
     """Replace `path` with `data` (text as UTF-8): readers see the old file or the new one, never
     a part. `durable`: on disk on return, even across a crash (two fsyncs); `mode` less the umask."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")  # os, not secrets: a start-up cost
     try:
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)

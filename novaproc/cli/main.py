@@ -200,7 +200,7 @@ _ADDERS = {"plan": _add_plan, "run": _add_run, "resume": _add_resume,
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from novaproc.cli.views import render_plan
+    from novaproc.cli.text import render_plan
 
     _, _, plan, _ = load_plan(args.tasks, args, {"max_parallel": args.max_parallel}, strict=False)
     if args.json:
@@ -217,7 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # before anything else: the first task waits for the forkserver's interpreter to start,
         # which it does on another core while this one loads the tasks file
         start_forkserver()
-    from novaproc.cli.views import render_plan
+    from novaproc.cli.text import render_plan
 
     flags = {"max_parallel": args.max_parallel, "fail_fast": args.fail_fast,
              "merge": "off" if args.no_merge else None}

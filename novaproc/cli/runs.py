@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from novaproc.cli.views import format_duration, plain_text
+from novaproc.cli.text import format_duration, plain_text
 from novaproc.errors import EnvironmentFault, ExitCode, InternalError
 from novaproc.inputs.paths import find_root
 from novaproc.messages import RunState, TaskState

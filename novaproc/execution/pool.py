@@ -99,8 +99,7 @@ class WorkerPool:
         running (even below setsid, without novaproc's marks) is reparented to it and ended; for a
         process that runs nothing else meanwhile, as a run's supervisor."""
         self.size, self.kill_grace, self.adopts_orphans = size, kill_grace, adopt_orphans
-        if adopt_orphans:
-            become_subreaper()
+        self._subreaper = False  # made one after the first job is handed over: it costs ctypes' import
         self._ctx = multiprocessing.get_context("forkserver")
         start_forkserver()
         self._slots: list[_WorkerSlot] = []
@@ -122,6 +121,9 @@ class WorkerPool:
                 slot.close()
         slot.job, slot.task_pid, slot.started_at, slot.kill_at = job, None, time.time(), None
         slot.escalated = False
+        if self.adopts_orphans and not self._subreaper:  # in time: orphans appear when a worker dies
+            become_subreaper()
+            self._subreaper = True
 
     def _spawn(self) -> _WorkerSlot:
         if len(self._slots) >= self.size:

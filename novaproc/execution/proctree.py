@@ -101,10 +101,12 @@ def kill_adopted() -> int:
     """SIGKILL every child of this process (a subreaper) that is not one of multiprocessing's
     helpers (the forkserver, the resource tracker): orphans adopted from a killed worker, and
     all below them. Call only while this process runs no child of its own (git, a guardian)."""
-    import psutil
-
     helpers = {_helper_pid("forkserver", "_forkserver", "_forkserver_pid"),
                _helper_pid("resource_tracker", "_resource_tracker", "_pid")}
+    if not _children() - helpers:
+        return 0  # the usual case, without psutil's import
+    import psutil
+
     try:
         adopted = [p for p in psutil.Process().children() if p.pid not in helpers]
     except psutil.Error:
@@ -115,6 +117,19 @@ def kill_adopted() -> int:
             p.kill()
     psutil.wait_procs(adopted, timeout=1)
     return len(adopted)
+
+
+def _children() -> set[int]:
+    """Our children's pids, from /proc (every thread's list); all pids, so "maybe some", when
+    this kernel does not keep the lists."""
+    found: set[int] = set()
+    try:
+        for task in os.scandir(f"/proc/{os.getpid()}/task"):
+            with open(f"{task.path}/children") as f:
+                found.update(int(pid) for pid in f.read().split())
+    except OSError:
+        return {-1}
+    return found
 
 
 def _helper_pid(module: str, instance: str, attribute: str) -> int | None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 import select
 import time
 import weakref
@@ -77,7 +76,7 @@ class LockManager:
             raise ValueError(f"owner pid {self.owner.pid} is not this process ({os.getpid()})")
         self.lock_dir = prepare_lock_dir(lock_dir)
         self._folder = Folder(self.lock_dir)
-        self._token = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self._token = f"{os.getpid()}-{os.urandom(6).hex()}"
         self._mine: dict[str, Entry] = {}  # by request key
         self._rows: dict[str, bytes] = {}  # encoded entries, by request key
         self._header = encode_header(self.owner)

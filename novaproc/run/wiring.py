@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from novaproc.errors import BusyError, EnvironmentFault, ExitCode, UsageError
 from novaproc.execution.pool import WorkerPool
@@ -25,7 +26,6 @@ from novaproc.fsio import open_private
 from novaproc.inputs.settings import Settings
 from novaproc.inputs.taskfile import TaskFile
 from novaproc.isolation.interface import InPlace, Isolation
-from novaproc.isolation.preflight import Preflight
 from novaproc.locking.gate import LockGate
 from novaproc.locking.manager import Blocked, LockManager, Owner, run_request
 from novaproc.messages import Event, Level, Message, Payload, RunFinished, RunState, TaskState
@@ -37,6 +37,9 @@ from novaproc.state.format import RunMeta, TaskMeta
 from novaproc.state.history import save_durations
 from novaproc.state.journal import Journal
 from novaproc.state.reader import RunRecord, kept_results
+
+if TYPE_CHECKING:  # a run in place never loads the git adapter
+    from novaproc.isolation.preflight import Preflight
 
 
 class _SignalWhileWaiting(Exception):

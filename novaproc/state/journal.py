@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import threading
 import time
@@ -80,7 +79,7 @@ class Journal:
 
     @classmethod
     def create(cls, state_dir: Path, meta: RunMeta, *,
-               new_id: Callable[[], str] = lambda: secrets.token_hex(3)) -> Journal:
+               new_id: Callable[[], str] = lambda: os.urandom(3).hex()) -> Journal:
         """A new run with a fresh short id; the state dir is created (and kept out of git)."""
         runs = _prepare_state_dir(Path(state_dir))
         run_id, folder = _reserve_folder(runs, new_id)

@@ -20,7 +20,8 @@ from support.cli import spawn_cli
 from support.runs import nova
 from support.tasks import RUN_TABLE, task, write_tasks
 
-from novaproc.cli.views import format_duration, last_line, summary_json, summary_table, write_junit
+from novaproc.cli.text import format_duration
+from novaproc.cli.views import last_line, summary_json, summary_table, write_junit
 from novaproc.inputs.taskfile import Task
 from novaproc.messages import TaskState
 from novaproc.run.outcome import RunOutcome, TaskRecord
