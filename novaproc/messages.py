@@ -6,7 +6,7 @@ Supervisor -> journal and views: Event, whose kind (EventKind) names its typed p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -78,8 +78,44 @@ class Finished:
         return self.exit_code == 0 and self.error is None
 
 
-@dataclass(frozen=True, slots=True)
-class Escalated:
+class _Record:
+    """A frozen, typed record: its fields are the class's annotations (defaults from the class),
+    set once. A small stand-in for a frozen dataclass, which costs about a millisecond of start-up
+    per class to build, on the path of every run's first task; used for the many event payloads."""
+
+    __slots__ = ()
+    kind: ClassVar[EventKind]
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls) -> None:
+        cls._fields = tuple(n for n, t in cls.__annotations__.items() if not str(t).startswith("ClassVar"))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) > len(self._fields) or set(kwargs) - set(self._fields[len(args):]):
+            raise TypeError(f"{type(self).__name__}{(*args, *kwargs)} does not fit {self._fields}")
+        values = {**dict(zip(self._fields[:len(args)], args, strict=True)), **kwargs}
+        for name in self._fields:
+            if name not in values and not hasattr(type(self), name):
+                raise TypeError(f"{type(self).__name__} needs {name}")
+            object.__setattr__(self, name, values.get(name, getattr(type(self), name, None)))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.values() == other.values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), *(repr(v) for v in self.values().values())))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.values().items())})"
+
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._fields}
+
+
+class Escalated(_Record):
     """A stopped task outlived `grace` seconds after SIGTERM, so its tree was sent SIGKILL."""
 
     task_id: str
@@ -110,8 +146,7 @@ class Level(StrEnum):
     ERROR = "error"
 
 
-@dataclass(frozen=True, slots=True)
-class RunStarted:
+class RunStarted(_Record):
     kind: ClassVar[EventKind] = EventKind.RUN_STARTED
     pid: int
     strategy: str
@@ -120,8 +155,7 @@ class RunStarted:
     tasks: int
 
 
-@dataclass(frozen=True, slots=True)
-class RunResumed:
+class RunResumed(_Record):
     """A supervisor took the run up again; `tasks` re-declares them when the file changed."""
 
     kind: ClassVar[EventKind] = EventKind.RUN_RESUMED
@@ -131,8 +165,7 @@ class RunResumed:
     tasks: tuple[dict[str, Any], ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TaskChanged:
+class TaskChanged(_Record):
     """A task's new state. An attempt's end carries its duration and exit code (None too); a
     waiting, skipped or cancelled task says why in `reason`."""
 
@@ -150,22 +183,19 @@ class TaskChanged:
     rerun: bool = False  # run again by the merge protocol
 
 
-@dataclass(frozen=True, slots=True)
-class TaskPid:
+class TaskPid(_Record):
     kind: ClassVar[EventKind] = EventKind.TASK_PID
     attempt: int
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(_Record):
     kind: ClassVar[EventKind] = EventKind.MESSAGE
     level: Level
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class LandingStarted:
+class LandingStarted(_Record):
     """The merged result is about to land: `ref` moves from `old` to `new`, the checkout at
     `checkout` (if the branch is checked out) with it. Journaled before anything is touched."""
 
@@ -176,8 +206,7 @@ class LandingStarted:
     checkout: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class MergeDone:
+class MergeDone(_Record):
     """How the results landed: the merged commit, what it holds, what it left out and why."""
 
     kind: ClassVar[EventKind] = EventKind.MERGE
@@ -191,8 +220,7 @@ class MergeDone:
     exit_code: int
 
 
-@dataclass(frozen=True, slots=True)
-class RunFinished:
+class RunFinished(_Record):
     kind: ClassVar[EventKind] = EventKind.RUN_FINISHED
     exit_code: int
     state: str
@@ -205,7 +233,6 @@ class RunFinished:
 Payload = RunStarted | RunResumed | TaskChanged | TaskPid | Message | LandingStarted | MergeDone | RunFinished
 _PAYLOADS: dict[str, type[Payload]] = {cls.kind: cls for cls in (
     RunStarted, RunResumed, TaskChanged, TaskPid, Message, LandingStarted, MergeDone, RunFinished)}
-_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in _PAYLOADS.values()}
 # what an event's JSON leaves out when it is unset, to keep lines short; the rest always appear
 _OPTIONAL = frozenset({"attempt", "duration", "commit", "signal", "error", "value", "reason", "kept",
                        "rerun", "tasks", "speedup", "estimated_speedup"})
@@ -243,7 +270,7 @@ class Event:
         out: dict[str, Any] = {"event": str(self.kind), "run_id": self.run_id, "time": round(self.time, 6)}
         if self.task_id is not None:
             out["task"] = self.task_id
-        for name in _FIELDS[type(self.payload)]:
+        for name in self.payload._fields:
             value = getattr(self.payload, name)
             if not _left_out(self.payload, name, value):
                 out[name] = str(value) if isinstance(value, StrEnum) else \
@@ -255,7 +282,7 @@ class Event:
         """An event from its wire form; unknown fields (a newer writer's) are ignored.
         Raises KeyError, ValueError or TypeError for one that is not an event."""
         payload_type = _PAYLOADS[data["event"]]
-        fields = {k: data[k] for k in _FIELDS[payload_type] if k in data}
+        fields = {k: data[k] for k in payload_type._fields if k in data}
         if payload_type is TaskChanged:
             fields["state"] = TaskState(fields["state"])
         elif payload_type is Message:

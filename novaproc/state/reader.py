@@ -117,7 +117,7 @@ class RunRecord:
                 "started": self.started, "ended": self.ended, "wall": self.wall, "strategy": self.strategy,
                 "estimated_speedup": self.estimated_speedup, "speedup": self.speedup,
                 "folder": str(self.folder), "tasks": [asdict(t) for t in self.tasks],
-                "interrupted_landing": asdict(self.landing) if self.landing else None,
+                "interrupted_landing": self.landing.values() if self.landing else None,
                 "warnings": list(self.warnings)}
 
 
