@@ -287,7 +287,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def _report_cancel(record: RunRecord, asked: bool) -> int:
     if record.status is RunState.CANCELLED and asked:
-        print(f"cancelled run {record.id}")
+        print(f"cancelled run {record.id}; continue it with: novaproc resume {record.id}")
     elif record.status is RunState.CRASHED:
         what = "stopped without recording its end" if asked else "is not running: it crashed"
         print(f"run {record.id} {what}; continue it with: novaproc resume {record.id}",

@@ -85,6 +85,8 @@ class PlainView(View):
         if not isinstance(d, TaskChanged):
             return None
         head = f"[{self.finished}/{self.total}] {d.state:<9} {event.task_id}"
+        if d.state is TaskState.RUNNING and d.rerun:
+            return head + " (re-run on the merged result)"
         if d.state is TaskState.RUNNING:
             return head + (f" (attempt {d.attempt})" if (d.attempt or 1) > 1 else "")
         if d.state in (TaskState.WAITING, TaskState.SKIPPED, TaskState.CANCELLED):

@@ -212,7 +212,8 @@ class Supervisor:
                                  self.settings.kill_grace))
         if rec.started_at is None:
             rec.started_at = time.time()
-        self._emit(TaskChanged(TaskState.RUNNING, attempt=rec.attempts), task.id)
+        self._emit(TaskChanged(TaskState.RUNNING, attempt=rec.attempts, rerun=task.id in self._rerunning),
+                   task.id)
         self.timers.start_deadline(task.id, task.timeout)
         return True
 
@@ -372,6 +373,8 @@ class Supervisor:
         code = run_exit_code(self.records.values(), landing.exit_code,
                              self._interrupts.first if interrupted else None)
         task_time = sum(r.run_time for r in self.records.values())
+        if code.stopped_by_signal:  # Ctrl-C, cancel, a closed terminal: say how to go on
+            notes = [*notes, f"continue it with: novaproc resume {self.run_id}"]
         return RunOutcome(self.run_id, code, wall, task_time, self.plan.estimated_speedup,
                           dict(self.records), (*landing.notes, *notes))
 
