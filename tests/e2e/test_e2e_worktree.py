@@ -145,7 +145,7 @@ def test_the_progress_count_stays_within_the_total_when_a_task_runs_again(
     ran = box.cli("run", repo / "tasks.toml", cwd=repo)  # the plain view
 
     assert ran.code == 0, ran
-    assert "attempt 2" in ran.out, ran  # `two` ran again
+    assert "running   two (re-run on the merged result)" in ran.out, ran  # `two` ran again, named so
     counts = [tuple(map(int, m)) for m in re.findall(r"^\[(\d+)/(\d+)\]", ran.out, re.MULTILINE)]
     assert counts and all(done <= total for done, total in counts), ran.out
 
