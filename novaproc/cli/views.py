@@ -74,7 +74,7 @@ class PlainView(View):
     def show(self, event: Event) -> None:
         line = self._line(event)
         if line:
-            self.out.write(one_line(line) + "\n")
+            self.out.write(plain_text(line) + "\n")
             self.out.flush()
 
     def _line(self, event: Event) -> str | None:
@@ -90,7 +90,7 @@ class PlainView(View):
         if d.state is TaskState.RUNNING:
             return head + (f" (attempt {d.attempt})" if (d.attempt or 1) > 1 else "")
         if d.state in (TaskState.WAITING, TaskState.SKIPPED, TaskState.CANCELLED):
-            return head + (f": {d.reason}" if d.reason else "")
+            return head + (f": {one_line(d.reason)}" if d.reason else "")
         extra = f" in {format_duration(d.duration or 0.0)}"
         if d.state is TaskState.FAILED:
             extra += f": {_failure_text(d)}"
