@@ -27,6 +27,16 @@ def become_subreaper() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+def keep_to_ourselves() -> None:
+    """Every descriptor above stderr close-on-exec: what the forkserver left open (its pipes, its
+    listening socket) must not reach a task, where an orphan would hold it open for ever."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
+
+
 def spawn(program: str, argv: list[str], env: dict[str, str] | os._Environ[str],
           output: int | None) -> int:
     """Start `program` in its own session with no input, its output to `output` (None: ours);

@@ -28,6 +28,7 @@ from typing import Any
 from novaproc.execution.proctree import (
     DEFAULT_GRACE,
     become_subreaper,
+    keep_to_ourselves,
     kill_tree,
     reap,
     reap_leftovers,
@@ -46,6 +47,7 @@ def worker_main(conn: multiprocessing.connection.Connection) -> None:
     answered with a Finished record."""
     os.setsid()
     become_subreaper()
+    keep_to_ourselves()
     # no SIG_IGN here: an ignored signal stays ignored across exec, in every task. The own
     # session already keeps a terminal's Ctrl-C away; the supervisor decides what to stop.
     signal.signal(signal.SIGTERM, _die_with_tree)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from novaproc.errors import ConfigError, did_you_mean
 from novaproc.inputs.taskfile import read_toml
-from novaproc.inputs.trust import check_strings, outside
+from novaproc.inputs.trust import check_resource_names, check_strings, outside
 
 if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
     from annotated_types import Ge, Gt, Le
@@ -113,7 +113,8 @@ def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(source, f"unknown setting{did_you_mean(key, KEYS)}; valid settings: "
                               + ", ".join(KEYS), field=key)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    for entry in values.get("worktree_include", ()):
+    include = values.get("worktree_include", ())
+    for entry in include if isinstance(include, tuple) else ():  # other types: the schema says
         if isinstance(entry, str) and outside(entry):
             raise ConfigError(source, f"{entry!r} is not inside the repository; worktree_include "
                               "names untracked paths of the checkout, relative to its root",
@@ -121,6 +122,7 @@ def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
     for key in ("cpu_limit", "memory_limit", "kill_grace"):
         if isinstance(values.get(key), int) and not isinstance(values[key], bool):
             values[key] = float(values[key])
+    check_resource_names(source, values.get("resources"))
     if all(key in _TEXT_KEYS and isinstance(value, str) for key, value in values.items()):
         return values
     from novaproc.inputs.schema import Invalid, validate

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from novaproc.errors import ConfigError, did_you_mean
 from novaproc.inputs import paths
 from novaproc.inputs.kinds import Kind, detect
-from novaproc.inputs.trust import check_env_names, check_strings, climbs
+from novaproc.inputs.trust import check_env_names, check_resource_names, check_strings, climbs
 
 if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
     from annotated_types import Ge, Le
@@ -269,7 +269,8 @@ def _normalize_paths(file: str, tid: str, fields: dict[str, Any], root: str) -> 
 
 
 def _resources(file: str, tid: str, value: object) -> dict[str, int]:
-    if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+    check_resource_names(file, value, tid)
+    if isinstance(value, list):
         return dict.fromkeys(value, 1)
     if isinstance(value, dict) and all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value.values()

@@ -9,12 +9,15 @@ at every run (a symlink can appear after the file was read and cached).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from novaproc.errors import ConfigError
 from novaproc.inputs import paths
+
+RESOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # docker, gpu.large
 
 
 def check_strings(file: str, data: dict[str, Any]) -> None:
@@ -47,6 +50,15 @@ def check_env_names(file: str, task: str, env: object) -> None:
         if not name or "=" in name:
             raise ConfigError(file, f"invalid variable name {name!r}: a name is not empty and holds "
                               "no '='", task=task, field="env")
+
+
+def check_resource_names(file: str, names: object, task: str | None = None) -> None:
+    """Names of resources (a task's, or capacities in [resources]) a lock can be taken on."""
+    for name in names if isinstance(names, list | dict) else ():
+        if not (isinstance(name, str) and RESOURCE_NAME.fullmatch(name)):
+            raise ConfigError(file, f"invalid resource name {name!r}: names are 1-64 ASCII letters, "
+                              "digits, '_', '.', '-', starting with a letter or digit", task=task,
+                              field="resources")
 
 
 def climbs(declared: str) -> bool:

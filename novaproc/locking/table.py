@@ -16,16 +16,16 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from functools import lru_cache
 
+from novaproc.inputs.trust import RESOURCE_NAME
+
 SERIAL_RESOURCES = frozenset({"git", "database", "deploy"})
 """The task kinds that run one at a time machine-wide: resources whose capacity is always 1."""
 
-RESOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class Mode(StrEnum):
