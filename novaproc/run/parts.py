@@ -8,13 +8,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from novaproc.execution.interface import Executor
 from novaproc.execution.signals import Interrupts
-from novaproc.execution.throttle import Throttle
-from novaproc.isolation.interface import Isolation
-from novaproc.locking.gate import Gate
-from novaproc.messages import Event
+
+if TYPE_CHECKING:  # names for the annotations only: each module a run need not load saves its start
+    from novaproc.execution.interface import Executor
+    from novaproc.execution.throttle import Throttle
+    from novaproc.isolation.interface import Isolation
+    from novaproc.locking.gate import Gate
+    from novaproc.messages import Event
 
 
 @dataclass(frozen=True)

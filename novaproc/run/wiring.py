@@ -36,10 +36,10 @@ from novaproc.run.supervisor import Supervisor
 from novaproc.state.format import RunMeta, TaskMeta
 from novaproc.state.history import save_durations
 from novaproc.state.journal import Journal
-from novaproc.state.reader import RunRecord, kept_results
 
-if TYPE_CHECKING:  # a run in place never loads the git adapter
+if TYPE_CHECKING:  # a run in place never loads the git adapter, a new run no journal reader
     from novaproc.isolation.preflight import Preflight
+    from novaproc.state.reader import RunRecord
 
 
 class _SignalWhileWaiting(Exception):
@@ -181,6 +181,8 @@ def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: 
     """Continue `record`'s run (`plan`: its tasks as the file holds them now): tasks that
     succeeded with an unchanged definition (and whose dependencies are kept too) keep their
     results, unless the commit of a result is gone; the rest run."""
+    from novaproc.state.reader import kept_results
+
     if record.status in (RunState.RUNNING, RunState.DONE):
         raise UsageError(f"run {record.id} is {record.status}: there is nothing to resume")
     commits = [t.commit for t in record.tasks if t.commit]
