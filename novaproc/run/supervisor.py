@@ -136,7 +136,7 @@ class Supervisor:
             self._wait_for(task_id, wait.reason)
             self._step(LOCK_RETRY)
         self._waiting.discard(task_id)
-        if self._launch(rec, [(task_id, base)]):
+        if self._launch(rec, [("", base)]):  # a base commit, no parent task
             while task_id in self.pool.busy():
                 self._step(self._next_timeout())
         return (rec.commit or base) if rec.state == TaskState.DONE else None  # no change: `base`
