@@ -116,7 +116,7 @@ def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
     include = values.get("worktree_include", ())
     for entry in include if isinstance(include, tuple) else ():  # other types: the schema says
         if isinstance(entry, str) and outside(entry):
-            raise ConfigError(source, f"{entry!r} is not inside the repository; worktree_include "
+            raise ConfigError(source, f"{entry!r} is not a path inside the repository; worktree_include "
                               "names untracked paths of the checkout, relative to its root",
                               field="worktree_include")
     for key in ("cpu_limit", "memory_limit", "kill_grace"):

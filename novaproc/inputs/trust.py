@@ -70,9 +70,10 @@ def climbs(declared: str) -> bool:
 
 
 def outside(entry: str) -> bool:
-    """A worktree_include entry that is absolute or climbs out of the repository."""
+    """A worktree_include entry that is empty, absolute or climbs out of the repository."""
     try:
-        return entry.startswith("/") or climbs(entry) or paths.normalize(entry, "/") == ".."
+        return not entry.strip("/") or entry.startswith("/") or climbs(entry) \
+            or paths.normalize(entry, "/") == ".."
     except paths.PathEscapes:
         return True
 

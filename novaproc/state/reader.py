@@ -257,8 +257,8 @@ def _state_of_exit(code: int | None) -> RunState:
 
 def _run_folders(state_dir: Path) -> list[Path]:
     runs = state_dir / "runs"
-    if runs.is_symlink():
-        raise EnvironmentFault(f"refusing {runs}: it is a symbolic link (planted?); runs are read "
+    if runs.is_symlink():  # as `run` refuses it: a setting to fix, nothing read
+        raise UsageError(f"refusing {runs}: it is a symbolic link (planted?); runs are read "
                                "only from a real folder of the state dir")
     try:
         return [p for p in runs.iterdir() if not p.is_symlink() and (p / RUN_FILE).is_file()]

@@ -322,4 +322,5 @@ def test_a_runs_symlink_planted_in_the_state_dir_is_refused(tmp_path):
         listing = run_cli(*args, cwd=tmp_path, env=env)
         assert planted.name not in listing.stdout + listing.stderr, listing
         assert str(state / "runs") in listing.stderr, listing  # it says why it lists nothing
+        assert listing.returncode == 2, listing  # as `run`: a setting to fix
 

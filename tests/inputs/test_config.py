@@ -217,3 +217,9 @@ def test_text_settings_are_taken_without_loading_pydantic(tmp_path):
 def test_a_text_setting_of_another_type_is_still_an_error(tmp_path):
     with pytest.raises(ConfigError, match="target"):
         load_settings(tmp_path, {"target": 5}, environ={})
+
+
+@pytest.mark.parametrize("entry", ["", "/", "../x", "a/../../x", "/abs/x", "*/../x"])
+def test_worktree_include_names_paths_inside_the_repository(tmp_path: Path, entry: str) -> None:
+    with pytest.raises(ConfigError, match="worktree_include"):
+        load_settings(tmp_path, {"worktree_include": [entry]})
