@@ -197,10 +197,7 @@ def _finish(state: _State, ref: str, old: str | None, start: str, tip: str,
     if tip == start:
         return False, None
     if state.verify_stopped:
-        branch = _park(state, tip)
-        state.notes.append(f"the run stopped while verify ran, so nothing was verified and {_short(ref)} "
-                           f"was not moved; the merged result waits on branch {branch}")
-        return False, branch
+        return False, _stopped_in_verify(state, ref, tip)
     if state.verify_broken_before:
         state.notes.append(f"verify fails on {_short(ref)} even without this run's results, so nothing "
                            "was verified and the target was not moved")
@@ -212,11 +209,18 @@ def _finish(state: _State, ref: str, old: str | None, start: str, tip: str,
     try:
         blocked = land(state.repo, ref, old, tip, state.run_id, announce=state.policy.announce,
                        verify=verifier.passes if verifier else None, notes=state.notes)
-    except VerifyStopped:
+    except VerifyStopped:  # verifying the result merged onto a target that moved
         state.verify_stopped = True
-        return False, _park(state, tip)
+        return False, _stopped_in_verify(state, ref, tip)
     state.blocked = blocked is not None
     return (True, None) if blocked is None else (False, _wait(state, tip, blocked))
+
+
+def _stopped_in_verify(state: _State, ref: str, tip: str) -> str:
+    branch = _park(state, tip)
+    state.notes.append(f"the run stopped while verify ran, so nothing was verified and {_short(ref)} "
+                       f"was not moved; the merged result waits on branch {branch}")
+    return branch
 
 
 def _park(state: _State, tip: str) -> str:
@@ -229,9 +233,8 @@ def _park(state: _State, tip: str) -> str:
 def _wait(state: _State, tip: str, blocked: Blocked | None = None) -> str:
     branch = _park(state, tip)
     if blocked:
-        name = state.target.removeprefix("refs/heads/")
         state.notes.append(f"{blocked.why}; the merged result waits on branch {branch}; "
-                           + blocked.todo.format(branch=branch, name=name))
+                           + blocked.todo.format(branch=branch, name=_short(state.target)))
     else:
         state.notes.append(f"the unverified merged result waits on branch {branch}; fix verify on the "
                            f"target first, or take it with: git merge {branch}")
