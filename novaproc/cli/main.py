@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import dataclasses
-import json
 import os
 import sys
 import threading
@@ -17,18 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from novaproc.cli.text import EXIT_CODES
 from novaproc.cli.version import VERSION
-from novaproc.errors import ConfigError, ExitCode, NovaError, UsageError
-
-EXIT_CODES = """exit codes:
-  0    every task succeeded (merged and verified)
-  1    a task failed or timed out
-  2    bad usage or an invalid tasks/config file; nothing ran
-  3    results could not all be merged
-  4    verify failed on the merged result
-  75   busy (--if-busy skip, lock --timeout)
-  129  hung up (SIGHUP)   130  interrupted (SIGINT)   143  terminated (SIGTERM)
-"""
+from novaproc.errors import ExitCode, NovaError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,51 +56,27 @@ def _add_lock_commands(sub: Any) -> None:
 
 
 def _add_plan(sub: Any) -> None:
-    p = sub.add_parser("plan", help="show how a tasks file would run; runs nothing",
-                       description="Show the strategy, reason, safety level, estimated speedup, "
-                       "layers and conflicts of a tasks file. Runs nothing.")
-    p.add_argument("tasks", type=Path, help="the tasks file (TOML)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("-j", "--max-parallel", type=_positive, metavar="N", help="slots to plan for")
-    p.add_argument("--only", nargs="+", metavar="ID", help="plan these tasks and what they need")
-    p.add_argument("--config", type=Path, help="settings file (default: nova.toml at the root)")
-    p.set_defaults(handler=cmd_plan)
+    from novaproc.cli.run import add_plan
+
+    add_plan(sub)
 
 
 def _add_run(sub: Any) -> None:
-    p = sub.add_parser("run", help="run a tasks file", description="Run the tasks of a file in "
-                       "parallel, as the plan allows; see `plan` for what it would do.",
-                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("tasks", type=Path, help="the tasks file (TOML)")
-    p.add_argument("-j", "--max-parallel", type=_positive, metavar="N", help="at most N tasks at once")
-    p.add_argument("--only", nargs="+", metavar="ID", help="run these tasks and what they need")
-    p.add_argument("--fail-fast", action="store_true", default=None,
-                   help="stop everything at the first failure")
-    p.add_argument("--no-merge", action="store_true", help="leave each task's results on its branch")
-    p.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
-    output = p.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="one JSON object per event")
-    output.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
-    p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
-    p.add_argument("--if-busy", choices=("wait", "skip"), default="wait",
-                   help="another run of this file is live: wait for it (default) or exit 75")
-    p.add_argument("--background", action="store_true",
-                   help="detach: print the run id and return at once (see status, logs, wait)")
-    p.add_argument("--config", type=Path, help="settings file (default: nova.toml at the root)")
-    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # a background run's child
-    p.set_defaults(handler=cmd_run)
+    from novaproc.cli.run import add_run
+
+    add_run(sub)
 
 
 def _add_resume(sub: Any) -> None:
-    p = sub.add_parser("resume", help="continue a failed, cancelled or crashed run",
-                       description="Continue a run: tasks that succeeded with an unchanged "
-                       "definition keep their results; the rest run.", epilog=EXIT_CODES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", help="the run id (a unique prefix will do)")
-    p.add_argument("--json", action="store_true", help="one JSON object per event")
-    p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
-    p.add_argument("--state-dir", type=Path, help="where runs are kept (default: .nova at the root)")
-    p.set_defaults(handler=cmd_resume, junit=None)
+    from novaproc.cli.run import add_resume
+
+    add_resume(sub)
+
+
+def _add_each(sub: Any) -> None:
+    from novaproc.cli.each import add_parser
+
+    add_parser(sub)
 
 
 def _add_init(sub: Any) -> None:
@@ -133,185 +98,10 @@ def _add_clean(sub: Any) -> None:
     p.set_defaults(handler=cmd_clean)
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(text)
-
-
-def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, object], *,
-              strict: bool = True):
-    """Tasks file, settings, plan, and the repository's preflight (None for tasks run in place),
-    with every input problem as a ConfigError or UsageError. Not `strict` (nothing will run):
-    a repository a run would refuse is a warning of the plan."""
-    from novaproc.inputs.cache import load_inputs
-    from novaproc.planning.graph import CycleFound
-    from novaproc.planning.plan import make_plan, select
-    from novaproc.state.history import typical_durations
-
-    taskfile, settings = load_inputs(tasks_path, config_file=getattr(args, "config", None), flags=flags)
-    past = typical_durations(settings.state_path(taskfile.root), taskfile.path, taskfile.hashes)
-    tasks = list(taskfile.tasks)
-    try:
-        if getattr(args, "only", None):
-            ids = taskfile.by_id()
-            for tid in args.only:
-                if tid not in ids:
-                    from novaproc.errors import did_you_mean
-                    raise UsageError(f"--only: unknown task {tid!r}{did_you_mean(tid, ids)}")
-            tasks = select(tasks, args.only)
-        isolation = settings.resolved_isolation(taskfile.in_git)
-        if isolation == "worktree" and not taskfile.in_git:
-            isolation = "none"
-            fallback = (f'isolation "worktree" needs a git repository; {taskfile.root} is not in one, '
-                        "so tasks run in place",)
-        else:
-            fallback = ()
-        plan = make_plan(tasks, root=str(taskfile.root), slots=settings.max_parallel,
-                         isolation=isolation, history=past, resources=settings.resources)
-        checked, notes = None, fallback
-        if isolation == "worktree":
-            checked, notes = _check_repository(taskfile.root, settings, strict)
-        if notes:
-            plan = dataclasses.replace(plan, warnings=plan.warnings + notes)
-    except CycleFound as e:
-        raise ConfigError(str(tasks_path), f"dependency cycle: {e}; remove one of these "
-                          "dependencies", field="depends_on", task=e.cycle[0]) from None
-    return taskfile, settings, plan, checked
-
-
-def _check_repository(root: Path, settings, strict: bool):  # type: ignore[no-untyped-def]
-    """The preflight of the run's repository and the plan's notes about it."""
-    from novaproc.isolation.preflight import preflight
-
-    try:
-        checked = preflight(root, target=settings.target, merge=settings.merge)
-    except UsageError as e:
-        if strict:
-            raise
-        return None, (f"a run would not start: {e}",)
-    return checked, checked.dirty_note()
-
-
 # command -> what adds its parser, in the order of `novaproc --help`
-_ADDERS = {"plan": _add_plan, "run": _add_run, "resume": _add_resume,
+_ADDERS = {"plan": _add_plan, "run": _add_run, "each": _add_each, "resume": _add_resume,
            **dict.fromkeys(("status", "ps", "logs", "wait", "cancel"), _add_run_commands),
            **dict.fromkeys(("lock", "locks"), _add_lock_commands), "clean": _add_clean, "init": _add_init}
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    from novaproc.cli.text import render_plan
-
-    _, _, plan, _ = load_plan(args.tasks, args, {"max_parallel": args.max_parallel}, strict=False)
-    if args.json:
-        print(json.dumps(plan.to_json(), indent=2))
-    else:
-        print(render_plan(plan))
-    return ExitCode.OK
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    if not (args.dry_run or args.background):
-        from novaproc.execution.pool import start_forkserver
-
-        # before anything else: the first task waits for the forkserver's interpreter to start,
-        # which it does on another core while this one loads the tasks file
-        start_forkserver()
-    from novaproc.cli.text import render_plan
-
-    flags = {"max_parallel": args.max_parallel, "fail_fast": args.fail_fast,
-             "merge": "off" if args.no_merge else None}
-    taskfile, settings, plan, checked = load_plan(args.tasks, args, flags, strict=not args.dry_run)
-    if args.dry_run:
-        print(json.dumps(plan.to_json(), indent=2) if args.json else render_plan(plan))
-        return ExitCode.OK
-    if args.junit and not args.junit.resolve().parent.is_dir():
-        raise UsageError(f"--junit {args.junit}: folder {args.junit.resolve().parent} does not exist")
-    from novaproc.run.wiring import start_background, start_run
-
-    if args.background:
-        print(start_background(taskfile, [a for a in sys.argv[1:] if a != "--background"]))
-        return ExitCode.OK
-    run = start_run(taskfile, settings, plan, checked, argv=sys.argv[1:])
-    try:
-        holder = run.try_hold_tasks_file(args.if_busy)
-    except BaseException:
-        run.close()  # idempotent
-        raise
-    if args.ready_fd is not None:
-        run.detach(args.ready_fd)  # before waiting for a busy file: the launcher returns at once
-    return _execute(run, args, busy=holder)
-
-
-def cmd_resume(args: argparse.Namespace) -> int:
-    from novaproc.cli.runs import state_dir
-    from novaproc.messages import RunState
-    from novaproc.run.wiring import finish_interrupted_landing, resume_run
-    from novaproc.state.reader import load_run
-
-    record = load_run(state_dir(args), args.run)
-    finished = finish_interrupted_landing(record) if record.status is RunState.CRASHED else None
-    if finished:
-        print(f"novaproc: {finished}", file=sys.stderr)
-    from novaproc.inputs.taskfile import load_tasks
-
-    present = {t.id for t in load_tasks(record.tasks_file).tasks}
-    ns = argparse.Namespace(config=None, only=[t.id for t in record.tasks if t.id in present] or None)
-    taskfile, settings, plan, checked = load_plan(Path(record.tasks_file), ns, {})
-    run = resume_run(record, taskfile, settings, plan, checked, finished)
-    try:
-        holder = run.try_hold_tasks_file("wait")
-    except BaseException:
-        run.close()
-        raise
-    return _execute(run, args, busy=holder)
-
-
-def _execute(run, args: argparse.Namespace, busy: str | None = None) -> int:  # type: ignore[no-untyped-def]
-    from novaproc.cli.views import write_junit
-
-    view = _view(args, run.plan, run.log_path)
-    run.emit_to(view.handle)
-    try:
-        if busy and (stopped := run.wait_for_tasks_file(busy)) is not None:
-            view.stop()
-            return stopped
-        outcome = run.execute()
-    except BaseException:
-        view.stop()  # a live view must give the terminal back, whatever happened
-        raise
-    finally:
-        run.close()
-    if args.junit:
-        try:
-            write_junit(outcome, args.junit, run.log_path)
-        except OSError as e:
-            print(f"novaproc: error: cannot write the JUnit report {args.junit}: {e.strerror}",
-                  file=sys.stderr)
-    try:
-        view.close(outcome)
-    except BrokenPipeError:  # `run ... | head`: the exit code still tells how the run went
-        _silence_stdout()
-    return outcome.exit_code
-
-
-def _silence_stdout() -> None:
-    """The reader of stdout went away: drop further output instead of failing at exit."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def _view(args: argparse.Namespace, plan, log_path):  # type: ignore[no-untyped-def]
-    from novaproc.cli import views
-
-    total = len(plan.tasks)
-    if args.json:
-        return views.JsonView(sys.stdout, sys.stderr, total)
-    if getattr(args, "quiet", False):
-        return views.QuietView(sys.stdout, sys.stderr, total)
-    if sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb":
-        return views.LiveView(sys.stdout, sys.stderr, total, log_path,
-                                 {t.id: t.label for t in plan.tasks}, dict(plan.durations), plan.slots)
-    return views.PlainView(sys.stdout, sys.stderr, total)
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -361,8 +151,16 @@ def entry() -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        items = None
+        if argv[:1] == ["each"]:  # what follows ::: is items, even "-x", never options
+            from novaproc.cli.each import split_items
+
+            argv, items = split_items(argv)
         args = build_parser(argv).parse_args(argv)
+        if items is not None:
+            args.items = items
         return int(args.handler(args))
     except NovaError as e:
         print(f"novaproc: error: {e}", file=sys.stderr)
@@ -370,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return int(ExitCode.SIGINT)
     except BrokenPipeError:  # the reader went away (`novaproc status | head`): not our error
-        _silence_stdout()
+        from novaproc.cli.run import silence_stdout
+
+        silence_stdout()
         return int(ExitCode.OK)
     except Exception:
         import traceback

@@ -5,10 +5,23 @@ tasks made safe to show (escape sequences and control bytes dropped). Loads noth
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from novaproc.planning.plan import Plan
+
+
+EXIT_CODES = """exit codes:
+  0    every task succeeded (merged and verified)
+  1    a task failed or timed out
+  2    bad usage or an invalid tasks/config file; nothing ran
+  3    results could not all be merged
+  4    verify failed on the merged result
+  75   busy (--if-busy skip, lock --timeout)
+  129  hung up (SIGHUP)   130  interrupted (SIGINT)   143  terminated (SIGTERM)
+"""
 
 
 def format_duration(seconds: float) -> str:
@@ -32,29 +45,68 @@ def render_plan(plan: Plan) -> str:
         f"  Isolation: {plan.isolation}",
     ]
     lines += [f"  Warning: {w}" for w in plan.warnings]
-    width = max(len(t.id) for t in plan.tasks)
     lines.append(f"Tasks ({len(plan.tasks)}):")
-    for i, t in enumerate(plan.tasks, 1):
+    templates = {t.id: t.template for t in plan.tasks if t.template}
+    lines += _task_lines(plan, templates)
+    if plan.strategy == "dag":
+        lines.append("Layers:")
+        labels = {t.id: t.label for t in plan.tasks if not t.template}
+        for n, layer in enumerate(plan.layers(), 1):
+            waits = f" (depends on layer {n - 1})" if n > 1 else ""
+            lines.append(f"  Layer {n}: {', '.join(_collapsed(templates, layer, labels))}{waits}")
+    if plan.conflicts:
+        lines.append(f"Conflicts ({len(plan.conflicts)}), run in this order:")
+        for c in plan.conflicts[:MAX_LISTED]:
+            what = ", ".join(c.paths) if c.paths else f"both are {c.why} tasks"
+            lines.append(f"  {c.first} -> {c.second}: {what} ({c.why})")
+        if len(plan.conflicts) > MAX_LISTED:
+            lines.append(f"  ... and {len(plan.conflicts) - MAX_LISTED} more (plan --json lists them all)")
+    return plain_text("\n".join(lines))  # descriptions and paths are shown, never obeyed
+
+
+MAX_LISTED = 20  # conflicts shown; a fan-out's template is one line whatever its count
+_FIRST_ITEMS = 3
+
+
+def _task_lines(plan: Plan, templates: Mapping[str, str]) -> list[str]:
+    """One line a task, and one a fan-out template: its count and first items."""
+    shown = [t for i, t in enumerate(plan.tasks)
+             if not t.template or i == 0 or plan.tasks[i - 1].template != t.template]
+    members: dict[str, list[str]] = {}
+    for t in plan.tasks:
+        if t.template:
+            members.setdefault(t.template, []).append(t.item or "")
+    width = max(len(f"{t.template}.*" if t.template else t.id) for t in shown)
+    lines = []
+    for i, t in enumerate(shown, 1):
+        if t.template:
+            items = members[t.template]
+            first = ", ".join(items[:_FIRST_ITEMS]) + (", ..." if len(items) > _FIRST_ITEMS else "")
+            lines.append(f"  {i}. {t.template + '.*':<{width}}  {len(items)} tasks, one per item: {first}")
+            continue
         extra = [] if t.kind == "normal" else [f"kind {t.kind}: {t.kind_reason}"]
         after = plan.implicit_after(t.id)
         if t.depends_on:
-            extra.append("depends on " + ", ".join(t.depends_on))
+            extra.append("depends on " + ", ".join(_collapsed(templates, t.depends_on)))
         if after:
-            extra.append("after " + ", ".join(after))
+            extra.append("after " + ", ".join(_collapsed(templates, after)))
         suffix = f"  ({'; '.join(extra)})" if extra else ""
         lines.append(f"  {i}. {t.id:<{width}}  {t.label}{suffix}")
-    if plan.strategy == "dag":
-        lines.append("Layers:")
-        labels = {t.id: t.label for t in plan.tasks}
-        for n, layer in enumerate(plan.layers(), 1):
-            waits = f" (depends on layer {n - 1})" if n > 1 else ""
-            lines.append(f"  Layer {n}: {', '.join(labels[t] for t in layer)}{waits}")
-    if plan.conflicts:
-        lines.append(f"Conflicts ({len(plan.conflicts)}), run in this order:")
-        for c in plan.conflicts:
-            what = ", ".join(c.paths) if c.paths else f"both are {c.why} tasks"
-            lines.append(f"  {c.first} -> {c.second}: {what} ({c.why})")
-    return plain_text("\n".join(lines))  # descriptions and paths are shown, never obeyed
+    return lines
+
+
+def _collapsed(template: Mapping[str, str], ids: Sequence[str],
+               labels: Mapping[str, str] | None = None) -> list[str]:
+    """`ids` (or their labels) with a fan-out's tasks as one "<template> (N tasks)"."""
+    counts = Counter(template[i] for i in ids if i in template)
+    out: list[str] = []
+    for i in ids:
+        if i not in template:
+            out.append(labels.get(i, i) if labels else i)
+        elif (name := template[i]) in counts:
+            n = counts.pop(name)
+            out.append(f"{name} ({n} task{'s' if n != 1 else ''})")
+    return out
 
 
 # escape sequences (CSI, OSC, two-byte) and the control characters that a terminal would act

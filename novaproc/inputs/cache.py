@@ -29,6 +29,7 @@ from typing import Any
 from novaproc.errors import ConfigError
 from novaproc.fsio import write_atomic
 from novaproc.inputs import paths
+from novaproc.inputs.fanout import expand
 from novaproc.inputs.settings import ENV_KEYS, Settings, load_settings
 from novaproc.inputs.taskfile import MAX_FILE_BYTES, TaskFile, load_tasks, read_toml
 from novaproc.inputs.trust import check_paths
@@ -37,26 +38,29 @@ MAX_ENTRIES = 64
 
 
 def load_inputs(tasks_path: Path, *, config_file: Path | None = None,
-                flags: Mapping[str, Any] | None = None,
-                environ: Mapping[str, str] | None = None) -> tuple[TaskFile, Settings]:
-    """The tasks file and settings, as `load_tasks` and `load_settings` give them."""
+                flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+                root: Path | None = None) -> tuple[TaskFile, Settings]:
+    """The tasks file and settings, as `load_tasks` and `load_settings` give them, with the
+    fan-out templates expanded."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}  # None: not given
     environ = os.environ if environ is None else environ
-    entry = _entry(tasks_path, config_file, flags, environ)
+    entry = _entry(tasks_path, config_file, flags, environ, root)
     if entry is not None and (cached := _read(entry)) is not None:
         taskfile = _with_env_values(cached[0])
         if taskfile is not None:
-            return _paths_checked(taskfile, cached[1])
-    taskfile = load_tasks(tasks_path)
+            return _expanded(taskfile, cached[1])
+    taskfile = load_tasks(tasks_path, root)
     settings = load_settings(taskfile.root, taskfile.run_table, tasks_file=str(tasks_path),
                              config_file=config_file, environ=environ, flags=flags)
     if entry is not None:
         _write(entry, (_without_env_values(taskfile), settings))
-    return _paths_checked(taskfile, settings)
+    return _expanded(taskfile, settings)
 
 
-def _paths_checked(taskfile: TaskFile, settings: Settings) -> tuple[TaskFile, Settings]:
-    """Symlinks are read at every run, never from the cache: one may appear at any time."""
+def _expanded(taskfile: TaskFile, settings: Settings) -> tuple[TaskFile, Settings]:
+    """Templates are expanded at every run, never from the cache (a glob's files change), and
+    symlinks read (one may appear at any time)."""
+    taskfile = expand(taskfile)
     check_paths(str(taskfile.path), taskfile.root, taskfile.tasks, settings.worktree_include)
     return taskfile, settings
 
@@ -95,7 +99,7 @@ def cache_dir(environ: Mapping[str, str]) -> Path | None:
 
 
 def _entry(tasks_path: Path, config_file: Path | None, flags: Mapping[str, Any],
-           environ: Mapping[str, str]) -> Path | None:
+           environ: Mapping[str, str], given_root: Path | None) -> Path | None:
     """The cache file for these inputs, or None when they cannot be keyed (an unreadable
     tasks file: its reading reports why)."""
     folder = cache_dir(environ)
@@ -104,7 +108,7 @@ def _entry(tasks_path: Path, config_file: Path | None, flags: Mapping[str, Any],
     try:
         path = tasks_path.resolve()
         body = _read_bytes(path)
-        root, in_git = paths.find_root(path.parent)
+        root, in_git = paths.find_root(given_root or path.parent)
         nova = config_file.resolve() if config_file is not None else root / "nova.toml"
         nova_body = _read_bytes(nova) if config_file is not None or nova.is_file() else b""
         code = [(f.name, os.stat(f)) for f in code_files()]

@@ -18,20 +18,21 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from novaproc.errors import ConfigError, did_you_mean
 from novaproc.inputs import paths
+from novaproc.inputs.foreach import check_foreach, check_placeholders
+from novaproc.inputs.ids import valid_id
 from novaproc.inputs.kinds import Kind, detect
 from novaproc.inputs.trust import check_env_names, check_resource_names, check_strings, climbs
 
 if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
+    from collections.abc import Callable
+
     from annotated_types import Ge, Le
 
     from novaproc.inputs.schema import Invalid, Lax
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
-TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
-# ids that would make a confusing branch, folder or lock-file name
-_RESERVED_SUFFIXES = (".lock", ".", ".git")
 
 
 def parse_duration(value: object) -> float:
@@ -76,6 +77,10 @@ class Task:
     cwd: str | None = None
     cpu: Annotated[int, Ge(1)] = 1
     allow_failure: bool = False
+    # a template's items (see `fanout`); an expanded task names its template and item
+    foreach: str | tuple[str, ...] | dict[str, tuple[str, ...]] | None = None
+    template: str | None = None
+    item: str | None = None
 
     @property
     def label(self) -> str:
@@ -100,6 +105,7 @@ class TaskFile:
     run_table: dict[str, Any]
     tasks: tuple[Task, ...]
     hashes: dict[str, str]  # task id -> definition_hash(), computed once at load
+    templates: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # -> its tasks
 
     def by_id(self) -> dict[str, Task]:
         return {t.id: t for t in self.tasks}
@@ -112,11 +118,13 @@ def _json_value(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-TASK_FIELDS = sorted({f.name for f in dataclasses.fields(Task)} - {"id", "kind_reason"})
+TASK_FIELDS = sorted({f.name for f in dataclasses.fields(Task)} - {"id", "kind_reason", "template", "item"})
 
 
-def load_tasks(path: Path | str) -> TaskFile:
-    """Read and validate a tasks file. Raises ConfigError (exit 2) for any problem."""
+def load_tasks(path: Path | str, root: Path | None = None) -> TaskFile:
+    """Read and validate a tasks file, templates unexpanded (see `fanout`). Raises ConfigError
+    (exit 2) for any problem. `root`: the repository, when not the one the file lies in (a
+    tasks file that `each` wrote in the state folder)."""
     path = Path(path)
     name = str(path)
     data = read_toml(path, name)
@@ -136,7 +144,7 @@ def load_tasks(path: Path | str) -> TaskFile:
     if not isinstance(raw_tasks, dict) or not raw_tasks:
         raise ConfigError(name, "no tasks: add at least one [tasks.<id>] table with a cmd or call",
                           field="tasks")
-    root, in_git = paths.find_root(path.resolve().parent)
+    root, in_git = paths.find_root(root or path.resolve().parent)
     tasks = tuple(_task(name, tid, body, str(root)) for tid, body in raw_tasks.items())
     _check_ids_and_deps(name, tasks)
     return TaskFile(path=path.resolve(), root=root, in_git=in_git, run_table=run_table, tasks=tasks,
@@ -190,7 +198,13 @@ def _task(file: str, tid: str, body: object, root: str) -> Task:
     fields = dict(body)
     _check_command(file, tid, fields)
     check_env_names(file, tid, fields.get("env"))
-    _normalize_paths(file, tid, fields, root)
+    if "foreach" in fields:  # a template: its paths are checked once filled, task by task
+        fields["foreach"] = check_foreach(file, tid, fields["foreach"])
+        check_placeholders(file, tid, fields, fields["foreach"])
+        for field in ("writes", "reads"):
+            fields[field] = _path_list(file, tid, field, fields.get(field, []))
+    else:
+        _normalize_paths(file, tid, fields, root)
     fields["resources"] = _resources(file, tid, fields.get("resources", {}))
     if "timeout" in fields:
         try:
@@ -211,7 +225,10 @@ def _task(file: str, tid: str, body: object, root: str) -> Task:
 
 
 def _check_id(file: str, tid: str) -> None:
-    if not TASK_ID.fullmatch(tid) or tid.endswith(_RESERVED_SUFFIXES) or ".." in tid:
+    if "{" in tid or "}" in tid:
+        raise ConfigError(file, f"a task id takes no placeholder ({tid!r}); a foreach template's "
+                          "tasks are named <id>.<item> for you", task=tid)
+    if not valid_id(tid):
         raise ConfigError(
             file, f"invalid task id {tid!r}: ids are 1-64 characters of ASCII letters, digits, '_', '.', "
             "'-', start with a letter or digit, and do not end in '.lock' or contain '..' "
@@ -240,32 +257,56 @@ def _check_command(file: str, tid: str, fields: dict[str, Any]) -> None:
 
 def _normalize_paths(file: str, tid: str, fields: dict[str, Any], root: str) -> None:
     for field in ("writes", "reads"):
-        declared = fields.get(field, [])
-        if isinstance(declared, str):
-            declared = [declared]
-        if not isinstance(declared, list) or not all(isinstance(p, str) and p for p in declared):
-            raise ConfigError(file, "must be a list of non-empty path strings", task=tid, field=field)
-        for p in declared:
-            if climbs(p):
-                raise ConfigError(file, f"path {p!r} has a '..' after a wildcard, which may lead anywhere; "
-                                  f"name paths inside the repository {root} without one",
-                                  task=tid, field=field)
-        try:
-            fields[field] = [paths.normalize(p, root) for p in declared]
-        except paths.PathEscapes as e:
-            raise ConfigError(file, f"path {e.args[0]!r} climbs out of the repository {root}; "
-                              "use a path inside it, or an absolute path for a shared file",
-                              task=tid, field=field) from None
-    cwd = fields.get("cwd")
-    if isinstance(cwd, str):
-        try:
-            norm = paths.normalize(cwd, root) if not cwd.startswith("/") else cwd
-        except paths.PathEscapes:
-            norm = "/"
-        if norm.startswith("/"):
-            raise ConfigError(file, f"{cwd!r} must be a folder inside the task's workspace",
-                              task=tid, field="cwd")
-        fields["cwd"] = norm
+        fields[field] = declared_paths(file, tid, field, fields.get(field, []), root)
+    if isinstance(fields.get("cwd"), str):
+        fields["cwd"] = workspace_folder(file, tid, fields["cwd"], root)
+
+
+def normalize_expanded(file: str, root: str) -> Callable[[Task], Task]:
+    """What checks and normalises the paths of a task filled in from a template."""
+    def normalize(task: Task) -> Task:
+        where = f"{task.id} (item {task.item!r})"
+        cwd = workspace_folder(file, where, task.cwd, root) if task.cwd is not None else None
+        return dataclasses.replace(
+            task, writes=tuple(declared_paths(file, where, "writes", list(task.writes), root)),
+            reads=tuple(declared_paths(file, where, "reads", list(task.reads), root)), cwd=cwd)
+    return normalize
+
+
+def _path_list(file: str, tid: str, field: str, declared: object) -> list[str]:
+    if isinstance(declared, str):
+        declared = [declared]
+    if not isinstance(declared, list) or not all(isinstance(p, str) and p for p in declared):
+        raise ConfigError(file, "must be a list of non-empty path strings", task=tid, field=field)
+    return declared
+
+
+def declared_paths(file: str, tid: str, field: str, declared: object, root: str) -> list[str]:
+    """`writes` or `reads` normalised (see paths.normalize); ConfigError for one that climbs out."""
+    declared = _path_list(file, tid, field, declared)
+    for p in declared:
+        if climbs(p):
+            raise ConfigError(file, f"path {p!r} has a '..' after a wildcard, which may lead anywhere; "
+                              f"name paths inside the repository {root} without one",
+                              task=tid, field=field)
+    try:
+        return [paths.normalize(p, root) for p in declared]
+    except paths.PathEscapes as e:
+        raise ConfigError(file, f"path {e.args[0]!r} climbs out of the repository {root}; "
+                          "use a path inside it, or an absolute path for a shared file",
+                          task=tid, field=field) from None
+
+
+def workspace_folder(file: str, tid: str, cwd: str, root: str) -> str:
+    """A task's `cwd`, relative to its workspace; ConfigError for one outside it."""
+    try:
+        norm = paths.normalize(cwd, root) if not cwd.startswith("/") else cwd
+    except paths.PathEscapes:
+        norm = "/"
+    if norm.startswith("/"):
+        raise ConfigError(file, f"{cwd!r} must be a folder inside the task's workspace",
+                          task=tid, field="cwd")
+    return norm
 
 
 def _resources(file: str, tid: str, value: object) -> dict[str, int]:
@@ -305,6 +346,10 @@ def _check_ids_and_deps(file: str, tasks: tuple[Task, ...]) -> None:
     ids = [t.id for t in tasks]
     for t in tasks:
         for dep in t.depends_on:
+            if dep == t.id:
+                raise ConfigError(file, f"dependency cycle: {t.id} -> {t.id}; remove this dependency"
+                                  + ("; a template's tasks do not wait for each other" if t.foreach
+                                     else ""), task=t.id, field="depends_on")
             if dep not in seen.values():
                 raise ConfigError(file, f"unknown task {dep!r}{did_you_mean(dep, ids)}",
                                   task=t.id, field="depends_on")

@@ -87,6 +87,7 @@ class Plan:
             "depends_on": list(t.depends_on), "after": self.implicit_after(t.id),
             "writes": list(t.writes), "reads": list(t.reads), "cpu": t.cpu,
             "estimated_duration": self.durations[t.id],
+            **({"template": t.template, "item": t.item} if t.template else {}),
         }
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from novaproc.errors import EnvironmentFault, UsageError
-from novaproc.inputs.taskfile import TASK_ID
+from novaproc.inputs.ids import TASK_ID
 
 JOURNAL_VERSION = 1
 RUN_FILE, EVENTS_FILE, LOGS_DIR = "run.json", "events.jsonl", "logs"

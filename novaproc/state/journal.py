@@ -81,7 +81,7 @@ class Journal:
     def create(cls, state_dir: Path, meta: RunMeta, *,
                new_id: Callable[[], str] = lambda: os.urandom(3).hex()) -> Journal:
         """A new run with a fresh short id; the state dir is created (and kept out of git)."""
-        runs = _prepare_state_dir(Path(state_dir))
+        runs = state_folder(Path(state_dir))
         run_id, folder = _reserve_folder(runs, new_id)
         if meta.pid_start is None:
             meta = replace(meta, pid_start=process_start_time(meta.pid))
@@ -184,12 +184,13 @@ class Journal:
 
 # --- writing helpers ----------------------------------------------------------------------------
 
-def _prepare_state_dir(state_dir: Path) -> Path:
-    """The state dir's runs folder, both made 0700 when missing. Refused (exit 2: a setting to
-    fix) when either is a symlink, another user's or writable by others: journals and task
-    output are the user's alone, and nobody may plant a run in them."""
+def state_folder(state_dir: Path, name: str = "runs") -> Path:
+    """A folder of the state dir (its runs, the tasks `each` writes), both made 0700 when
+    missing. Refused (exit 2: a setting to fix) when either is a symlink, another user's or
+    writable by others: journals and task output are the user's alone, and nobody may plant a
+    run in them."""
     try:
-        for folder in (state_dir, state_dir / "runs"):
+        for folder in (state_dir, state_dir / name):
             if problem := private_dir(folder, parents=True):
                 raise UsageError(f"cannot use the state dir {state_dir}: {folder} {problem}; fix it, or "
                                  "set another with NOVA_STATE_DIR or state_dir in nova.toml")
@@ -201,7 +202,7 @@ def _prepare_state_dir(state_dir: Path) -> Path:
         fault = UsageError if isinstance(e, (FileExistsError, NotADirectoryError)) else EnvironmentFault
         raise fault(f"cannot create the state dir {state_dir}: {e.strerror}; set another "
                     "with NOVA_STATE_DIR or state_dir in nova.toml") from None
-    return state_dir / "runs"
+    return state_dir / name
 
 
 def _reserve_folder(runs: Path, new_id: Callable[[], str]) -> tuple[str, Path]:

@@ -1,0 +1,171 @@
+"""Fan-out: a task with `foreach` is a template, expanded into one task per item.
+
+The items are a glob's files (tracked files in a repository, files on disk outside git), a list
+of strings, or a matrix (one item per combination). Each expanded task is the template with its
+placeholders filled (see `placeholders`), its paths normalised and checked like any declared
+path, and the id `<template>.<slug>`: stable from run to run, so `resume` matches it.
+
+Expansion runs at every load, after the cache of validated inputs (`cache`): a glob's files
+change without the tasks file changing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import itertools
+import os
+import re
+import subprocess
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from novaproc.errors import ConfigError
+from novaproc.inputs.foreach import TEMPLATE_FIELDS
+from novaproc.inputs.ids import valid_id
+from novaproc.inputs.placeholders import Template, file_values
+from novaproc.inputs.taskfile import Task, TaskFile, normalize_expanded
+
+MAX_TASKS = 100_000
+_MAX_ID = 64
+_SLUG = re.compile(r"[^A-Za-z0-9_.-]")
+_HASH_CHARS = 10
+
+def expand(taskfile: TaskFile) -> TaskFile:
+    """`taskfile` with each template replaced by its tasks, and a template's id in `depends_on`
+    by its tasks' ids."""
+    if not any(t.foreach is not None for t in taskfile.tasks):
+        return taskfile
+    file = str(taskfile.path)
+    normalize = normalize_expanded(file, str(taskfile.root))
+    groups: dict[str, tuple[str, ...]] = {}
+    tasks: list[Task] = []
+    for task in taskfile.tasks:
+        if task.foreach is None:
+            tasks.append(task)
+            continue
+        made = [normalize(t) for t in _expand_one(file, task, str(taskfile.root), taskfile.in_git)]
+        groups[task.id] = tuple(t.id for t in made)
+        tasks += made
+        if len(tasks) > MAX_TASKS:
+            raise ConfigError(file, f"expands to more than {MAX_TASKS:,} tasks; split the work into "
+                              "several runs", task=task.id, field="foreach")
+    _check_unique(file, tasks)
+    tasks = [t if not set(t.depends_on) & groups.keys() else dataclasses.replace(
+        t, depends_on=tuple(i for d in t.depends_on for i in groups.get(d, (d,)))) for t in tasks]
+    return dataclasses.replace(taskfile, tasks=tuple(tasks), templates=groups,
+                               hashes={t.id: t.definition_hash() for t in tasks})
+
+
+def _expand_one(file: str, template: Task, root: str, in_git: bool) -> list[Task]:
+    assert template.foreach is not None
+    items = _items(file, template, root, in_git)
+    fill = _Filler(template)
+    return [dataclasses.replace(template, id=tid, foreach=None, template=template.id, item=text,
+                                **fill(values))
+            for tid, (text, values) in zip(expanded_ids(template.id, [i for i, _ in items]), items,
+                                          strict=True)]
+
+
+def _items(file: str, template: Task, root: str, in_git: bool) -> list[tuple[str, dict[str, str]]]:
+    foreach = template.foreach
+    if isinstance(foreach, dict):
+        keys = list(foreach)
+        return [("-".join(combo), {"item": "-".join(combo), **dict(zip(keys, combo, strict=True))})
+                for combo in itertools.product(*foreach.values())]
+    if isinstance(foreach, str):
+        found = match_files(foreach, root, in_git)
+        if not found:
+            where = "no file tracked by git in" if in_git else "no file in"
+            raise ConfigError(file, f"glob {foreach!r} matches {where} {root}", task=template.id,
+                              field="foreach")
+        foreach = tuple(found)
+    if len(foreach) > MAX_TASKS:
+        raise ConfigError(file, f"has {len(foreach):,} items, more than the {MAX_TASKS:,} a run takes; "
+                          "split the work into several runs", task=template.id, field="foreach")
+    return [(item, file_values(item)) for item in foreach]
+
+
+def match_files(pattern: str, root: str, in_git: bool) -> list[str]:
+    """The files matching a glob, sorted: `*` stays in a folder, `**` crosses folders. Relative
+    patterns match the repository's tracked files (in git) or the files under `root`; an
+    absolute pattern matches files on disk, and its items stay absolute."""
+    if os.path.isabs(pattern):
+        return sorted(p for p in glob.glob(pattern, recursive=True, include_hidden=True)
+                      if os.path.isfile(p))
+    if not in_git:
+        return sorted(p for p in glob.glob(pattern, root_dir=root, recursive=True, include_hidden=True)
+                      if os.path.isfile(os.path.join(root, p)))
+    listed = subprocess.run(["git", "-c", "core.quotePath=false", "ls-files", "-z", "--",
+                             f":(glob){pattern}"], cwd=root, capture_output=True, check=False)
+    if listed.returncode != 0:
+        problem = listed.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["failed"]
+        raise ConfigError(pattern, f"git ls-files in {root}: {problem[0]}")
+    return sorted({p for p in os.fsdecode(listed.stdout).split("\0") if p})
+
+
+def expanded_ids(template: str, items: Sequence[str]) -> list[str]:
+    """`<template>.<slug>` for each item: characters outside [A-Za-z0-9_.-] become `_`. An id too
+    long, not valid, or shared (ignoring case) with another item's gets a hash of its item, so
+    it stays the same whatever other items there are."""
+    plain = [f"{template}.{_SLUG.sub('_', item)}" for item in items]
+    counts = Counter(p.lower() for p in plain)
+    return [p if len(p) <= _MAX_ID and counts[p.lower()] == 1 and valid_id(p) else _hashed(template, item)
+            for item, p in zip(items, plain, strict=True)]
+
+
+def _hashed(template: str, item: str) -> str:
+    digest = hashlib.sha256(item.encode("utf-8", "surrogateescape")).hexdigest()[:_HASH_CHARS]
+    room = _MAX_ID - len(template) - 2 - _HASH_CHARS
+    cut = re.sub(r"\.(?=\.)", "_", _SLUG.sub("_", item)[:room]).lstrip(".")
+    return f"{template}.{cut}-{digest}" if cut else f"{template}.{digest}"
+
+
+def _check_unique(file: str, tasks: Sequence[Task]) -> None:
+    seen: dict[str, Task] = {}
+    for t in tasks:
+        other = seen.setdefault(t.id.lower(), t)
+        if other is not t:
+            raise ConfigError(file, f"{_origin(t)} and {_origin(other)} have one id (ignoring case); "
+                              "rename the task, or the template", task=t.id)
+
+
+def _origin(task: Task) -> str:
+    return f"item {task.item!r} of {task.template!r}" if task.template else f"[tasks.{task.id}]"
+
+
+class _Filler:
+    """A template's strings parsed once; called with an item's values, the fields to replace."""
+
+    def __init__(self, template: Task) -> None:
+        self.template = template
+        self.parsed: dict[str, Template] = {}
+
+    def __call__(self, values: Mapping[str, str]) -> dict[str, Any]:
+        t = self.template
+        fields: dict[str, Any] = {"cmd": self._cmd(t.cmd, values)} if t.cmd is not None else {}
+        for name in TEMPLATE_FIELDS:
+            fields[name] = self._fill(getattr(t, name), values)
+        return fields
+
+    def _cmd(self, cmd: str | tuple[str, ...], values: Mapping[str, str]) -> str | tuple[str, ...]:
+        if isinstance(cmd, str):  # the shell reads it: each value one quoted word
+            return self._parse(cmd).fill(values, quote=True)
+        return tuple(self._parse(arg).fill(values) for arg in cmd)
+
+    def _fill(self, value: Any, values: Mapping[str, str]) -> Any:
+        if isinstance(value, str):
+            return self._parse(value).fill(values)
+        if isinstance(value, tuple | list):
+            return type(value)(self._fill(v, values) for v in value)
+        if isinstance(value, dict):
+            return {k: self._fill(v, values) for k, v in value.items()}
+        return value
+
+    def _parse(self, text: str) -> Template:
+        parsed = self.parsed.get(text)
+        if parsed is None:
+            parsed = self.parsed[text] = Template.parse(text)
+        return parsed
