@@ -23,10 +23,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from novaproc.errors import ConfigError
-from novaproc.inputs.foreach import TEMPLATE_FIELDS
+from novaproc.inputs.foreach import TEMPLATE_FIELDS, texts
 from novaproc.inputs.ids import valid_id
 from novaproc.inputs.placeholders import Template, file_values
-from novaproc.inputs.taskfile import Task, TaskFile, normalize_expanded
+from novaproc.inputs.taskfile import Task, TaskFile, filled_paths
 
 MAX_TASKS = 100_000
 _MAX_ID = 64
@@ -38,35 +38,35 @@ def expand(taskfile: TaskFile) -> TaskFile:
     by its tasks' ids."""
     if not any(t.foreach is not None for t in taskfile.tasks):
         return taskfile
-    file = str(taskfile.path)
-    normalize = normalize_expanded(file, str(taskfile.root))
+    file, root = str(taskfile.path), str(taskfile.root)
+    items: dict[str, list[tuple[str, dict[str, str]]]] = {}
     groups: dict[str, tuple[str, ...]] = {}
+    for t in taskfile.tasks:
+        if t.foreach is not None:
+            items[t.id] = _items(file, t, root, taskfile.in_git)
+            groups[t.id] = tuple(expanded_ids(t.id, [text for text, _ in items[t.id]]))
+            if sum(map(len, groups.values())) > MAX_TASKS:
+                raise ConfigError(file, f"expands to more than {MAX_TASKS:,} tasks; split the work "
+                                  "into several runs", task=t.id, field="foreach")
     tasks: list[Task] = []
-    for task in taskfile.tasks:
-        if task.foreach is None:
-            tasks.append(task)
-            continue
-        made = [normalize(t) for t in _expand_one(file, task, str(taskfile.root), taskfile.in_git)]
-        groups[task.id] = tuple(t.id for t in made)
-        tasks += made
-        if len(tasks) > MAX_TASKS:
-            raise ConfigError(file, f"expands to more than {MAX_TASKS:,} tasks; split the work into "
-                              "several runs", task=task.id, field="foreach")
+    for t in taskfile.tasks:
+        deps = tuple(i for d in t.depends_on for i in groups.get(d, (d,)))
+        if t.foreach is not None:
+            tasks += _filled(file, root, t, groups[t.id], items[t.id], deps)
+        else:
+            tasks.append(t if deps == t.depends_on else dataclasses.replace(t, depends_on=deps))
     _check_unique(file, tasks)
-    tasks = [t if not set(t.depends_on) & groups.keys() else dataclasses.replace(
-        t, depends_on=tuple(i for d in t.depends_on for i in groups.get(d, (d,)))) for t in tasks]
     return dataclasses.replace(taskfile, tasks=tuple(tasks), templates=groups,
                                hashes={t.id: t.definition_hash() for t in tasks})
 
 
-def _expand_one(file: str, template: Task, root: str, in_git: bool) -> list[Task]:
-    assert template.foreach is not None
-    items = _items(file, template, root, in_git)
+def _filled(file: str, root: str, template: Task, ids: Sequence[str],
+            items: Sequence[tuple[str, dict[str, str]]], deps: tuple[str, ...]) -> list[Task]:
     fill = _Filler(template)
     return [dataclasses.replace(template, id=tid, foreach=None, template=template.id, item=text,
-                                **fill(values))
-            for tid, (text, values) in zip(expanded_ids(template.id, [i for i, _ in items]), items,
-                                          strict=True)]
+                                depends_on=deps,
+                                **filled_paths(file, root, f"{tid} (item {text!r})", fill(values)))
+            for tid, (text, values) in zip(ids, items, strict=True)]
 
 
 def _items(file: str, template: Task, root: str, in_git: bool) -> list[tuple[str, dict[str, str]]]:
@@ -142,11 +142,16 @@ class _Filler:
     def __init__(self, template: Task) -> None:
         self.template = template
         self.parsed: dict[str, Template] = {}
+        # a field with no placeholder keeps the template's value: 10,000 items fill only the rest
+        self.filled = [name for name in TEMPLATE_FIELDS
+                       if any(self._parse(s).names for s in texts(getattr(template, name)))]
+        self.kept = {name: getattr(template, name) for name in ("writes", "reads", "cwd")}
 
     def __call__(self, values: Mapping[str, str]) -> dict[str, Any]:
         t = self.template
         fields: dict[str, Any] = {"cmd": self._cmd(t.cmd, values)} if t.cmd is not None else {}
-        for name in TEMPLATE_FIELDS:
+        fields |= self.kept  # the paths are checked task by task, filled or not
+        for name in self.filled:
             fields[name] = self._fill(getattr(t, name), values)
         return fields
 

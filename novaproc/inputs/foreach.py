@@ -83,7 +83,7 @@ def check_placeholders(file: str, tid: str, fields: Mapping[str, Any], foreach: 
     """Every placeholder of a template is one its items define (ConfigError otherwise)."""
     known = placeholder_names(foreach)
     for field in ("cmd", *TEMPLATE_FIELDS):
-        for text in _texts(fields.get(field)):
+        for text in texts(fields.get(field)):
             try:
                 Template.parse(text).check(known)
             except UnknownPlaceholder as e:
@@ -94,12 +94,12 @@ def check_placeholders(file: str, tid: str, fields: Mapping[str, Any], foreach: 
                           f"already, so write it bare: echo {{{name}}}", task=tid, field="cmd")
 
 
-def _texts(value: object) -> list[str]:
+def texts(value: object) -> list[str]:
     """Every string inside `value` (tables' values, not their keys)."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, list | tuple):
-        return [s for v in value for s in _texts(v)]
+        return [s for v in value for s in texts(v)]
     if isinstance(value, dict):
-        return [s for v in value.values() for s in _texts(v)]
+        return [s for v in value.values() for s in texts(v)]
     return []

@@ -24,8 +24,6 @@ from novaproc.inputs.kinds import Kind, detect
 from novaproc.inputs.trust import check_env_names, check_resource_names, check_strings, climbs
 
 if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
-    from collections.abc import Callable
-
     from annotated_types import Ge, Le
 
     from novaproc.inputs.schema import Invalid, Lax
@@ -88,11 +86,16 @@ class Task:
 
     def definition_hash(self) -> str:
         """A short hash of what the task does, to match it across runs (never its position)."""
-        fields = dataclasses.asdict(self)
-        del fields["description"], fields["kind_reason"]
+        fields = {name: getattr(self, name) for name in _HASHED}  # not asdict: 10x slower
+        for name in ("foreach", "template", "item"):  # fields added later: an unset one is left
+            if fields[name] is None:                  # out, so older journals' hashes still match
+                del fields[name]
         fields["env"] = sorted(fields["env"].items())
         blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=_json_value)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_HASHED = tuple(f.name for f in dataclasses.fields(Task) if f.name not in ("description", "kind_reason"))
 
 
 @dataclass(frozen=True)
@@ -262,15 +265,13 @@ def _normalize_paths(file: str, tid: str, fields: dict[str, Any], root: str) -> 
         fields["cwd"] = workspace_folder(file, tid, fields["cwd"], root)
 
 
-def normalize_expanded(file: str, root: str) -> Callable[[Task], Task]:
-    """What checks and normalises the paths of a task filled in from a template."""
-    def normalize(task: Task) -> Task:
-        where = f"{task.id} (item {task.item!r})"
-        cwd = workspace_folder(file, where, task.cwd, root) if task.cwd is not None else None
-        return dataclasses.replace(
-            task, writes=tuple(declared_paths(file, where, "writes", list(task.writes), root)),
-            reads=tuple(declared_paths(file, where, "reads", list(task.reads), root)), cwd=cwd)
-    return normalize
+def filled_paths(file: str, root: str, where: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The paths of a task filled in from a template (`where` names it), checked and normalised."""
+    fields["writes"] = tuple(declared_paths(file, where, "writes", list(fields["writes"]), root))
+    fields["reads"] = tuple(declared_paths(file, where, "reads", list(fields["reads"]), root))
+    if fields["cwd"] is not None:
+        fields["cwd"] = workspace_folder(file, where, fields["cwd"], root)
+    return fields
 
 
 def _path_list(file: str, tid: str, field: str, declared: object) -> list[str]:

@@ -8,9 +8,10 @@ at every run (a symlink can appear after the file was read and cached).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,23 +79,29 @@ def outside(entry: str) -> bool:
         return True
 
 
-def escapes(normalized: str, root: Path) -> str | None:
+def escapes(normalized: str, root: Path, real_dir: Callable[[str], str] = os.path.realpath) -> str | None:
     """Where a repository-relative path really leads when a symlink on its way takes it out of
-    `root`; None when it stays inside (or is absolute: shared files name outside paths)."""
+    `root`; None when it stays inside (or is absolute: shared files name outside paths).
+    `real_dir`: realpath, or a cache of it (a fan-out names thousands of files in few folders)."""
     if os.path.isabs(normalized):
         return None
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(root, normalized))
+    real_root = real_dir(str(root))
+    folder, name = os.path.split(os.path.join(root, normalized))
+    real = os.path.join(real_dir(folder), name)
+    if os.path.islink(real):
+        real = os.path.realpath(real)
+    real = os.path.normpath(real)
     return None if real == real_root or real.startswith(real_root + os.sep) else real
 
 
 def check_paths(file: str, root: Path, tasks: Any, include: tuple[str, ...]) -> None:
     """No declared path, cwd or worktree_include entry leads out of the repository through a
     symlink. ConfigError (exit 2) names the task and field."""
+    real_dir = functools.lru_cache(maxsize=4096)(os.path.realpath)
     for task in tasks:
         for field, declared in (*(("writes", p) for p in task.writes), *(("reads", p) for p in task.reads),
                                 *((("cwd", task.cwd),) if task.cwd else ())):
-            if (real := escapes(declared, root)) is not None:
+            if (real := escapes(declared, root, real_dir)) is not None:
                 raise ConfigError(file, f"{declared!r} leads out of the repository {root} (to {real}, "
                                   "through a symlink); name a path inside it, or the outside one as "
                                   "an absolute path", task=task.id, field=field)
