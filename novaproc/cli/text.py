@@ -82,7 +82,8 @@ def _task_lines(plan: Plan, templates: Mapping[str, str]) -> list[str]:
         if t.template:
             items = members[t.template]
             first = ", ".join(items[:_FIRST_ITEMS]) + (", ..." if len(items) > _FIRST_ITEMS else "")
-            lines.append(f"  {i}. {t.template + '.*':<{width}}  {len(items)} tasks, one per item: {first}")
+            count = f"{len(items)} task{'s' if len(items) != 1 else ''}"
+            lines.append(f"  {i}. {t.template + '.*':<{width}}  {count}, one per item: {first}")
             continue
         extra = [] if t.kind == "normal" else [f"kind {t.kind}: {t.kind_reason}"]
         after = plan.implicit_after(t.id)

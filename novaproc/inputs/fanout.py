@@ -15,6 +15,7 @@ import dataclasses
 import glob
 import hashlib
 import itertools
+import json
 import os
 import re
 import subprocess
@@ -44,7 +45,9 @@ def expand(taskfile: TaskFile) -> TaskFile:
     for t in taskfile.tasks:
         if t.foreach is not None:
             items[t.id] = _items(file, t, root, taskfile.in_git)
-            groups[t.id] = tuple(expanded_ids(t.id, [text for text, _ in items[t.id]]))
+            # a matrix's "-"-joined values may repeat ("x-y" + "z", "x" + "y-z"): hash all of them
+            keys = [json.dumps(v) for _, v in items[t.id]] if isinstance(t.foreach, dict) else None
+            groups[t.id] = tuple(expanded_ids(t.id, [text for text, _ in items[t.id]], keys))
             if sum(map(len, groups.values())) > MAX_TASKS:
                 raise ConfigError(file, f"expands to more than {MAX_TASKS:,} tasks; split the work "
                                   "into several runs", task=t.id, field="foreach")
@@ -56,6 +59,7 @@ def expand(taskfile: TaskFile) -> TaskFile:
         else:
             tasks.append(t if deps == t.depends_on else dataclasses.replace(t, depends_on=deps))
     _check_unique(file, tasks)
+    _check_deps(file, tasks)
     return dataclasses.replace(taskfile, tasks=tuple(tasks), templates=groups,
                                hashes={t.id: t.definition_hash() for t in tasks})
 
@@ -106,18 +110,20 @@ def match_files(pattern: str, root: str, in_git: bool) -> list[str]:
     return sorted({p for p in os.fsdecode(listed.stdout).split("\0") if p})
 
 
-def expanded_ids(template: str, items: Sequence[str]) -> list[str]:
+def expanded_ids(template: str, items: Sequence[str], keys: Sequence[str] | None = None) -> list[str]:
     """`<template>.<slug>` for each item: characters outside [A-Za-z0-9_.-] become `_`. An id too
-    long, not valid, or shared (ignoring case) with another item's gets a hash of its item, so
-    it stays the same whatever other items there are."""
+    long, not valid, or shared (ignoring case) with another item's gets a hash of its key (the
+    item, or what tells a matrix's combinations apart), so it stays the same whatever other
+    items there are."""
     plain = [f"{template}.{_SLUG.sub('_', item)}" for item in items]
     counts = Counter(p.lower() for p in plain)
-    return [p if len(p) <= _MAX_ID and counts[p.lower()] == 1 and valid_id(p) else _hashed(template, item)
-            for item, p in zip(items, plain, strict=True)]
+    unique = [len(p) <= _MAX_ID and counts[p.lower()] == 1 and valid_id(p) for p in plain]
+    return [p if ok else _hashed(template, item, key)
+            for item, key, p, ok in zip(items, keys or items, plain, unique, strict=True)]
 
 
-def _hashed(template: str, item: str) -> str:
-    digest = hashlib.sha256(item.encode("utf-8", "surrogateescape")).hexdigest()[:_HASH_CHARS]
+def _hashed(template: str, item: str, key: str) -> str:
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:_HASH_CHARS]
     room = _MAX_ID - len(template) - 2 - _HASH_CHARS
     cut = re.sub(r"\.(?=\.)", "_", _SLUG.sub("_", item)[:room]).lstrip(".")
     return f"{template}.{cut}-{digest}" if cut else f"{template}.{digest}"
@@ -132,8 +138,20 @@ def _check_unique(file: str, tasks: Sequence[Task]) -> None:
                               "rename the task, or the template", task=t.id)
 
 
+def _check_deps(file: str, tasks: Sequence[Task]) -> None:
+    """A dependency on one task of a template (`fmt.src_a.py`) names a task that exists."""
+    ids = {t.id for t in tasks}
+    for t in tasks:
+        for dep in t.depends_on:
+            if dep not in ids:
+                from novaproc.errors import did_you_mean
+
+                raise ConfigError(file, f"unknown task {dep!r}{did_you_mean(dep, ids)}", task=t.id,
+                                  field="depends_on")
+
+
 def _origin(task: Task) -> str:
-    return f"item {task.item!r} of {task.template!r}" if task.template else f"[tasks.{task.id}]"
+    return f"item {task.item!r} of {task.template!r}" if task.template else f'[tasks."{task.id}"]'
 
 
 class _Filler:
@@ -143,8 +161,8 @@ class _Filler:
         self.template = template
         self.parsed: dict[str, Template] = {}
         # a field with no placeholder keeps the template's value: 10,000 items fill only the rest
-        self.filled = [name for name in TEMPLATE_FIELDS
-                       if any(self._parse(s).names for s in texts(getattr(template, name)))]
+        self.filled = [name for name in TEMPLATE_FIELDS  # {{ and }} count: they become { and }
+                       if any(self._parse(s).parts != (s,) for s in texts(getattr(template, name)))]
         self.kept = {name: getattr(template, name) for name in ("writes", "reads", "cwd")}
 
     def __call__(self, values: Mapping[str, str]) -> dict[str, Any]:

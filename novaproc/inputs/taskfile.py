@@ -345,12 +345,13 @@ def _check_ids_and_deps(file: str, tasks: tuple[Task, ...]) -> None:
             raise ConfigError(file, f"ids {other!r} and {t.id!r} differ only in case; they would "
                               "clash as branch and folder names on some systems", task=t.id)
     ids = [t.id for t in tasks]
+    templates = tuple(f"{t.id}." for t in tasks if t.foreach is not None)
     for t in tasks:
         for dep in t.depends_on:
             if dep == t.id:
                 raise ConfigError(file, f"dependency cycle: {t.id} -> {t.id}; remove this dependency"
                                   + ("; a template's tasks do not wait for each other" if t.foreach
                                      else ""), task=t.id, field="depends_on")
-            if dep not in seen.values():
-                raise ConfigError(file, f"unknown task {dep!r}{did_you_mean(dep, ids)}",
+            if dep not in seen.values() and not dep.startswith(templates):  # one task of a template:
+                raise ConfigError(file, f"unknown task {dep!r}{did_you_mean(dep, ids)}",  # see fanout
                                   task=t.id, field="depends_on")
