@@ -23,6 +23,9 @@ from novaproc.errors import EnvironmentFault
 # git must not run the user's hooks for novaproc's own bookkeeping (post-checkout and the like)
 _BASE_ARGS = ("-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false",
               "-c", "core.quotePath=false")
+# checkouts of novaproc's worktrees leave LFS files as pointers (a missing object would fail the
+# checkout, and fetching one is not ours to do); `fill_lfs` then puts in what is stored locally
+_NO_SMUDGE = {"GIT_LFS_SKIP_SMUDGE": "1"}
 _TRANSIENT = ("index.lock", "config.lock", "packed-refs.lock", "Unable to create")
 _FALLBACK_IDENTITY = {"GIT_AUTHOR_NAME": "novaproc", "GIT_AUTHOR_EMAIL": "novaproc@localhost",
                       "GIT_COMMITTER_NAME": "novaproc", "GIT_COMMITTER_EMAIL": "novaproc@localhost"}
@@ -120,7 +123,15 @@ class Repo:
         """`git args` bound to `wt` by explicit paths, so a task that broke its .git file
         can never redirect a destructive command to another repository."""
         return self.git("--git-dir", str(wt.admin), "--work-tree", str(wt.path), *args,
-                        cwd=wt.path, env=env)
+                        cwd=wt.path, env={**_NO_SMUDGE, **(env or {})})
+
+    def fill_lfs(self, path: Path) -> None:
+        """LFS files in the worktree at `path` as the user's checkout has them: the content of
+        those whose objects are stored locally, pointers for the rest. Nothing is downloaded."""
+        attributes = path / ".gitattributes"
+        if not (attributes.is_file() and "filter=lfs" in attributes.read_text(errors="replace")):
+            return
+        self.run("lfs", "checkout", cwd=path, retries=0)  # no git-lfs: pointers stay, as for the user
 
     def ignored(self, wt: Worktree, paths: Sequence[str]) -> set[str]:
         """Which of `paths` (relative to the worktree) the ignore rules cover."""
@@ -283,10 +294,10 @@ class Repo:
     def add_worktree(self, path: Path, commit: str, branch: str | None = None) -> Worktree:
         """A new worktree at `path` checked out at `commit`, on `branch` (reset if it exists)."""
         args = ["worktree", "add", "-q", *(["--no-track", "-B", branch] if branch else ["--detach"])]
-        code, _, err = self.run(*args, str(path), commit)
+        code, _, err = self.run(*args, str(path), commit, env=_NO_SMUDGE)
         if code != 0 and any(stale in err for stale in _STALE_RECORD):
             self.git("worktree", "prune")  # a record left by a crash, its folder gone
-            code, _, err = self.run(*args[:3], "-f", *args[3:], str(path), commit)
+            code, _, err = self.run(*args[:3], "-f", *args[3:], str(path), commit, env=_NO_SMUDGE)
         if code != 0:
             raise fault(("worktree", "add"), code, err, self.root,
                         f"if {path} is left from an earlier run, remove it or run `novaproc clean`")

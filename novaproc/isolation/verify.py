@@ -11,6 +11,7 @@ from pathlib import Path
 
 from novaproc.execution.guard import run_guarded
 from novaproc.fsio import open_private
+from novaproc.isolation import submodules
 from novaproc.isolation.furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
 from novaproc.isolation.policy import MergePolicy
 from novaproc.isolation.repo import Repo, Worktree
@@ -85,14 +86,18 @@ class Verifier:
                     self.repo.remove_worktree(self.path)
                 self.wt = self.repo.add_worktree(self.path, commit)
         else:
+            submodules.depopulate(self.repo, self.path)  # checked out anew at this commit's
             self.repo.in_worktree(self.wt, "checkout", "-q", "-f", "--detach", commit)
             self.repo.in_worktree(self.wt, "clean", "-q", "-ffdx")
+        self.repo.fill_lfs(self.path)
+        submodules.populate(self.repo, self.path)
         bring_in(self.repo.root, self.path, self.policy.include)
         if self.policy.setup:
             run_setup(self.path, self.policy.setup, self.ending)
 
     def close(self) -> None:
         if self.wt is not None:
+            submodules.depopulate(self.repo, self.path)
             with self.repo.worktree_lock():
                 self.repo.remove_worktree(self.wt.path)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from novaproc.errors import EnvironmentFault, InternalError
 from novaproc.execution.guard import UNSTOPPED, Ending
 from novaproc.inputs.paths import GLOB_CHARS
+from novaproc.isolation import submodules
 from novaproc.isolation.furnish import bring_in, ensure_private_dir, run_setup
 from novaproc.isolation.interface import BaseConflict
 from novaproc.isolation.repo import IN_PROGRESS, Repo, Worktree
@@ -119,10 +120,11 @@ class Workspaces:
         included files left out) on its branch, on top of any commits it made itself."""
         slot = self._slot(task_id)
         repo, wt = self._repo, slot.wt
+        text = f"{message or task_id}\n\nNova-Run: {self.run_id}\nNova-Task: {task_id}"
+        submodules.commit_inside(repo, wt.path, text)  # its writes there: a new submodule commit
         repo.in_worktree(wt, "add", "-A", "--", ".", *(f":(exclude,literal,top){p}" for p in slot.unignored))
         tree = repo.in_worktree(wt, "write-tree").strip()
         head, head_tree = repo.in_worktree(wt, "rev-parse", "HEAD", "HEAD^{tree}").split()
-        text = f"{message or task_id}\n\nNova-Run: {self.run_id}\nNova-Task: {task_id}"
         result: str | None = head if tree == head_tree else repo.commit_tree(tree, [head], text)
         if result == slot.start:
             result = None
@@ -187,12 +189,13 @@ class Workspaces:
             slot = self._reuse(path)
             if slot is None:
                 slot = _PooledWorktree(self._repo.add_worktree(path, start, branch), start)
-                self._active[task_id] = slot
-                return slot
+        if not slot.start:
+            # -f also resets tracked files a failed task left modified
+            self._repo.in_worktree(slot.wt, "checkout", "-q", "-f", "--no-track", "-B", branch, start)
+            slot.start = start
         self._active[task_id] = slot
-        # -f also resets tracked files a failed task left modified
-        self._repo.in_worktree(slot.wt, "checkout", "-q", "-f", "--no-track", "-B", branch, start)
-        slot.start = start
+        self._repo.fill_lfs(path)
+        submodules.populate(self._repo, path)
         return slot
 
     def _reuse(self, path: Path) -> _PooledWorktree | None:
@@ -224,6 +227,7 @@ class Workspaces:
         try:
             if self._unusual(wt):
                 raise EnvironmentFault("unusual worktree state")
+            submodules.depopulate(repo, wt.path)  # git moves no worktree holding one
             if not slot.committed:
                 repo.in_worktree(wt, "reset", "-q", "--hard")
             repo.in_worktree(wt, "clean", "-q", "-ffdx")
