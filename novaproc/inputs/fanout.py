@@ -16,6 +16,7 @@ import glob
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import subprocess
@@ -33,6 +34,7 @@ MAX_TASKS = 100_000
 _MAX_ID = 64
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]")
 _HASH_CHARS = 10
+
 
 def expand(taskfile: TaskFile) -> TaskFile:
     """`taskfile` with each template replaced by its tasks, and a template's id in `depends_on`
@@ -75,6 +77,10 @@ def _filled(file: str, root: str, template: Task, ids: Sequence[str],
 
 def _items(file: str, template: Task, root: str, in_git: bool) -> list[tuple[str, dict[str, str]]]:
     foreach = template.foreach
+    count = math.prod(map(len, foreach.values())) if isinstance(foreach, dict) else 0
+    if count > MAX_TASKS:  # checked before making them: a matrix's product grows fast
+        raise ConfigError(file, f"makes {count:,} combinations, more than the {MAX_TASKS:,} tasks a run "
+                          "takes; split the work into several runs", task=template.id, field="foreach")
     if isinstance(foreach, dict):
         keys = list(foreach)
         return [("-".join(combo), {"item": "-".join(combo), **dict(zip(keys, combo, strict=True))})

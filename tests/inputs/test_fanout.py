@@ -286,6 +286,8 @@ BAD = [
         (r"task 'fmt'", r"field 'cmd'", r"quote")),
     Bad("over-100000-items", _fmt('cmd = "x {}"', toml_value([f"i{n}" for n in range(100_001)])),
         (r"task 'fmt'", r"field 'foreach'", r"100,000")),
+    Bad("matrix-over-100000-combinations", _fmt('cmd = "x {a}{b}{c}"', toml_value(
+        {k: [str(n) for n in range(100)] for k in "abc"})), (r"field 'foreach'", r"1,000,000")),
     Bad("placeholder-in-table-id", _fmt('cmd = "x {}"', tid='"fmt-{stem}"'),
         (r"task 'fmt-\{stem\}'", r"placeholder")),
     Bad("matrix-empty-list", _fmt('cmd = "x {py}"', "{py = []}"),
