@@ -87,7 +87,8 @@ def cmd_each(args: argparse.Namespace) -> int:
     if not items:
         print("novaproc: no items: nothing to run", file=sys.stderr)
         return ExitCode.OK
-    path = _write_tasks(args, root, _document(args, cmd, items, Path.cwd().relative_to(root)))
+    here = Path.cwd().relative_to(root)
+    path, new = _write_tasks(args, root, _document(args, cmd, _relative(items, root, here), here))
     run_args = argparse.Namespace(**{**vars(args), "tasks": path, "root": root, "only": None,
                                      "ready_fd": None})
     try:
@@ -95,8 +96,17 @@ def cmd_each(args: argparse.Namespace) -> int:
     except ConfigError as e:
         if e.file != str(path):
             raise
+        if new:  # nothing ran: nothing to keep
+            path.unlink(missing_ok=True)
         raise UsageError(f"each: {_FLAG.get(e.field or '', e.field or 'CMD')}: {e.problem}") \
             from None
+
+
+def _relative(items: list[str], root: Path, here: Path) -> list[str]:
+    """Items naming files of the repository by absolute path, made relative to the current
+    folder: the task then works on its worktree's copy, never on the checkout's."""
+    inside = str(root) + os.sep
+    return [os.path.relpath(item, root / here) if item.startswith(inside) else item for item in items]
 
 
 # what a field of the written tasks file was given as
@@ -133,8 +143,8 @@ def _lines(source: str, null: bool) -> list[str]:
     except OSError as e:
         raise UsageError(f"each: --from {source}: {e.strerror}") from None
     text = os.fsdecode(data)
-    lines = text.split("\0") if null else text.splitlines()
-    return [line for line in lines if line]
+    return [line for line in text.split("\0" if null else "\n") if line]  # newlines only: a name
+    # may hold any other separator (U+2028, a form feed)
 
 
 def _document(args: argparse.Namespace, cmd: list[str], items: list[str], here: Path) -> dict[str, Any]:
@@ -145,18 +155,30 @@ def _document(args: argparse.Namespace, cmd: list[str], items: list[str], here: 
     if not any(Template.parse(arg).names for arg in cmd):
         cmd = [*cmd, "{}"]
     task: dict[str, Any] = {"foreach": items, "cmd": " ".join(cmd) if args.shell else cmd}
-    prefix = "" if str(here) == "." else str(here).replace("{", "{{").replace("}", "}}") + "/"
+    folder = "" if str(here) == "." else str(here).replace("{", "{{").replace("}", "}}")
     for field in ("writes", "reads"):
         if values := getattr(args, field):
-            task[field] = [v if v.startswith("/") else prefix + v for v in values]
-    if prefix:
-        task["cwd"] = str(here)
+            task[field] = [v if v.startswith("/") or not folder else f"{folder}/{v}" for v in values]
+    if folder:
+        task["cwd"] = folder
+        _check_outside(items, [v for f in ("writes", "reads") for v in getattr(args, f)])
     return {"tasks": {args.id: task}}
 
 
-def _write_tasks(args: argparse.Namespace, root: Path, document: dict[str, Any]) -> Path:
-    """The tasks file in the state folder, named by its content: `each` run twice with the same
-    command and items is one file, so --if-busy sees the other run."""
+def _check_outside(items: list[str], templates: list[str]) -> None:
+    """From a subfolder, a path template is written below it: a value that is an absolute path
+    (a file outside the repository) cannot be. Refused rather than declared at a wrong path."""
+    if any(t.lstrip().startswith("{") and not t.startswith("/") for t in templates):
+        absolute = next((item for item in items if item.startswith("/")), None)
+        if absolute is not None:
+            raise UsageError(f"each: item {absolute!r} is outside the repository: from a subfolder "
+                             "--writes and --reads are relative to it; run each from the repository's "
+                             "root to declare an absolute path")
+
+
+def _write_tasks(args: argparse.Namespace, root: Path, document: dict[str, Any]) -> tuple[Path, bool]:
+    """The tasks file in the state folder, named by its content (`each` run twice with the same
+    command and items is one file, so --if-busy sees the other run), and whether it is new."""
     import tomli_w
 
     from novaproc.cli.run import run_flags
@@ -170,9 +192,10 @@ def _write_tasks(args: argparse.Namespace, root: Path, document: dict[str, Any])
     folder = state_folder(settings.state_path(root), "each")
     digest = hashlib.sha256(f"{root}\0{text}".encode()).hexdigest()[:16]
     path = folder / f"{args.id}-{digest}.toml"
-    if not path.is_file():
-        write_atomic(path, text, mode=0o600)
-    return path
+    if path.is_file():
+        return path, False
+    write_atomic(path, text, mode=0o600)
+    return path, True
 
 
 def _background_argv(args: argparse.Namespace, path: Path, root: Path) -> list[str]:

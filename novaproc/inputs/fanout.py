@@ -101,9 +101,11 @@ def _items(file: str, template: Task, root: str, in_git: bool) -> list[tuple[str
 def match_files(pattern: str, root: str, in_git: bool) -> list[str]:
     """The files matching a glob, sorted: `*` stays in a folder, `**` crosses folders. Relative
     patterns match the repository's tracked files (in git) or the files under `root`; an
-    absolute pattern matches files on disk, and its items stay absolute."""
+    absolute pattern matches files on disk: absolute items, but relative ones under `root` (a
+    task works on its worktree's copy of a file, never on the checkout's)."""
     if os.path.isabs(pattern):
-        return sorted(p for p in glob.glob(pattern, recursive=True, include_hidden=True)
+        inside = root.rstrip("/") + "/"
+        return sorted(p.removeprefix(inside) for p in glob.glob(pattern, recursive=True, include_hidden=True)
                       if os.path.isfile(p))
     if not in_git:
         return sorted(p for p in glob.glob(pattern, root_dir=root, recursive=True, include_hidden=True)

@@ -168,6 +168,12 @@ def test_absolute_glob_keeps_absolute_items(tmp_path):
     assert [t.writes for t in tasks.values()] == [(f"{shared}/1.db",), (f"{shared}/2.db",)]
 
 
+def test_an_absolute_glob_into_the_repository_gives_relative_items(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"src/a.py": "", "src/b.py": ""})
+    tasks = expanded(repo, task("t", ["x", "{}"], foreach=f"{repo.resolve()}/src/*.py"))
+    assert [t.item for t in tasks.values()] == ["src/a.py", "src/b.py"]
+
+
 def test_list_items_keep_their_order(tmp_path):
     tasks = expanded(tmp_path, task("t", ["x", "{}"], foreach=["zeta", "alpha", "mid"]))
     assert [(t.id, t.item) for t in tasks.values()] == [
