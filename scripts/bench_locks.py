@@ -16,6 +16,7 @@ log: two critical sections that overlapped would be counted.
 from __future__ import annotations
 
 import argparse
+import bisect
 import fcntl
 import itertools
 import multiprocessing
@@ -241,6 +242,17 @@ def overlaps(log: list[Interval]) -> int:
     return sum(1 for a, b in itertools.pairwise(log) if b[1] < a[2])
 
 
+def order(log: list[Interval]) -> tuple[int, int]:
+    """(the most requests made after one that held before it, the grants before the longest
+    wait): with first come, first served and 4 processes, 0 and at most 3, however slow."""
+    ins = [i[1] for i in log]  # log is ordered by entry
+    most, worst = 0, max(log, key=lambda i: i[1] - i[0])
+    for t_req, t_in, _ in log:
+        lo, hi = bisect.bisect_right(ins, t_req), bisect.bisect_left(ins, t_in)
+        most = max(most, sum(1 for other in log[lo:hi] if other[0] > t_req))
+    return most, bisect.bisect_left(ins, worst[1]) - bisect.bisect_right(ins, worst[0])
+
+
 def uncontended(make: Callable[..., Lock], folder: Path, paths: Sequence[Path], seconds: float) -> float:
     lock = make(folder, paths)
     n, start = 0, time.perf_counter()
@@ -269,11 +281,17 @@ def _bench(name: str, make: Callable[..., Lock], folder: Path, shape: str, paths
     start = min(i[0] for i in log)
     waits = sorted(t_in - t_req for t_req, t_in, _ in log if t_req - start > WARM_UP)
     mean, p99 = statistics.mean(waits), waits[int(len(waits) * 0.99)]
+    burst = max(t_in - t_req for t_req, t_in, _ in log if t_req - start <= WARM_UP)
+    overtaken, ahead = order(log)
     throughput = len(log) / (log[-1][2] - start)
     rows.append((f"{label}: contended throughput", throughput, "per second, 4 processes"))
     rows.append((f"{label}: worst wait / mean wait", waits[-1] / mean,
                  f"x (mean {1000 * mean:.2f} ms, p99 {1000 * p99:.2f} ms = {p99 / mean:.1f}x, "
                  f"worst {1000 * waits[-1]:.2f} ms; {overlaps(log)} overlaps)"))
+    rows.append((f"{label}: start-up burst, worst wait / mean wait", burst / mean,
+                 f"x (the first {1000 * WARM_UP:.0f} ms, 4 processes started at once)"))
+    rows.append((f"{label}: order", overtaken, f"requests at most overtaken by a later one; the "
+                 f"longest wait had {ahead} grants before it"))
     return rows
 
 

@@ -104,10 +104,11 @@ class LockManager:
     def try_acquire(self, request: LockRequest) -> Grant | Blocked:
         """Take the whole lock set now, or join the line (first call) and say who is in the way."""
         self._read_bell()
+        arrived = time.monotonic_ns()  # before the mutex: its waiters are served in no order
         with self._folder.locked():
             self._folder.check_still_there()
             table = LockTable([*self._folder.others(self._token), *self._mine.values()])
-            entry = self._entry_for(request, table)
+            entry = self._entry_for(request, table, arrived)
             if entry.held:
                 return Grant(request, entry.ticket, entry.since, entry.since)
             blockers, woken = self._blockers(table, entry)
@@ -133,8 +134,9 @@ class LockManager:
                 if remaining <= 0:
                     raise BusyError(f"gave up after {timeout:g}s: {outcome.describe()}")
                 if watch.wait(self._fds["bell"], outcome.blockers, min(remaining, POLL_INTERVAL)) and \
-                        self._mine[request.key].ticket in self._read_bell():
-                    return self._claim(request)
+                        self._mine[request.key].ticket in self._read_bell() and \
+                        (grant := self._claim(request)) is not None:
+                    return grant
         except BaseException:
             self.cancel(request)
             raise
@@ -190,10 +192,10 @@ class LockManager:
 
     # -- inside a transaction
 
-    def _entry_for(self, request: LockRequest, table: LockTable) -> Entry:
+    def _entry_for(self, request: LockRequest, table: LockTable, arrived: int) -> Entry:
         entry = self._mine.get(request.key)
         if entry is None:
-            entry = Entry(ticket=table.next_ticket(time.monotonic_ns()), owner=self._token,
+            entry = Entry(ticket=table.free_ticket(arrived), owner=self._token,
                           holder=self.owner, request=request, since=time.time())
             table.add(entry)
         elif entry.request != request:
@@ -204,7 +206,7 @@ class LockManager:
         """Who is in the way; owners found dead on the way are dropped, and their waiters woken."""
         if table.may_hold(entry.ticket):
             return [], {}
-        earlier = {e.owner for e in table.entries() if e.ticket < entry.ticket and e.owner != self._token}
+        earlier = {e.owner for e in table.ahead(entry.ticket) if e.owner != self._token}
         dead = {token for token in earlier if not self._folder.alive(token)}
         for token in dead:
             table.remove_owner(token)
@@ -227,10 +229,14 @@ class LockManager:
         """The waiting entries that may hold now, by owner: only they are worth waking."""
         return _by_owner(LockTable([*self._folder.others(self._token), *self._mine.values()]).grantable())
 
-    def _claim(self, request: LockRequest) -> Grant:
-        """Hold an entry a releaser said may hold: once it may, it stays so (see LockTable)."""
+    def _claim(self, request: LockRequest) -> Grant | None:
+        """Hold an entry a releaser said may hold, unless a request that arrived before it has
+        joined the line since (see LockTable): then None, and it waits on."""
         with self._folder.locked():
             entry = self._mine[request.key]
+            table = LockTable([*self._folder.others(self._token), *self._mine.values()])
+            if not table.may_hold(entry.ticket):
+                return None
             self._keep(Entry(entry.ticket, entry.owner, entry.holder, request, True, time.time()))
         return Grant(request, entry.ticket, self._mine[request.key].since, entry.since)
 

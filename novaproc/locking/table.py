@@ -4,10 +4,13 @@ Owns the grant rule of novaproc's locks and the records they are described with.
 locked hierarchically, shared or exclusive, the way databases do multiple-granularity locking:
 a lock on a path puts an intention mode (IS or IX) on every folder above it, so one lookup per
 folder finds a conflict up or down the tree. Named resources are counted semaphores. Entries
-are served first come, first served by ticket: an entry may hold when no earlier entry, held
-or waiting, conflicts with it, so a later request never overtakes a conflicting earlier one
-and a whole lock set is granted at once or not at all (waits only point to earlier tickets:
-no deadlock). locks.py keeps the table in files shared by processes; this module decides,
+are served first come, first served: a ticket is the time its request arrived, taken before
+the table's mutex (whose kernel lock serves its waiters in no order), and an entry may hold
+when no held entry and no earlier waiting entry conflicts with it. A later request never
+overtakes a conflicting earlier one, and a whole lock set is granted at once or not at all
+(waits point to holders or to earlier tickets: no deadlock). An entry may join the table behind
+the line's end but ahead of later waiters, so a waiter told it may hold looks again before it
+holds (LockManager._claim). locks.py keeps the table in files shared by processes; this module decides,
 and says how one owner's entries are written down (encode_entry, decode_entries).
 """
 
@@ -266,11 +269,8 @@ def conflicts(a: LockRequest, b: LockRequest) -> list[tuple[str, Mode]]:
 # --------------------------------------------------------------------------- the table
 
 class LockTable:
-    """Entries in ticket order; an entry may hold when no earlier entry conflicts with it.
-
-    Once an entry may hold it stays so until it leaves: entries only join at the end of the
-    line (a new ticket is larger than every ticket present) and earlier ones only leave.
-    """
+    """Entries in ticket order; an entry may hold when no held entry and no earlier entry
+    conflicts with it."""
 
     def __init__(self, entries: Iterable[Entry] = ()) -> None:
         self._entries: dict[int, Entry] = {}
@@ -301,34 +301,45 @@ class LockTable:
     def get(self, ticket: int) -> Entry | None:
         return self._entries.get(ticket)
 
-    def next_ticket(self, at_least: int = 0) -> int:
-        return max(at_least, max(self._entries, default=0) + 1)
+    def free_ticket(self, arrived: int) -> int:
+        """`arrived` (a request's arrival time), or the next number no entry has."""
+        while arrived in self._entries:
+            arrived += 1
+        return arrived
+
+    def ahead(self, ticket: int) -> list[Entry]:
+        """The entries before `ticket` in the line: every earlier one, and every holder."""
+        return [e for e in self.entries() if e.ticket < ticket or (e.held and e.ticket != ticket)]
 
     def may_hold(self, ticket: int) -> bool:
-        """No earlier entry, held or waiting, conflicts with this one."""
+        """No held entry and no earlier waiting entry conflicts with this one."""
         entry = self._entries[ticket]
-        earlier = [e for e in self._entries.values() if e.ticket < ticket]
-        if not earlier:
+        ahead = self.ahead(ticket)
+        if not ahead:
             return True  # first in line: the common, uncontended case
         granted = _Granted()
-        for other in earlier:
+        for other in ahead:
             granted.add(other.request, granularity_modes(other.request))
         return granted.fits(entry.request, granularity_modes(entry.request))
 
     def grantable(self) -> list[Entry]:
         """The waiting entries that may hold now, in ticket order (one pass over the line)."""
         granted, ready = _Granted(), []
+        for entry in self.entries():  # holders first: they stand before every waiter
+            if entry.held:
+                granted.add(entry.request, granularity_modes(entry.request))
         for entry in self.entries():
             modes = granularity_modes(entry.request)
-            if not entry.held and granted.fits(entry.request, modes):
-                ready.append(entry)
-            granted.add(entry.request, modes)
+            if not entry.held:
+                if granted.fits(entry.request, modes):
+                    ready.append(entry)
+                granted.add(entry.request, modes)
         return ready
 
     def blockers(self, ticket: int) -> list[Blocker]:
-        """Who stands in the way of an entry: earlier conflicting entries, holders first."""
+        """Who stands in the way of an entry: conflicting holders, then earlier waiters."""
         entry = self._entries[ticket]
-        earlier = [e for e in self.entries() if e.ticket < ticket]
+        earlier = self.ahead(ticket)
         found: list[tuple[bool, int, Blocker]] = []
         for other in earlier:
             for path, mode in conflicts(entry.request, other.request):

@@ -48,8 +48,8 @@ def oracle_paths_conflict(a: LockRequest, b: LockRequest) -> bool:
 
 
 def oracle_may_hold(entries: list[Entry], target: Entry) -> bool:
-    """Every earlier entry, held or waiting, counts as ahead of `target`."""
-    earlier = [e for e in entries if e.ticket < target.ticket]
+    """Every holder and every earlier entry counts as ahead of `target`."""
+    earlier = [e for e in entries if e.ticket < target.ticket or (e.held and e is not target)]
     if any(oracle_paths_conflict(target.request, e.request) for e in earlier):
         return False
     for name, n in target.request.resources.items():
@@ -94,6 +94,16 @@ def test_a_writer_is_not_starved_by_later_readers() -> None:
     assert [e.ticket for e in table.grantable()] == []  # reader 3 would fit beside 1, but 2 came first
     table.remove(1)
     assert [e.ticket for e in table.grantable()] == [2]
+
+
+def test_a_late_arrival_waits_for_holders_and_stands_before_later_waiters() -> None:
+    # 2 arrived first but reached the table after 5 was granted and 7 had queued
+    table = LockTable([entry(5, exclusive=["/r"], held=True), entry(7, exclusive=["/r"]),
+                       entry(2, exclusive=["/r"])])
+    assert not table.may_hold(2) and [b.what for b in table.blockers(2)] == ["/r"]
+    table.remove(5)
+    assert [e.ticket for e in table.grantable()] == [2]
+    assert not table.may_hold(7)  # rung before 2 joined, 7 finds it ahead when it looks again
 
 
 def test_a_later_request_that_conflicts_with_nobody_goes_ahead() -> None:
@@ -188,20 +198,23 @@ class LockTableMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.table = LockTable()
-        self.tickets = itertools.count(1)
+        self.tickets = itertools.count(10, 10)
         self.ever_held: set[int] = set()
-        self.could_hold: set[int] = set()
+        self.woken: set[int] = set()
 
     def _entries(self, held: bool | None = None) -> list[Entry]:
         return [e for e in self.table.entries() if held is None or e.held is held]
 
     @rule(owner=st.sampled_from("ABCD"), exclusive=path_sets, shared=path_sets, docker=st.integers(0, 3),
-          git=st.booleans())
-    def request(self, owner: str, exclusive: list[str], shared: list[str], docker: int, git: bool) -> None:
+          git=st.booleans(), late=st.integers(0, 25))
+    def request(self, owner: str, exclusive: list[str], shared: list[str], docker: int, git: bool,
+                late: int) -> None:
+        """A request; `late`: it arrived that long before the last one but joins the table now
+        (its process waited for the table's mutex meanwhile)."""
         resources = {"docker": docker} if docker else {}
         if git:
             resources["git"] = 1
-        ticket = self.table.next_ticket(next(self.tickets))
+        ticket = self.table.free_ticket(max(1, next(self.tickets) - late))
         req = LockRequest(f"k{ticket}", f"t{ticket}", tuple(exclusive), tuple(shared), resources, CAPACITY)
         self.table.add(Entry(ticket, owner, Owner(pid=ord(owner)), req))
 
@@ -210,6 +223,7 @@ class LockTableMachine(RuleBasedStateMachine):
     def claim(self, data: st.DataObject) -> None:
         """An owner looks again and takes what it may hold (owners look at their own pace)."""
         chosen = data.draw(st.sampled_from(self.table.grantable()))
+        assert oracle_may_hold(self._entries(), chosen)
         self.table.remove(chosen.ticket)
         self.table.add(Entry(chosen.ticket, chosen.owner, chosen.holder, chosen.request, held=True))
         self.ever_held.add(chosen.ticket)
@@ -239,26 +253,28 @@ class LockTableMachine(RuleBasedStateMachine):
                 assert sum(e.request.resources[name] for e in users) <= users[0].request.capacity(name)
 
     @invariant()
-    def holders_came_first(self) -> None:
-        """FIFO: nobody holds while an earlier conflicting entry (held or waiting) is there."""
-        entries = self._entries()
-        for e in entries:
-            if e.held:
-                assert oracle_may_hold(entries, e), e
-
-    @invariant()
     def grants_follow_the_oracle(self) -> None:
         entries = self._entries()
         expected = [e.ticket for e in entries if not e.held and oracle_may_hold(entries, e)]
         assert [e.ticket for e in self.table.grantable()] == expected
 
-    @invariant()
-    def once_it_may_hold_it_stays_so(self) -> None:
-        """What lets a woken waiter claim without looking again (LockManager._claim)."""
-        present = {e.ticket for e in self._entries()}
-        self.could_hold = (self.could_hold & present) | {e.ticket for e in self.table.grantable()}
-        for ticket in self.could_hold:
-            assert self.table.may_hold(ticket), ticket
+    @rule()
+    def wake(self) -> None:
+        """A release rings the waiters that may hold now; each claims later, at its own pace."""
+        self.woken |= {e.ticket for e in self.table.grantable()}
+
+    @precondition(lambda self: self.woken)
+    @rule(data=st.data())
+    def claim_when_rung(self, data: st.DataObject) -> None:
+        """A rung waiter looks again before it holds (LockManager._claim): a request that arrived
+        before it may have joined the table since it was rung."""
+        ticket = data.draw(st.sampled_from(sorted(self.woken)))
+        self.woken.discard(ticket)
+        entry = self.table.get(ticket)
+        if entry is None or entry.held or not self.table.may_hold(ticket):
+            return
+        self.table.remove(ticket)
+        self.table.add(Entry(ticket, entry.owner, entry.holder, entry.request, held=True))
 
     @invariant()
     def progress(self) -> None:
