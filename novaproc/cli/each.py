@@ -181,15 +181,12 @@ def _write_tasks(args: argparse.Namespace, root: Path, document: dict[str, Any])
     command and items is one file, so --if-busy sees the other run), and whether it is new."""
     import tomli_w
 
-    from novaproc.cli.run import run_flags
     from novaproc.fsio import write_atomic
-    from novaproc.inputs.settings import load_settings
+    from novaproc.inputs.settings import state_path_of
     from novaproc.state.journal import state_folder
 
-    settings = load_settings(root, config_file=args.config, flags={
-        k: v for k, v in run_flags(args).items() if v is not None})
     text = tomli_w.dumps(document)
-    folder = state_folder(settings.state_path(root), "each")
+    folder = state_folder(state_path_of(root, args.config), "each")
     digest = hashlib.sha256(f"{root}\0{text}".encode()).hexdigest()[:16]
     path = folder / f"{args.id}-{digest}.toml"
     if path.is_file():

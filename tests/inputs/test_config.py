@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from novaproc.errors import ConfigError
-from novaproc.inputs.settings import DEFAULT_WORKTREE_DIR, Settings, load_settings
+from novaproc.inputs.settings import DEFAULT_WORKTREE_DIR, Settings, load_settings, state_path_of
 
 # one distinct value per level, so the winner identifies its level
 LEVELS = ("nova", "run", "env", "flag")
@@ -223,3 +223,11 @@ def test_a_text_setting_of_another_type_is_still_an_error(tmp_path):
 def test_worktree_include_names_paths_inside_the_repository(tmp_path: Path, entry: str) -> None:
     with pytest.raises(ConfigError, match="worktree_include"):
         load_settings(tmp_path, {"worktree_include": [entry]})
+
+
+@pytest.mark.parametrize(("nova", "env"), [(None, {}), ('state_dir = "/tmp/s1"\nmax_parallel = 3\n', {}),
+                                           ('state_dir = "/tmp/s1"\n', {"NOVA_STATE_DIR": "/tmp/s2"})])
+def test_the_state_path_read_alone_is_the_settings_one(tmp_path, nova, env):
+    if nova is not None:
+        (tmp_path / "nova.toml").write_text(nova)
+    assert state_path_of(tmp_path, environ=env) == load_settings(tmp_path, environ=env).state_path(tmp_path)
