@@ -7,6 +7,7 @@ is replaced atomically, and a resume cuts a torn last line before it appends.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -20,7 +21,7 @@ from typing import Any
 
 from novaproc.errors import EnvironmentFault, InternalError, UsageError
 from novaproc.fsio import fsync_dir, private_dir, write_atomic
-from novaproc.messages import Event, EventKind, Level, Message, RunResumed, RunState
+from novaproc.messages import Event, EventKind, Level, Message, RunResumed, RunState, TaskChanged
 from novaproc.state.format import (
     EVENTS_FILE,
     JOURNAL_VERSION,
@@ -160,6 +161,18 @@ class Journal:
             except OSError as e:
                 raise EnvironmentFault(f"cannot write the run journal {self.folder / EVENTS_FILE}: "
                                        f"{e.strerror}") from None
+        payload = event.payload
+        if isinstance(payload, TaskChanged) and payload.state.finished and event.task_id:
+            self._drop_if_empty(event.task_id)
+
+    def _drop_if_empty(self, task_id: str) -> None:
+        """A task that printed nothing leaves no log: a run of 100,000 quiet tasks would
+        otherwise fill its folder with empty files. Readers take a missing log as no output."""
+        path = self.log_path(task_id)
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == 0:
+                path.unlink()
+        self._logs.pop(task_id, None)
 
     def note(self, level: Level, text: str) -> None:
         self.record(Event(self.run_id, time.time(), Message(level, text)))

@@ -404,3 +404,20 @@ def test_the_durations_of_a_run_feed_the_next_plan(tmp_path: Path, box: Sandbox)
     assert before["long"] == before["short"]  # nothing known yet
     assert 1.0 <= after["long"] <= 3.0, after
     assert after["short"] < 0.5, after
+
+
+def test_only_tasks_that_printed_keep_a_log(tmp_path: Path, box: Sandbox) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    tasks = write_tasks(work, tasks_toml({"loud": {"cmd": "echo hello"}, "quiet": {"cmd": "true"},
+                                          "quiet_fail": {"cmd": "exit 3"}}, isolation="none"))
+
+    ran = box.run(tasks)
+
+    assert ran.code == 1, ran
+    logs = next((box.state / "runs").iterdir()) / "logs"
+    assert sorted(p.name for p in logs.iterdir()) == ["loud.log"]
+    run_id = logs.parent.name
+    assert box.cli("logs", run_id, "loud").out == "hello\n"
+    quiet = box.cli("logs", run_id, "quiet")
+    assert quiet.code == 0 and quiet.out == "" and "no output" in quiet.err
