@@ -226,7 +226,7 @@ def _execute(run, args: argparse.Namespace, busy: str | None = None) -> int:  # 
         run.close()
     if args.junit:
         try:
-            write_junit(outcome, args.junit, run.log_path)
+            write_junit(outcome, args.junit, run.log_path, verify=bool(run.settings.verify))
         except OSError as e:
             print(f"novaproc: error: cannot write the JUnit report {args.junit}: {e.strerror}",
                   file=sys.stderr)

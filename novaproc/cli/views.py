@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from novaproc.cli.text import format_duration, one_line, plain_text
-from novaproc.messages import Event, Level, Message, RunStarted, TaskChanged, TaskState
+from novaproc.errors import ExitCode
+from novaproc.messages import Event, Level, MergeDone, Message, RunStarted, TaskChanged, TaskState
 from novaproc.run.outcome import describe_failure
 
 if TYPE_CHECKING:  # only types: `plan` must not pay for importing the run machinery
-    from novaproc.run.outcome import RunOutcome
+    from novaproc.run.outcome import RunOutcome, TaskRecord
 
 
 # ---------------------------------------------------------------- run views
@@ -149,24 +150,64 @@ def summary_json(outcome: RunOutcome) -> dict[str, object]:
     }
 
 
-def write_junit(outcome: RunOutcome, path: Path, log_path: Callable[[str], Path]) -> None:
-    """A JUnit XML report: one testcase per task, for CI systems."""
+def write_junit(outcome: RunOutcome, path: Path, log_path: Callable[[str], Path], *,
+                verify: bool = False) -> None:
+    """A JUnit XML report for CI systems: one test case per task, then one for the landing of
+    the results and one for `verify` (when set), failed when they failed (exit 3 and 4)."""
     import xml.etree.ElementTree as ET
 
-    recs = list(outcome.records.values())
-    suite = ET.Element("testsuite", name="novaproc", tests=str(len(recs)),
-                       failures=str(sum(r.state == "failed" for r in recs)),
-                       skipped=str(sum(r.state in ("skipped", "cancelled") for r in recs)),
-                       time=f"{outcome.wall:.3f}")
-    for r in recs:
-        case = ET.SubElement(suite, "testcase", classname=f"novaproc.{outcome.run_id}",
-                             name=r.task.id, time=f"{r.run_time:.3f}")
-        if r.state == "failed":
-            failure = ET.SubElement(case, "failure", message=plain_text(r.failure))
-            failure.text = _tail(log_path(r.task.id), 4000)
-        elif r.state in ("skipped", "cancelled"):
-            ET.SubElement(case, "skipped", message=str(r.state))
+    suite = ET.Element("testsuite", name="novaproc", time=f"{outcome.wall:.3f}")
+    cases = [_task_case(r, log_path) for r in outcome.records.values()]
+    if outcome.merge is not None:
+        cases.append(("landing", 0.0, _landing_failure(outcome.merge), None))
+        if verify:
+            cases.append(("verify", 0.0, _verify_failure(outcome.merge), None))
+    for name, seconds, failure, skipped in cases:
+        case = ET.SubElement(suite, "testcase", classname=f"novaproc.{outcome.run_id}", name=name,
+                             time=f"{seconds:.3f}")
+        if failure is not None:
+            ET.SubElement(case, "failure", message=plain_text(failure[0])).text = failure[1]
+        elif skipped is not None:
+            ET.SubElement(case, "skipped", message=plain_text(skipped[0])).text = skipped[1]
+    suite.set("tests", str(len(cases)))
+    suite.set("failures", str(sum(c[2] is not None for c in cases)))
+    suite.set("skipped", str(sum(c[2] is None and c[3] is not None for c in cases)))
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+# a test case: (name, seconds, failure (message, text) or None, skipped (message, text) or None)
+_Case = tuple[str, float, "tuple[str, str] | None", "tuple[str, str] | None"]
+
+
+def _task_case(r: TaskRecord, log_path: Callable[[str], Path]) -> _Case:
+    output = _tail(log_path(r.task.id), 4000) if r.state == "failed" else ""
+    if r.state == "failed" and r.task.allow_failure:  # reported, not counted: skipped, with output
+        return r.task.id, r.run_time, None, (f"failed (allowed): {r.failure}", output)
+    if r.state == "failed":
+        return r.task.id, r.run_time, (r.failure, output), None
+    if r.state in ("skipped", "cancelled"):
+        return r.task.id, r.run_time, None, (str(r.state), "")
+    return r.task.id, r.run_time, None, None
+
+
+def _landing_failure(merge: MergeDone) -> tuple[str, str] | None:
+    """Why results did not land (exit 3): the conflicting files, what was left out."""
+    if merge.exit_code != ExitCode.MERGE:
+        return None
+    lines = [f"{task}: conflicts in {', '.join(files)}" for task, files in merge.conflicts.items()]
+    lines += [f"{task}: left out: {why}" for task, why in merge.left_out.items()
+              if task not in merge.conflicts]
+    if merge.waiting_branch:
+        lines.append(f"the merged result waits on branch {merge.waiting_branch}")
+    return (lines[0] if lines else "results could not all be merged", "\n".join(lines))
+
+
+def _verify_failure(merge: MergeDone) -> tuple[str, str] | None:
+    """Why verify failed on the merged result (exit 4): the task it blamed."""
+    if merge.exit_code != ExitCode.VERIFY:
+        return None
+    why = f"verify failed; bisection blamed {merge.culprit}" if merge.culprit else "verify failed"
+    return why, "\n".join(f"{task}: left out: {reason}" for task, reason in merge.left_out.items())
 
 
 def _tail(path: Path, limit: int) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from novaproc.errors import ExitCode
-from novaproc.messages import RunState, TaskState
+from novaproc.messages import MergeDone, RunState, TaskState
 
 if TYPE_CHECKING:  # status and logs format through here: they must not load pydantic
     from novaproc.inputs.taskfile import Task
@@ -54,6 +54,7 @@ class RunOutcome:
     estimated_speedup: float
     records: dict[str, TaskRecord] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    merge: MergeDone | None = None  # how the results landed; None when nothing was merged
 
     @property
     def speedup(self) -> float:

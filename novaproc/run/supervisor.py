@@ -376,7 +376,7 @@ class Supervisor:
         if code.stopped_by_signal:  # Ctrl-C, cancel, a closed terminal: say how to go on
             notes = [*notes, f"continue it with: novaproc resume {self.run_id}"]
         return RunOutcome(self.run_id, code, wall, task_time, self.plan.estimated_speedup,
-                          dict(self.records), (*landing.notes, *notes))
+                          dict(self.records), (*landing.notes, *notes), landing.merge)
 
     def _emit(self, payload: Payload, task_id: str | None = None) -> None:
         self.parts.emit(Event(self.run_id, time.time(), payload, task_id))
