@@ -33,8 +33,10 @@ SUMMARY_ROWS = 40
 class View:
     """Consumes the supervisor's events and writes what the user should see to `out`."""
 
-    def __init__(self, out: TextIO, err: TextIO, total: int) -> None:
+    def __init__(self, out: TextIO, err: TextIO, total: int,
+                 log_path: Callable[[str], Path] | None = None) -> None:
         self.out, self.err, self.total = out, err, total
+        self.log_path = log_path  # where a failed task's output is, to show its end
         self._ended: set[str] = set()  # a set: a task run again by the merge protocol ends twice
         self.started = time.monotonic()
 
@@ -61,7 +63,7 @@ class View:
         """The run ended without an outcome to show: leave the terminal as it was."""
 
     def close(self, outcome: RunOutcome) -> None:
-        self.out.write(summary_table(outcome) + "\n")
+        self.out.write(summary_table(outcome, self.log_path) + "\n")
         self.out.flush()
 
 
@@ -95,6 +97,9 @@ class PlainView(View):
         extra = f" in {format_duration(d.duration or 0.0)}"
         if d.state is TaskState.FAILED:
             extra += f": {_failure_text(d)}"
+            if self.log_path is not None:
+                extra += "".join(f"\n    {line}" for line in
+                                 output_end(self.log_path, event.run_id, event.task_id or ""))
         return head + extra
 
 
@@ -117,8 +122,29 @@ def _failure_text(d: TaskChanged) -> str:
     return one_line(describe_failure(d.error, d.signal, d.exit_code))
 
 
-def summary_table(outcome: RunOutcome) -> str:
-    """The end-of-run table (failures first, long runs cut) and the speedup line."""
+TAIL_LINES = 10  # of a failed task's output, in the views and the summary
+TAILED_TASKS = 3  # failed tasks whose output ends the summary
+
+
+def output_end(log_path: Callable[[str], Path], run_id: str, task_id: str) -> list[str]:
+    """The last lines a failed task printed (made safe to show; of a line rewritten with `\r`,
+    its last state), then where all of it is."""
+    try:
+        with open(log_path(task_id), "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+            data = f.read()
+    except OSError:
+        data = b""
+    lines = [plain_text(line.rsplit("\r", 1)[-1]).rstrip()[:200]
+             for line in data.decode("utf-8", "replace").split("\n")]
+    lines = [line for line in lines if line.strip()][-TAIL_LINES:]
+    return [*(f"| {line}" for line in lines), f"(all its output: novaproc logs {run_id} {task_id})"] \
+        if lines else []
+
+
+def summary_table(outcome: RunOutcome, log_path: Callable[[str], Path] | None = None) -> str:
+    """The end-of-run table (failures first, long runs cut), the end of the first failed tasks'
+    output, and the speedup line."""
     order = {"failed": 0, "cancelled": 1, "skipped": 2, "waiting": 3, "queued": 3, "running": 3,
              "done": 4}
     recs = sorted(outcome.records.values(), key=lambda r: order.get(r.state, 3))
@@ -132,6 +158,9 @@ def summary_table(outcome: RunOutcome) -> str:
         rest = recs[SUMMARY_ROWS:]
         counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(str(r.state) for r in rest).items()))
         lines.append(f"... and {len(rest)} more ({counts})")
+    for r in [r for r in recs if r.state == "failed"][:TAILED_TASKS] if log_path else ():
+        if end := output_end(log_path, outcome.run_id, r.task.id):
+            lines += [f"{r.task.id} failed; the end of its output:", *(f"    {line}" for line in end)]
     lines.append(f"wall {format_duration(outcome.wall)}, task time {format_duration(outcome.task_time)}, "
                  f"speedup {outcome.speedup:.2f}x (estimated {outcome.estimated_speedup:.1f}x)")
     lines += [f"note: {note}" for note in outcome.notes]
@@ -243,7 +272,7 @@ class LiveView(View):
 
     def __init__(self, out: TextIO, err: TextIO, total: int, log_path: Callable[[str], Path],
                  labels: dict[str, str], estimates: dict[str, float], slots: int) -> None:
-        super().__init__(out, err, total)
+        super().__init__(out, err, total, log_path)
         from rich.console import Console
         from rich.live import Live
 
@@ -272,6 +301,9 @@ class LiveView(View):
                 self._durations.append(d.duration or 0.0)
             if d.state is TaskState.FAILED:
                 self._console.print(f"[red]✗ {event.task_id}[/] {_escape(_failure_text(d))}")
+                for line in output_end(self._log_path, event.run_id, event.task_id):
+                    self._console.print(f"    {_escape(line)}", highlight=False, overflow="ellipsis",
+                                        no_wrap=True)
 
     def _render(self):
         from rich.table import Table

@@ -21,7 +21,7 @@ from support.runs import nova
 from support.tasks import RUN_TABLE, task, write_tasks
 
 from novaproc.cli.text import format_duration
-from novaproc.cli.views import last_line, summary_json, summary_table, write_junit
+from novaproc.cli.views import last_line, output_end, summary_json, summary_table, write_junit
 from novaproc.inputs.taskfile import Task
 from novaproc.messages import TaskState
 from novaproc.run.outcome import RunOutcome, TaskRecord
@@ -149,7 +149,10 @@ def test_quiet_prints_only_the_summary_and_errors(tmp_path):
     assert result.code == 1, result
     lines = result.out.splitlines()
     assert lines[0].split() == ["Task", "Status", "Attempts", "Duration"]
-    assert len(lines) == 1 + 5 + 1  # header, one row per task, the speedup line
+    run_id = result.runs()[0].name
+    # header, one row per task, the end of the failed task's output, the speedup line
+    assert lines[6:-1] == ["bad failed; the end of its output:", "    | oops",
+                           f"    (all its output: novaproc logs {run_id} bad)"]
     assert SPEEDUP_LINE.match(lines[-1])
     assert not any(re.match(r"^\[\d+/\d+\]", ln) or ln.startswith("novaproc: run") for ln in lines)
     assert "timed out" in result.err
@@ -336,3 +339,34 @@ def test_summary_json_and_junit_from_an_outcome(tmp_path):
     assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("3", "1", "1")
     failure = next(c for c in suite.iter("testcase") if c.get("name") == "no").find("failure")
     assert failure.text.endswith("the end\n") and len(failure.text) <= 4000
+
+
+def test_the_end_of_a_failed_task_output_is_its_last_lines_as_text(tmp_path):
+    log = tmp_path / "bad.log"
+    log.write_bytes(b"".join(b"line %d\n" % i for i in range(15)) + b"10%\r55%\r100%\n\x1b[31mred\x1b[0m\n\n")
+    end = output_end(lambda tid: tmp_path / f"{tid}.log", "r1", "bad")
+    assert end == [*(f"| line {i}" for i in range(7, 15)), "| 100%", "| red",
+                   "(all its output: novaproc logs r1 bad)"]
+    assert output_end(lambda tid: tmp_path / f"{tid}.log", "r1", "quiet") == []  # no log: nothing
+
+
+FAILING_TALKER = (RUN_TABLE + task("bad", "for i in $(seq 12); do echo out-$i; done; exit 3")
+                  + task("ok", "true"))
+
+
+def test_plain_view_and_summary_show_the_end_of_a_failure_and_where_the_rest_is(tmp_path):
+    result = nova(tmp_path, FAILING_TALKER, json_output=False)
+    assert result.code == 1, result
+    lines, run_id = result.out.splitlines(), result.runs()[0].name
+    failed = next(i for i, ln in enumerate(lines) if re.match(r"^\[\d/2\] failed +bad", ln))
+    assert lines[failed + 1:failed + 12] == [*(f"    | out-{i}" for i in range(3, 13)),
+                                             f"    (all its output: novaproc logs {run_id} bad)"]
+    summary = lines.index("bad failed; the end of its output:")
+    assert lines[summary + 10] == "    | out-12" and "out-2\n" not in result.out
+
+
+def test_live_view_shows_the_end_of_a_failure(tmp_path):
+    code, out = run_in_pty(tmp_path, FAILING_TALKER)
+    assert code == 1, out
+    plain = ANSI.sub("", out)
+    assert "| out-12" in plain and "| out-3" in plain and "novaproc logs" in plain
