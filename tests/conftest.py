@@ -30,6 +30,13 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["XDG_CACHE_HOME"] = before
 
 
+@pytest.fixture(autouse=True)
+def _private_run_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """novaproc indexes runs under XDG_STATE_HOME, and a run id is unique in the index: each
+    test gets its own, out of ~/.local/state, so tests that pick their run ids do not clash."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run_cli

@@ -7,6 +7,7 @@ supervisor, after checking it is still the process the journal names (pid and st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -35,9 +36,11 @@ def add_parsers(sub: Any) -> None:
                         help="where runs are kept (default: NOVA_STATE_DIR, nova.toml, or .nova "
                         "at the repository root)")
     p = sub.add_parser("status", aliases=["ps"], parents=[common], help="list runs, or show one",
-                       description="List runs (ID  Status  Task  Duration), newest first, or show "
-                       "one run in detail: each task's state, attempts, duration and exit code.")
+                       description="List this repository's runs (or with --all the user's runs "
+                       "everywhere), newest first, or show one run in detail: each task's state, "
+                       "attempts, duration and exit code. A run id works from any folder.")
     p.add_argument("run", nargs="?", metavar="RUN", help="a run id (or a unique prefix)")
+    p.add_argument("--all", action="store_true", help="every run of yours, whatever its repository")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_status)
 
@@ -76,7 +79,7 @@ def state_dir(args: argparse.Namespace) -> Path:
 # --- status -------------------------------------------------------------------------------------
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from novaproc.state.reader import list_runs, load_run
+    from novaproc.state.reader import list_indexed, list_runs, load_run
 
     folder = state_dir(args)
     if args.run:
@@ -85,16 +88,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(record.to_json(), indent=2) if args.json else plain_text(render_run(record)))
         return ExitCode.OK
     problems: list[str] = []
-    runs = list_runs(folder, problems)
+    runs = list_indexed(problems) if args.all else list_runs(folder, problems)
     _warn(problems)
     if args.json:
         print(json.dumps([listing(r) for r in runs], indent=2))
     elif runs:
-        rows = [[r.id, _status_text(r), _task_column(r), format_duration(r.wall)] for r in runs]
-        print(plain_text(_table(["ID", "Status", "Task", "Duration"], rows)))
+        rows = [[r.id, _status_text(r), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.meta.created)),
+                 format_duration(r.wall), _where(r.tasks_file), _task_column(r)] for r in runs]
+        print(plain_text(_table(["ID", "Status", "Started", "Duration", "Tasks file", "Task"], rows)))
     else:
-        print(f"no runs in {folder}")
+        print("no runs of yours are known" if args.all else f"no runs in {folder}")
     return ExitCode.OK
+
+
+def _where(tasks_file: str) -> str:
+    """A tasks file as a person finds it: relative to here when below, else with ~ for home."""
+    path = Path(tasks_file)
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    with contextlib.suppress(ValueError):
+        return "~/" + str(path.relative_to(Path.home()))
+    return tasks_file
 
 
 def listing(record: RunRecord) -> dict[str, Any]:

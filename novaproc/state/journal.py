@@ -22,6 +22,7 @@ from typing import Any
 from novaproc.errors import EnvironmentFault, InternalError, UsageError
 from novaproc.fsio import fsync_dir, private_dir, write_atomic
 from novaproc.messages import Event, EventKind, Level, Message, RunResumed, RunState, TaskChanged
+from novaproc.state import index
 from novaproc.state.format import (
     EVENTS_FILE,
     JOURNAL_VERSION,
@@ -227,6 +228,9 @@ def _reserve_folder(runs: Path, new_id: Callable[[], str]) -> tuple[str, Path]:
             continue
         except OSError as e:
             raise EnvironmentFault(f"cannot create a run folder in {runs}: {e.strerror}") from None
+        if not index.register(run_id, runs / run_id):  # the user has a run of that id elsewhere
+            (runs / run_id).rmdir()
+            continue
         return run_id, runs / run_id
     raise EnvironmentFault(f"no free run id in {runs} after 100 tries; remove old runs from it")
 

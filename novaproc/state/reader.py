@@ -14,6 +14,7 @@ from typing import Any
 
 from novaproc.errors import EnvironmentFault, UsageError, did_you_mean
 from novaproc.messages import Event, EventKind, LandingStarted, RunState, TaskState
+from novaproc.state import index
 from novaproc.state.format import (
     EVENTS_FILE,
     RUN_FILE,
@@ -122,8 +123,34 @@ class RunRecord:
 
 
 def load_run(state_dir: Path, run_id: str) -> RunRecord:
-    """The run `run_id` (or a unique prefix of it). Unknown: UsageError (exit 2) with a hint."""
-    return _load(_find_folder(Path(state_dir), run_id))
+    """The run `run_id` (or a unique prefix of it), from `state_dir`, else from wherever the
+    user's run index says it is. Unknown: UsageError (exit 2) with a hint."""
+    try:
+        return _load(_find_folder(Path(state_dir), run_id))
+    except UsageError as e:
+        if not _RUN_ID.fullmatch(run_id) or "ambiguous" in str(e):
+            raise
+        found = index.locate(run_id)
+        if len(found) != 1:
+            if len(found) > 1:
+                raise UsageError(f"run id {run_id!r} is ambiguous: "
+                                 f"{', '.join(sorted(p.name for p in found))}; give more of it") from None
+            raise
+        folder = found[0]
+        return _load(_find_folder(folder.parent.parent, folder.name))  # with its state dir's checks
+
+
+def list_indexed(problems: list[str] | None = None) -> list[RunRecord]:
+    """Every run of the user's index, newest first (see list_runs)."""
+    runs: list[RunRecord] = []
+    for link in index.listed():
+        folder = link.resolve()
+        try:
+            runs.append(_load(_find_folder(folder.parent.parent, folder.name)))
+        except (EnvironmentFault, UsageError) as e:
+            if problems is not None:
+                problems.append(str(e))
+    return sorted(runs, key=lambda r: (r.meta.created, r.id), reverse=True)
 
 
 def list_runs(state_dir: Path, problems: list[str] | None = None) -> list[RunRecord]:

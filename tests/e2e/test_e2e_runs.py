@@ -421,3 +421,29 @@ def test_only_tasks_that_printed_keep_a_log(tmp_path: Path, box: Sandbox) -> Non
     assert box.cli("logs", run_id, "loud").out == "hello\n"
     quiet = box.cli("logs", run_id, "quiet")
     assert quiet.code == 0 and quiet.out == "" and "no output" in quiet.err
+
+
+def test_a_run_id_works_from_any_folder(tmp_path: Path, box: Sandbox) -> None:
+    from support.cli import run_cli
+
+    env = {k: v for k, v in box.env.items() if k != "NOVA_STATE_DIR"} | {
+        "XDG_STATE_HOME": str(tmp_path / "xdg")}
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    tasks = write_tasks(work, tasks_toml({"loud": {"cmd": "echo from-loud"}, "bad": {"cmd": "exit 5"}},
+                                         isolation="none"))
+    run_id = run_cli("run", "--background", tasks, cwd=work, env=env).stdout.strip()
+
+    def there(*args: str) -> Any:
+        return run_cli(*args, cwd=elsewhere, env=env)
+
+    assert there("wait", run_id).returncode == 1
+    assert json.loads(there("status", run_id, "--json").stdout)["id"] == run_id
+    assert there("logs", run_id, "loud").stdout == "from-loud\n"
+    listed = there("status", "--all").stdout
+    assert run_id in listed and "tasks.toml" in listed
+    assert run_id not in there("status").stdout  # the runs of this folder: none
+    tasks.write_text(tasks_toml({"loud": {"cmd": "echo from-loud"}, "bad": {"cmd": "true"}},
+                                isolation="none"))
+    resumed = there("resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr

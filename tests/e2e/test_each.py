@@ -272,8 +272,9 @@ def test_json_events_and_a_junit_report(tmp_path: Path, box: Sandbox) -> None:
     assert {e["run_id"] for e in events} == {ran.run_id}
     assert ran.states() == {"each.a.txt": "done", "each.b.txt": "done"}
     suite = ET.parse(report).getroot()
-    assert suite.get("tests") == "2" and suite.get("failures") == "0"
-    assert sorted(case.get("name") for case in suite.iter("testcase")) == ["each.a.txt", "each.b.txt"]
+    assert suite.get("tests") == "3" and suite.get("failures") == "0"
+    assert sorted(case.get("name") for case in suite.iter("testcase")) == ["each.a.txt", "each.b.txt",
+                                                                          "landing"]
     assert show(repo, "main", "a.txt") == "ax" and show(repo, "main", "b.txt") == "bx"
 
 
