@@ -135,6 +135,7 @@ class EventKind(StrEnum):
     TASK_STATE = "task_state"
     TASK_PID = "task_pid"
     MESSAGE = "message"
+    PHASE = "phase"
     LANDING = "landing"
     MERGE = "merge"
     RUN_FINISHED = "run_finished"
@@ -195,6 +196,17 @@ class Message(_Record):
     text: str
 
 
+class Phase(_Record):
+    """A step of the run after its tasks, said as it happens: the merge of the results
+    ("merge"), a verify run ("verify", with `seconds` once it ended), the result landing
+    ("landed")."""
+
+    kind: ClassVar[EventKind] = EventKind.PHASE
+    name: str
+    text: str
+    seconds: float | None = None
+
+
 class LandingStarted(_Record):
     """The merged result is about to land: `ref` moves from `old` to `new`, the checkout at
     `checkout` (if the branch is checked out) with it. Journaled before anything is touched."""
@@ -218,6 +230,8 @@ class MergeDone(_Record):
     reruns: tuple[str, ...]
     waiting_branch: str | None
     exit_code: int
+    target: str | None = None  # the branch the results went to
+    verified: bool | None = None  # verify passed on what landed; None: no verify, or no verdict
 
 
 class RunFinished(_Record):
@@ -230,12 +244,13 @@ class RunFinished(_Record):
     estimated_speedup: float | None = None
 
 
-Payload = RunStarted | RunResumed | TaskChanged | TaskPid | Message | LandingStarted | MergeDone | RunFinished
+Payload = (RunStarted | RunResumed | TaskChanged | TaskPid | Message | Phase | LandingStarted | MergeDone
+           | RunFinished)
 _PAYLOADS: dict[str, type[Payload]] = {cls.kind: cls for cls in (
-    RunStarted, RunResumed, TaskChanged, TaskPid, Message, LandingStarted, MergeDone, RunFinished)}
+    RunStarted, RunResumed, TaskChanged, TaskPid, Message, Phase, LandingStarted, MergeDone, RunFinished)}
 # what an event's JSON leaves out when it is unset, to keep lines short; the rest always appear
 _OPTIONAL = frozenset({"attempt", "duration", "commit", "signal", "error", "value", "reason", "kept",
-                       "rerun", "tasks", "speedup", "estimated_speedup"})
+                       "rerun", "tasks", "speedup", "estimated_speedup", "seconds", "target", "verified"})
 
 
 def _left_out(payload: Payload, name: str, value: Any) -> bool:

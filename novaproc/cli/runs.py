@@ -46,7 +46,8 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("logs", parents=[common], help="show a run's task output",
                        description="Print a task's output; without TASK, every task's, each "
-                       "under a header.")
+                       "under a header. TASK `verify` and `setup` (unless a task has that id) "
+                       "print the output of verify and of worktree_setup.")
     p.add_argument("run", metavar="RUN")
     p.add_argument("task", nargs="?", metavar="TASK")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
@@ -128,6 +129,11 @@ def render_run(record: RunRecord) -> str:
              f", supervisor pid {record.pid}",
              f"  wall time:  {format_duration(record.wall)}",
              f"  speedup:    estimated {_speed(record.estimated_speedup)}, real {_speed(record.speedup)}"]
+    if record.merge is not None:
+        from novaproc.cli.views import landed_text
+
+        lines.append(f"  landing:    {landed_text(record.merge)}")
+        lines += [f"  left out:   {task}: {why}" for task, why in record.merge.left_out.items()]
     if record.status is RunState.CRASHED:
         lines.append(f"  its supervisor is gone; continue it with: novaproc resume {record.id}")
     if record.landing is not None:
@@ -203,6 +209,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
     folder = state_dir(args)
     record = load_run(folder, args.run)
+    if args.task in RUN_LOGS and args.task not in {t.id for t in record.tasks}:
+        return _print_run_log(record, args.task)
     only = record.task(args.task).id if args.task else None
     tail = _Tail(sys.stdout.buffer, headers=only is None)
     while True:
@@ -214,6 +222,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
         record = load_run(folder, record.id)
     if only and not tail.offsets.get(only):
         print(f"novaproc: task {only} has no output ({record.task(only).state})", file=sys.stderr)
+    return ExitCode.OK
+
+
+RUN_LOGS = ("verify", "setup")  # the run's own logs, beside its tasks'
+
+
+def _print_run_log(record: RunRecord, name: str) -> int:
+    """`logs RUN verify` / `logs RUN setup`: the output of verify, or of worktree_setup."""
+    try:
+        sys.stdout.buffer.write((record.folder / f"{name}.log").read_bytes())
+    except FileNotFoundError:
+        print(f"novaproc: run {record.id} has no {name} output", file=sys.stderr)
     return ExitCode.OK
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from novaproc.cli.text import format_duration, one_line, plain_text
 from novaproc.errors import ExitCode
-from novaproc.messages import Event, Level, MergeDone, Message, RunStarted, TaskChanged, TaskState
+from novaproc.messages import Event, Level, MergeDone, Message, Phase, RunStarted, TaskChanged, TaskState
 from novaproc.run.outcome import describe_failure
 
 if TYPE_CHECKING:  # only types: `plan` must not pay for importing the run machinery
@@ -85,6 +85,8 @@ class PlainView(View):
         if isinstance(d, RunStarted):
             return (f"novaproc: run {event.run_id}: {d.tasks} task(s), {d.strategy}, "
                     f"{d.max_parallel} slot(s), estimated speedup {d.estimated_speedup:.1f}x")
+        if isinstance(d, Phase | MergeDone):
+            return f"novaproc: {phase_text(d)}"
         if not isinstance(d, TaskChanged):
             return None
         head = f"[{self.finished}/{self.total}] {d.state:<9} {event.task_id}"
@@ -116,6 +118,25 @@ class JsonView(View):
     def close(self, outcome: RunOutcome) -> None:
         self.out.write(json.dumps(summary_json(outcome)) + "\n")
         self.out.flush()
+
+
+def phase_text(d: Phase | MergeDone) -> str:
+    """A step after the tasks, as a line: what it does, or how it ended and in how long."""
+    if isinstance(d, Phase):
+        return one_line(d.text) + (f" in {format_duration(d.seconds)}" if d.seconds is not None else "")
+    return landed_text(d)
+
+
+def landed_text(merge: MergeDone) -> str:
+    """What landed where, or that nothing did."""
+    target = merge.target or "the target"
+    left = f"; {len(merge.left_out)} left out" if merge.left_out else ""
+    if not merge.merged or merge.waiting_branch:
+        where = f"; the merged result waits on {merge.waiting_branch}" if merge.waiting_branch else ""
+        return f"nothing landed on {target}{where}{left}"
+    verified = {True: ", verified", False: ", verify failed", None: ""}[merge.verified]
+    return (f"landed {len(merge.merged)} result(s) on {target} at {(merge.commit or '')[:12]}"
+            f"{verified}{left}")
 
 
 def _failure_text(d: TaskChanged) -> str:
@@ -161,10 +182,23 @@ def summary_table(outcome: RunOutcome, log_path: Callable[[str], Path] | None = 
     for r in [r for r in recs if r.state == "failed"][:TAILED_TASKS] if log_path else ():
         if end := output_end(log_path, outcome.run_id, r.task.id):
             lines += [f"{r.task.id} failed; the end of its output:", *(f"    {line}" for line in end)]
-    lines.append(f"wall {format_duration(outcome.wall)}, task time {format_duration(outcome.task_time)}, "
-                 f"speedup {outcome.speedup:.2f}x (estimated {outcome.estimated_speedup:.1f}x)")
+    if outcome.merge is not None:
+        lines.append(landed_text(outcome.merge))
+    lines.append(_times_line(outcome))
     lines += [f"note: {note}" for note in outcome.notes]
     return plain_text("\n".join(lines))
+
+
+def _times_line(outcome: RunOutcome) -> str:
+    """Where the wall time went: the tasks (whose speedup this is), then landing and verify."""
+    line = (f"wall {format_duration(outcome.wall)}, task time {format_duration(outcome.task_time)}, "
+            f"speedup {outcome.speedup:.2f}x (estimated {outcome.estimated_speedup:.1f}x)")
+    times = outcome.times
+    if outcome.merge is None or "tasks" not in times:
+        return line
+    verify = f" (verify {format_duration(times['verify'])})" if times.get("verify") else ""
+    return (line + f"; tasks {format_duration(times['tasks'])}, "
+            f"landing {format_duration(times.get('landing', 0.0))}{verify}")
 
 
 def summary_json(outcome: RunOutcome) -> dict[str, object]:
@@ -172,7 +206,7 @@ def summary_json(outcome: RunOutcome) -> dict[str, object]:
         "event": "summary", "run_id": outcome.run_id, "exit_code": int(outcome.exit_code),
         "wall": round(outcome.wall, 3), "task_time": round(outcome.task_time, 3),
         "speedup": round(outcome.speedup, 2), "estimated_speedup": round(outcome.estimated_speedup, 2),
-        "notes": list(outcome.notes),
+        "notes": list(outcome.notes), "times": {k: round(v, 3) for k, v in outcome.times.items()},
         "tasks": {tid: {"state": str(r.state), "attempts": r.all_attempts, "duration": round(r.run_time, 3),
                         "exit_code": r.exit_code, "error": r.error, "value": r.value}
                   for tid, r in outcome.records.items()},
@@ -281,6 +315,7 @@ class LiveView(View):
         self._states: dict[str, tuple[str, float, str]] = {}  # id -> (state, since, reason)
         self._recent: list[str] = []
         self._durations: list[float] = []
+        self._phase = ""  # what the run does after its tasks (merge, verify), as a line
         self._live = Live(console=self._console, refresh_per_second=4, transient=True,
                           get_renderable=self._render)
         self._live.start()
@@ -292,6 +327,11 @@ class LiveView(View):
 
     def show(self, event: Event) -> None:
         d = event.payload
+        if isinstance(d, Phase | MergeDone):  # after the tasks: the view is not frozen meanwhile
+            self._phase = phase_text(d)
+            if isinstance(d, MergeDone) or d.seconds is not None:
+                self._console.print(f"[bold]novaproc:[/] {_escape(self._phase)}", highlight=False)
+            return
         if not isinstance(d, TaskChanged) or event.task_id is None:
             return
         self._states[event.task_id] = (str(d.state), time.monotonic(), d.reason or "")
@@ -319,7 +359,8 @@ class LiveView(View):
             table.add_row(MARKS.get(state, "?"), f"[{self.finished}/{self.total}]", tid,
                           format_duration(now - since) if state == "running" else state,
                           _escape(one_line(detail)))
-        table.add_row("", "", f"elapsed {format_duration(now - self.started)}", self._eta(), "")
+        table.add_row("", "", f"elapsed {format_duration(now - self.started)}", self._eta(),
+                      _escape(self._phase))
         return table
 
     def _eta(self) -> str:

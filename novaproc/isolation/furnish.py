@@ -3,6 +3,7 @@ to live in, the included untracked files, and the `worktree_setup` command run i
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from novaproc.errors import EnvironmentFault, NovaError
 from novaproc.execution.guard import UNSTOPPED, Ending, run_guarded
-from novaproc.fsio import private_dir
+from novaproc.fsio import open_private, private_dir
 
 
 class SetupFailed(NovaError):
@@ -38,10 +39,14 @@ def bring_in(root: Path, dest: Path, include: Sequence[str]) -> tuple[str, ...]:
     return tuple(brought)
 
 
-def run_setup(where: Path, command: str, ending: Ending = UNSTOPPED) -> None:
+def run_setup(where: Path, command: str, ending: Ending = UNSTOPPED, log: Path | None = None) -> None:
     """Run `worktree_setup` in `where` (guarded: it dies with a killed supervisor, and ends
-    early as `ending` says); a failure raises SetupFailed with the end of its output."""
+    early as `ending` says), its output appended to `log`; a failure raises SetupFailed with the
+    end of its output."""
     code, output = run_guarded(["/bin/sh", "-c", command], cwd=where, stdout=subprocess.PIPE, ending=ending)
+    if log is not None:
+        with contextlib.suppress(OSError), open(open_private(log), "ab") as out:
+            out.write(f"== worktree_setup in {where} (exit {code}) ==\n".encode() + output)
     if code is None:
         raise SetupFailed(f"worktree_setup {command!r} in {where} was stopped: the run is stopping")
     if code != 0:

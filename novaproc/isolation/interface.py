@@ -11,7 +11,7 @@ from typing import Protocol
 
 from novaproc.errors import ExitCode, NovaError
 from novaproc.inputs.taskfile import Task
-from novaproc.messages import LandingStarted, MergeDone
+from novaproc.messages import LandingStarted, MergeDone, Phase
 
 
 class Isolation(Protocol):
@@ -26,7 +26,7 @@ class Isolation(Protocol):
         """After an attempt: keep its result (ok) or its folder for inspection (not ok)."""
 
     def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None],
-             announce: Callable[[LandingStarted], None]) -> Landing:
+             announce: Callable[[LandingStarted | Phase], None]) -> Landing:
         """Bring the results (task, commit), in dependency order, to the target; `rerun` runs a
         task again on a commit (the conflict protocol), `announce` is told, durably, before the
         user's checkout is touched."""
@@ -72,7 +72,7 @@ class InPlace:
         return Finish()
 
     def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None],
-             announce: Callable[[LandingStarted], None]) -> Landing:
+             announce: Callable[[LandingStarted | Phase], None]) -> Landing:
         return Landing()
 
     def close(self) -> list[str]:

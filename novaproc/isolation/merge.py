@@ -19,6 +19,7 @@ from novaproc.isolation.landing import Blocked, land
 from novaproc.isolation.policy import MergePolicy
 from novaproc.isolation.repo import Merged, Repo
 from novaproc.isolation.verify import Verifier, VerifyStopped, first_failing
+from novaproc.messages import Phase
 
 Rerun = Callable[[str, str], str | None]
 """rerun(task_id, base_commit) -> the task's new result commit (`base_commit` itself when it
@@ -42,6 +43,8 @@ class MergeOutcome:
     exit_code: ExitCode
     notes: tuple[str, ...]
     stopped: bool = False  # the run stopped while verify ran
+    target: str = ""  # the branch the results went to
+    verified: bool | None = None  # verify passed on what landed; None: no verify, or no verdict
 
 
 @dataclass(slots=True)
@@ -66,6 +69,7 @@ class _State:
     notes: list[str] = field(default_factory=list)
     verify_broken_before: bool = False
     verify_stopped: bool = False  # the run stopped (Ctrl-C) while verify ran
+    verified: bool | None = None  # verify passed on the final result; None: no verdict
     blocked: bool = False  # the target could not take the result
 
     @property
@@ -90,6 +94,7 @@ def merge_results(repo: Repo, run_id: str, results: Sequence[tuple[str, str | No
         if old is not None and old != base_commit:
             state.notes.append(f"{_short(ref)} moved during the run; results merged onto its new tip")
         items = [(t, c) for t, c in results if c]
+        policy.announce(Phase("merge", f"merging {len(items)} result(s) into {_short(ref)}"))
         tip = _merge_all(state, start, items, rerun if policy.on_conflict == "rerun" else None)
         verifier = Verifier(repo, run_id, policy) if policy.verify and state.steps else None
         try:
@@ -176,11 +181,12 @@ def _verify_loop(state: _State, start: str, items: Sequence[tuple[str, str]], ve
     items = [(t, results.get(t, c)) for t, c in items]
     tip = state.steps[-1].after
     for _ in range(len(items) + 1):
-        if not state.steps or verifier.passes(tip):
+        if not state.steps or verifier.passes(tip, "verify on the merged result"):
+            state.verified = bool(state.steps) or None
             return tip
         failing = first_failing([start, *(s.after for s in state.steps)], verifier)
         if failing is None:
-            state.verify_broken_before = True
+            state.verify_broken_before, state.verified = True, False
             return tip
         culprit = state.steps[failing - 1].task
         state.culprits.append(culprit)
@@ -269,7 +275,8 @@ def _outcome(state: _State, ref: str, tip: str, moved: bool, waiting: str | None
         code = ExitCode.OK
     return MergeOutcome(tip, tuple(s.task for s in state.steps), dict(state.conflicts), dict(state.left_out),
                         state.culprits[0] if state.culprits else None, tuple(state.reruns), moved, waiting,
-                        kept, code, tuple(state.notes), state.verify_stopped)
+                        kept, code, tuple(state.notes), state.verify_stopped, _short(ref),
+                        None if state.verify_stopped else state.verified)
 
 
 def _short(ref: str) -> str:

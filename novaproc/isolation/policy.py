@@ -8,10 +8,10 @@ from pathlib import Path
 
 from novaproc.execution.guard import UNSTOPPED, Ending
 from novaproc.inputs.settings import DEFAULT_WORKTREE_DIR
-from novaproc.messages import LandingStarted
+from novaproc.messages import LandingStarted, Phase
 
 
-def _unheard(landing: LandingStarted) -> None:
+def _unheard(landing: LandingStarted | Phase) -> None:
     """Nobody journals this landing (a test, a benchmark): it cannot be finished after a crash."""
 
 
@@ -29,7 +29,9 @@ class MergePolicy:
     setup: str | None = None
     include: Sequence[str] = ()
     verify_log: Path | None = None
+    setup_log: Path | None = None  # where the output of verify's worktree_setup goes
     ending: Ending = UNSTOPPED
     verify_retries: int = 1  # extra runs of a failing verify on the same tree before it counts
     conflict_check: str = "file"  # or "line": trust git's line merge (see Repo.merge)
-    announce: Callable[[LandingStarted], None] = _unheard  # told before the checkout is touched
+    # told of each phase as it happens, and of the landing before the checkout is touched
+    announce: Callable[[LandingStarted | Phase], None] = _unheard

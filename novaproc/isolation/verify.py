@@ -6,6 +6,7 @@ result that breaks it.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from novaproc.isolation import submodules
 from novaproc.isolation.furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
 from novaproc.isolation.policy import MergePolicy
 from novaproc.isolation.repo import Repo, Worktree
+from novaproc.messages import Phase
 
 
 def first_failing(points: Sequence[str], verifier: Verifier) -> int | None:
@@ -24,8 +26,9 @@ def first_failing(points: Sequence[str], verifier: Verifier) -> int | None:
     good, bad = 0, len(points) - 1
     while bad - good > 1:
         mid = (good + bad) // 2
-        good, bad = (mid, bad) if verifier.passes(points[mid]) else (good, mid)
-    if bad == 1 and not verifier.passes(points[0]):
+        why = f"bisect: verify with the first {mid} of {len(points) - 1} results"
+        good, bad = (mid, bad) if verifier.passes(points[mid], why) else (good, mid)
+    if bad == 1 and not verifier.passes(points[0], "bisect: verify without any result"):
         return None
     return bad
 
@@ -44,17 +47,23 @@ class Verifier:
         self.verdicts: dict[str, bool] = {}
         self.flaky: list[str] = []  # commits on which verify both passed and failed
 
-    def passes(self, commit: str) -> bool:
+    def passes(self, commit: str, why: str = "verify") -> bool:
         """Whether verify passes on `commit`. A failure is confirmed by `verify_retries` more runs
         on the same tree before it counts: a verify that passes on any of them is flaky, and a
-        flaky verify blames nobody, so the commit passes (and is noted in `flaky`)."""
+        flaky verify blames nobody, so the commit passes (and is noted in `flaky`). `why` is
+        what the run is told, before and after."""
         if commit not in self.verdicts:
+            announce, started = self.policy.announce, time.monotonic()
+            announce(Phase("verify", f"{why} ({commit[:12]})"))
             runs = [self._run(commit)]
             while not runs[-1] and len(runs) <= self.policy.verify_retries:
                 runs.append(self._run(commit))
             if runs[-1] and len(runs) > 1:
                 self.flaky.append(commit)
             self.verdicts[commit] = runs[-1]
+            verdict = "passed" if runs[-1] else "failed"
+            announce(Phase("verify", f"{why}: {verdict}" + (" (flaky)" if commit in self.flaky else ""),
+                           round(time.monotonic() - started, 3)))
         return self.verdicts[commit]
 
     def _run(self, commit: str) -> bool:
@@ -93,7 +102,7 @@ class Verifier:
         submodules.populate(self.repo, self.path)
         bring_in(self.repo.root, self.path, self.policy.include)
         if self.policy.setup:
-            run_setup(self.path, self.policy.setup, self.ending)
+            run_setup(self.path, self.policy.setup, self.ending, self.policy.setup_log)
 
     def close(self) -> None:
         if self.wt is not None:

@@ -19,7 +19,7 @@ from novaproc.isolation.merge import merge_results
 from novaproc.isolation.policy import MergePolicy
 from novaproc.isolation.preflight import Preflight
 from novaproc.isolation.worktree_pool import Workspaces
-from novaproc.messages import LandingStarted, MergeDone
+from novaproc.messages import LandingStarted, MergeDone, Phase
 
 
 class WorktreeIsolation:
@@ -36,7 +36,7 @@ class WorktreeIsolation:
         self.ws = Workspaces(self.repo, run_id=run_id, worktree_dir=Path(settings.worktree_dir),
                              base=self.base, setup=settings.worktree_setup,
                              include=settings.worktree_include, ending=ending,
-                             by_file=settings.conflict_check == "file")
+                             by_file=settings.conflict_check == "file", setup_log=log_dir / "setup.log")
         self.ending = ending
 
     def _isolated(self, task: Task) -> bool:
@@ -64,7 +64,7 @@ class WorktreeIsolation:
         return Finish(result.commit, warning=text)
 
     def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None],
-             announce: Callable[[LandingStarted], None]) -> Landing:
+             announce: Callable[[LandingStarted | Phase], None]) -> Landing:
         if self.settings.merge == "off" or not results:
             branches = [f"nova/{self.run_id}/{t}" for t, _ in results]
             notes = (f"merge is off: results stay on {', '.join(branches)}",) if branches else ()
@@ -73,11 +73,13 @@ class WorktreeIsolation:
         policy = MergePolicy(
             self.target or "HEAD", self.base, on_conflict=s.on_conflict, verify=s.verify,
             worktree_dir=Path(s.worktree_dir), setup=s.worktree_setup, include=s.worktree_include,
-            verify_log=self.log_dir / "verify.log", ending=self.ending, verify_retries=s.verify_retries,
+            verify_log=self.log_dir / "verify.log", setup_log=self.log_dir / "setup.log",
+            ending=self.ending, verify_retries=s.verify_retries,
             conflict_check=s.conflict_check, announce=announce)
         outcome = merge_results(self.repo, self.run_id, results, policy, rerun)
         merge = MergeDone(outcome.commit, outcome.merged, dict(outcome.conflicts), dict(outcome.left_out),
-                          outcome.culprit, outcome.reruns, outcome.waiting_branch, int(outcome.exit_code))
+                          outcome.culprit, outcome.reruns, outcome.waiting_branch, int(outcome.exit_code),
+                          outcome.target, outcome.verified)
         return Landing(outcome.exit_code, outcome.notes, merge, outcome.stopped)
 
     def close(self) -> list[str]:

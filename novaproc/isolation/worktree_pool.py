@@ -67,11 +67,12 @@ class Workspaces:
 
     def __init__(self, repo: Repo, *, run_id: str, worktree_dir: Path, base: str,
                  setup: str | None = None, include: Sequence[str] = (),
-                 ending: Ending = UNSTOPPED, by_file: bool = True) -> None:
+                 ending: Ending = UNSTOPPED, by_file: bool = True, setup_log: Path | None = None) -> None:
         self.dir = ensure_private_dir(Path(worktree_dir))
         self.ending = ending  # a stopping run does not wait for a worktree_setup
         self._repo = repo
         self.run_id, self.setup, self.include = run_id, setup, tuple(include)
+        self.setup_log = setup_log  # the setup's output, for `novaproc logs RUN setup`
         self.by_file = by_file  # conflict_check = "file" (see Repo.merge)
         resolved = self._repo.commit_of(base)
         if resolved is None:
@@ -110,7 +111,7 @@ class Workspaces:
         brought = bring_in(self._repo.root, slot.wt.path, self.include)
         slot.unignored = tuple(set(brought) - self._repo.ignored(slot.wt, brought))
         if self.setup:
-            run_setup(slot.wt.path, self.setup, self.ending)
+            run_setup(slot.wt.path, self.setup, self.ending, self.setup_log)
             # what the setup made (dependencies, build output) is not the task's result
             slot.unignored += self._repo.untracked(slot.wt)
         return slot.wt.path

@@ -55,10 +55,13 @@ class RunOutcome:
     records: dict[str, TaskRecord] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     merge: MergeDone | None = None  # how the results landed; None when nothing was merged
+    times: dict[str, float] = field(default_factory=dict)  # seconds of "tasks", "landing", "verify"
 
     @property
     def speedup(self) -> float:
-        return self.task_time / self.wall if self.wall > 0 else 1.0
+        """Task time over the time the tasks took together; landing and verify are apart."""
+        wall = self.times.get("tasks", self.wall)
+        return self.task_time / wall if wall > 0 else 1.0
 
     @property
     def state(self) -> RunState:

@@ -22,9 +22,11 @@ from novaproc.messages import (
     Escalated,
     Event,
     Finished,
+    LandingStarted,
     Level,
     Message,
     Payload,
+    Phase,
     Report,
     RunFinished,
     RunStarted,
@@ -62,6 +64,7 @@ class Supervisor:
         self._waiting: set[str] = set()  # ready tasks held back by a resource, load or lock
         self._rerunning: set[str] = set()  # ended tasks run again by the merge protocol
         self._rebuilds = BaseRebuilds()  # tasks waiting for a parent to run again (bases.py)
+        self._times: dict[str, float] = {}  # seconds of the tasks, the landing, verify (outcome)
         self._terminated: set[str] = set()  # running tasks a stop ended
         self._stopping = False
         self._kept = dict(earlier.kept)
@@ -87,7 +90,9 @@ class Supervisor:
                     self._check_progress()
                     self._step(self._next_timeout())
                 interrupted = self._interrupts.first is not None
+                self._times["tasks"] = time.time() - started
                 landing = self._land(interrupted)
+                self._times["landing"] = time.time() - started - self._times["tasks"]
             finally:
                 self.pool.shutdown()
                 notes = self.isolation.close()
@@ -121,10 +126,16 @@ class Supervisor:
         if interrupted:
             note = "interrupted: results were not merged; they stay on their branches"
             return Landing(notes=(note,) if results else ())
-        landing = self.isolation.land(results, self._rerun, self._emit)  # type: ignore[arg-type]
+        landing = self.isolation.land(results, self._rerun, self._phase)
         if landing.merge is not None:
             self._emit(landing.merge)
         return landing
+
+    def _phase(self, payload: Phase | LandingStarted) -> None:
+        """A step of the landing, said as it happens; verify's time is kept apart."""
+        if isinstance(payload, Phase) and payload.name == "verify" and payload.seconds:
+            self._times["verify"] = self._times.get("verify", 0.0) + payload.seconds
+        self._emit(payload)
 
     def _rerun(self, task_id: str, base: str) -> str | None:
         """Run `task_id` again, now, on top of `base` (merge conflict protocol); its new result."""
@@ -376,7 +387,7 @@ class Supervisor:
         if code.stopped_by_signal:  # Ctrl-C, cancel, a closed terminal: say how to go on
             notes = [*notes, f"continue it with: novaproc resume {self.run_id}"]
         return RunOutcome(self.run_id, code, wall, task_time, self.plan.estimated_speedup,
-                          dict(self.records), (*landing.notes, *notes), landing.merge)
+                          dict(self.records), (*landing.notes, *notes), landing.merge, dict(self._times))
 
     def _emit(self, payload: Payload, task_id: str | None = None) -> None:
         self.parts.emit(Event(self.run_id, time.time(), payload, task_id))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from novaproc.errors import EnvironmentFault, UsageError, did_you_mean
-from novaproc.messages import Event, EventKind, LandingStarted, RunState, TaskState
+from novaproc.messages import Event, EventKind, LandingStarted, MergeDone, RunState, TaskState
 from novaproc.state import index
 from novaproc.state.format import (
     EVENTS_FILE,
@@ -85,6 +85,7 @@ class RunRecord:
     strategy: str | None = None
     warnings: tuple[str, ...] = ()
     landing: LandingStarted | None = None  # a crashed run's landing, begun and not finished
+    merge: MergeDone | None = None  # how its results landed (the last landing of a resumed run)
 
     @property
     def tasks_file(self) -> str:
@@ -119,7 +120,7 @@ class RunRecord:
                 "estimated_speedup": self.estimated_speedup, "speedup": self.speedup,
                 "folder": str(self.folder), "tasks": [asdict(t) for t in self.tasks],
                 "interrupted_landing": self.landing.values() if self.landing else None,
-                "warnings": list(self.warnings)}
+                "merge": self.merge.values() if self.merge else None, "warnings": list(self.warnings)}
 
 
 def load_run(state_dir: Path, run_id: str) -> RunRecord:
@@ -193,13 +194,14 @@ class _Replay:
         self.started: float | None = None
         self.finished: dict[str, Any] | None = None
         self.landing: LandingStarted | None = None  # announced, and not known to have ended
+        self.merge: Any = None  # the last MergeDone
         self.last_time = meta.created
 
     def apply(self, ev: dict[str, Any]) -> None:
         kind = ev["event"]
         self.last_time = max(self.last_time, float(ev.get("time", 0)))
         if kind in (EventKind.RUN_STARTED, EventKind.RUN_RESUMED):
-            self.finished = self.landing = None  # a resumed run is running again, its landing done
+            self.finished = self.landing = self.merge = None  # a resumed run runs again, lands again
             self._declare(ev.get("tasks", ()))
             if kind == EventKind.RUN_STARTED:
                 self.started_data = ev
@@ -212,6 +214,7 @@ class _Replay:
             self.landing = Event.from_json(ev).payload  # type: ignore[assignment]
         elif kind in (EventKind.MERGE, EventKind.RUN_FINISHED):
             self.landing = None
+            self.merge = Event.from_json(ev).payload if kind == EventKind.MERGE else self.merge
             self.finished = ev if kind == EventKind.RUN_FINISHED else self.finished
 
     def _declare(self, tasks: Any) -> None:
@@ -273,7 +276,8 @@ def _record(folder: Path, meta: RunMeta, replay: _Replay, parsed: Parsed) -> Run
         exit_code=(end.get("exit_code", _EXIT_OF.get(status)) if end else None),
         estimated_speedup=(end or {}).get("estimated_speedup", replay.started_data.get("estimated_speedup")),
         speedup=(end or {}).get("speedup"), strategy=replay.started_data.get("strategy"),
-        warnings=tuple(warnings), landing=replay.landing if status is RunState.CRASHED else None)
+        warnings=tuple(warnings), landing=replay.landing if status is RunState.CRASHED else None,
+        merge=replay.merge)
 
 
 def _state_of_exit(code: int | None) -> RunState:

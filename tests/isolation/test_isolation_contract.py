@@ -18,7 +18,7 @@ from novaproc.inputs.taskfile import Task
 from novaproc.isolation.interface import Finish, InPlace, Isolation, Landing
 from novaproc.isolation.preflight import preflight
 from novaproc.isolation.worktree_isolation import WorktreeIsolation
-from novaproc.messages import LandingStarted
+from novaproc.messages import LandingStarted, Phase
 
 pytestmark = pytest.mark.usefixtures("isolated_git")
 
@@ -153,13 +153,14 @@ def test_worktree_runs_a_task_elsewhere_and_lands_its_commit_on_the_branch(tmp_p
     assert show(root, finish.commit, "out.txt") == "written\n"
     assert rev(root, "main") == base  # finishing moves nothing yet
 
-    said: list[LandingStarted] = []
+    said: list[LandingStarted | Phase] = []
     landing = iso.land([(WRITES.id, finish.commit)], no_rerun, said.append)
     assert landing.exit_code == ExitCode.OK
     tip = rev(root, "main")
     assert tip != base and is_ancestor(root, base, tip)
     # announced (for the journal) before the checkout moved: a crash half-way can be finished
-    assert said == [LandingStarted("refs/heads/main", base, tip, str(root))]
+    assert said == [Phase("merge", "merging 1 result(s) into main"),
+                    LandingStarted("refs/heads/main", base, tip, str(root))]
     assert show(root, "main", "out.txt") == "written\n"
     assert iso.close() == []
 
