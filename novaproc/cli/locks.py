@@ -221,10 +221,16 @@ def cmd_locks(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _shown(what: str) -> str:
+    """A lock's name as a person reads it: a run's hold on its tasks file is not a resource
+    the user named (see run_request)."""
+    return "(its tasks file: one run at a time)" if what.startswith("@run.") else what
+
+
 def render_locks(rows: Sequence[LockInfo], now: float) -> str:
     """A table, in the order waiters are served: holders, then the line."""
     header = ("WHAT", "MODE", "STATE", "PID", "RUN", "TASK/COMMAND", "SINCE")
-    lines = [header] + [(r.what, r.mode, r.state, str(r.pid), r.run_id or "-",
+    lines = [header] + [(_shown(r.what), r.mode, r.state, str(r.pid), r.run_id or "-",
                          (r.task if r.run_id else r.command) or "-",
                          _since(r.since, now)) for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]

@@ -21,7 +21,7 @@ def add_plan(sub: Any) -> None:
     p = sub.add_parser("plan", help="show how a tasks file would run; runs nothing",
                        description="Show the strategy, reason, safety level, estimated speedup, "
                        "layers and conflicts of a tasks file. Runs nothing.")
-    p.add_argument("tasks", type=Path, help="the tasks file (TOML)")
+    p.add_argument("tasks", type=Path, nargs="?", help="the tasks file (TOML)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("-j", "--max-parallel", type=_positive, metavar="N", help="slots to plan for")
     p.add_argument("--only", nargs="+", metavar="ID", help="plan these tasks and what they need")
@@ -33,7 +33,7 @@ def add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="run a tasks file", description="Run the tasks of a file in "
                        "parallel, as the plan allows; see `plan` for what it would do.",
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("tasks", type=Path, help="the tasks file (TOML)")
+    p.add_argument("tasks", type=Path, nargs="?", help="the tasks file (TOML)")
     p.add_argument("--only", nargs="+", metavar="ID", help="run these tasks and what they need")
     add_run_options(p)
     p.add_argument("--root", type=Path, help=argparse.SUPPRESS)  # a file `each` wrote: its repository
@@ -138,9 +138,20 @@ def _check_repository(root: Path, settings, strict: bool):  # type: ignore[no-un
     return checked, checked.dirty_note()
 
 
+def tasks_file(args: argparse.Namespace) -> Path:
+    """The tasks file, also when `--only a b tasks.toml` took it for an id: the last word of
+    --only is the file when no file was given otherwise."""
+    if args.tasks is None and getattr(args, "only", None) and len(args.only) > 1:
+        args.tasks = Path(args.only.pop())
+    if args.tasks is None:
+        raise UsageError("no tasks file given; e.g. novaproc run tasks.toml (see --help)")
+    return args.tasks
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from novaproc.cli.text import render_plan
 
+    tasks_file(args)
     _, _, plan, _ = load_plan(args.tasks, args, {"max_parallel": args.max_parallel}, strict=False)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
@@ -151,6 +162,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace, background_argv: list[str] | None = None) -> int:
     """`run`; `each` calls it with the file it wrote and the arguments of a background run."""
+    tasks_file(args)
     if not (args.dry_run or args.background):
         from novaproc.execution.pool import start_forkserver
 

@@ -77,8 +77,8 @@ class Run:
             self.close()
             shutil.rmtree(self.journal.folder, ignore_errors=True)  # nothing ran: no run to list
             raise BusyError(f"{self.taskfile.path} is busy: another run of it is live "
-                            f"({answer.describe()}); --if-busy skip")
-        return answer.describe()
+                            f"({_holders(answer)}); --if-busy skip")
+        return _holders(answer)
 
     def wait_for_tasks_file(self, holder: str) -> ExitCode | None:
         """Wait for the other run of this file; a SIGINT, SIGTERM or SIGHUP meanwhile cancels this run
@@ -196,6 +196,11 @@ def resume_run(record: RunRecord, taskfile: TaskFile, settings: Settings, plan: 
     return Run(taskfile, settings, plan, checked, journal,
                {tid: (t.commit, t.duration or 0.0) for tid, t in kept.items()},
                {t.id: t.attempts for t in record.tasks})
+
+
+def _holders(answer: Blocked) -> str:
+    """Who holds a tasks file's run lock: the runs, not the lock's internal name."""
+    return ", ".join(dict.fromkeys(b.holder.describe() for b in answer.blockers))
 
 
 def start_background(taskfile: TaskFile, args: list[str]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from pathlib import Path
 
@@ -144,6 +145,8 @@ def test_if_busy_skip_and_wait_against_a_live_run_of_the_same_file(tmp_path: Pat
 
     assert skipped.code == 75, skipped
     assert "busy" in skipped.err and "Traceback" not in skipped.text
+    assert re.search(r"another run of it is live \(run [0-9a-f]+ \(pid \d+\)\)", skipped.err), skipped.err
+    assert "@run." not in skipped.err  # the lock's internal name is not the user's business
     assert len(times(starts)) == 1
 
     waiter = box.spawn("run", tasks, "--if-busy", "wait", cwd=tasks.parent)

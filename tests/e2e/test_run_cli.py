@@ -176,6 +176,14 @@ def test_only_runs_the_named_tasks_and_their_dependencies(tmp_path):
     assert starts_before(spans, "base", "mid")
 
 
+def test_only_before_the_tasks_file_leaves_the_file_alone(tmp_path):
+    path = write_tasks(tmp_path, RUN_TABLE + task("a", "true") + task("b", "true"))
+    for args in (["--only", "b", path], ["--only", "a", "b", path], [path, "--only", "b"]):
+        proc = run_cli("run", "--json", *args, cwd=tmp_path, env={"NOVA_STATE_DIR": str(tmp_path / "s")})
+        assert proc.returncode == 0, (args, proc.stderr)
+    assert run_cli("run", "--only", "b", cwd=tmp_path).returncode == 2  # no file at all: said so
+
+
 def test_only_with_an_unknown_id_is_bad_usage(tmp_path):
     stamps = tmp_path / "stamps"
     result = nova(tmp_path, RUN_TABLE + stamped(stamps, ["build"], 0.05), "--only", "biuld")
