@@ -25,6 +25,9 @@ class TaskState(StrEnum):
         return self in (TaskState.DONE, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED)
 
 
+ALLOWED_FAILURE = "allowed to fail"  # the reason of a failed task whose failure does not count
+
+
 class RunState(StrEnum):
     RUNNING = "running"
     DONE = "done"

@@ -202,7 +202,7 @@ def _background_argv(args: argparse.Namespace, path: Path, root: Path) -> list[s
     if args.max_parallel:
         argv += ["-j", str(args.max_parallel)]
     for flag, on in (("--fail-fast", args.fail_fast), ("--no-merge", args.no_merge),
-                     ("--json", args.json), ("--quiet", args.quiet)):
+                     ("--no-verify", args.no_verify), ("--json", args.json), ("--quiet", args.quiet)):
         if on:
             argv.append(flag)
     for flag, value in (("--junit", args.junit), ("--config", args.config)):

@@ -47,6 +47,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fail-fast", action="store_true", default=None,
                    help="stop everything at the first failure")
     p.add_argument("--no-merge", action="store_true", help="leave each task's results on its branch")
+    p.add_argument("--no-verify", action="store_true", help="land the results without running verify")
     p.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
     output = p.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per event")
@@ -62,7 +63,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def run_flags(args: argparse.Namespace) -> dict[str, object]:
     """The settings that `run` options set (None: not given)."""
     return {"max_parallel": args.max_parallel, "fail_fast": args.fail_fast,
-            "merge": "off" if args.no_merge else None}
+            "merge": "off" if args.no_merge else None, "verify": () if args.no_verify else None}
 
 
 def add_resume(sub: Any) -> None:

@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING, TextIO
 
 from novaproc.cli.text import format_duration, one_line, plain_text
 from novaproc.errors import ExitCode
-from novaproc.messages import Event, Level, MergeDone, Message, Phase, RunStarted, TaskChanged, TaskState
+from novaproc.messages import (
+    ALLOWED_FAILURE,
+    Event,
+    Level,
+    MergeDone,
+    Message,
+    Phase,
+    RunStarted,
+    TaskChanged,
+    TaskState,
+)
 from novaproc.run.outcome import describe_failure
 
 if TYPE_CHECKING:  # only types: `plan` must not pay for importing the run machinery
@@ -98,7 +108,8 @@ class PlainView(View):
             return head + (f": {one_line(d.reason)}" if d.reason else "")
         extra = f" in {format_duration(d.duration or 0.0)}"
         if d.state is TaskState.FAILED:
-            extra += f": {_failure_text(d)}"
+            allowed = f" ({ALLOWED_FAILURE})" if d.reason == ALLOWED_FAILURE else ""
+            extra += f": {_failure_text(d)}{allowed}"
             if self.log_path is not None:
                 extra += "".join(f"\n    {line}" for line in
                                  output_end(self.log_path, event.run_id, event.task_id or ""))
@@ -170,10 +181,13 @@ def summary_table(outcome: RunOutcome, log_path: Callable[[str], Path] | None = 
              "done": 4}
     recs = sorted(outcome.records.values(), key=lambda r: order.get(r.state, 3))
     width = max([4, *(len(r.task.id) for r in recs[:SUMMARY_ROWS])])
-    lines = [f"{'Task':<{width}}  {'Status':<9}  {'Attempts':>8}  Duration"]
-    for r in recs[:SUMMARY_ROWS]:
+    states = [f"{r.state} (allowed)" if r.state == "failed" and r.task.allow_failure else str(r.state)
+              for r in recs[:SUMMARY_ROWS]]
+    state_width = max([9, *map(len, states)])
+    lines = [f"{'Task':<{width}}  {'Status':<{state_width}}  {'Attempts':>8}  Duration"]
+    for r, state in zip(recs[:SUMMARY_ROWS], states, strict=True):
         note = f"  {one_line(r.failure)}" if r.state == "failed" else ""
-        lines.append(f"{r.task.id:<{width}}  {r.state:<9}  {r.all_attempts:>8}  "
+        lines.append(f"{r.task.id:<{width}}  {state:<{state_width}}  {r.all_attempts:>8}  "
                      f"{format_duration(r.run_time)}{note}")
     if len(recs) > SUMMARY_ROWS:
         rest = recs[SUMMARY_ROWS:]

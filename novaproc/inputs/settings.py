@@ -43,6 +43,7 @@ class Settings:
     cpu_limit: Annotated[float, Gt(0), Le(100)] = 90.0
     memory_limit: Annotated[float, Gt(0), Le(100)] = 90.0
     kill_grace: Annotated[float, Ge(0), Le(3600)] = 5.0
+    retry_delay: Annotated[float, Ge(0), Le(3600)] = 1.0  # before a task's 2nd attempt, doubling
     fail_fast: bool = False
     undeclared_writes: Literal["warn", "fail"] = "warn"
     worktree_setup: str | None = None
@@ -117,6 +118,15 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return layer
 
 
+def _seconds(source: str, key: str, value: str) -> float:
+    from novaproc.inputs.taskfile import parse_duration
+
+    try:
+        return 0.0 if value.strip() in ("0", "0s") else parse_duration(value)
+    except ValueError as e:
+        raise ConfigError(source, str(e), field=key) from None
+
+
 def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
     """`values` checked against the settings' fields, with errors naming `source`."""
     for key in values:
@@ -130,9 +140,11 @@ def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(source, f"{entry!r} is not a path inside the repository; worktree_include "
                               "names untracked paths of the checkout, relative to its root",
                               field="worktree_include")
-    for key in ("cpu_limit", "memory_limit", "kill_grace"):
+    for key in ("cpu_limit", "memory_limit", "kill_grace", "retry_delay"):
         if isinstance(values.get(key), int) and not isinstance(values[key], bool):
             values[key] = float(values[key])
+    if isinstance(values.get("retry_delay"), str):  # "1s", "2m"
+        values["retry_delay"] = _seconds(source, "retry_delay", values["retry_delay"])
     check_resource_names(source, values.get("resources"))
     if all(key in _TEXT_KEYS and isinstance(value, str) for key, value in values.items()):
         return values

@@ -14,6 +14,7 @@ from novaproc.messages import MergeDone, RunState, TaskState
 
 if TYPE_CHECKING:  # status and logs format through here: they must not load pydantic
     from novaproc.inputs.taskfile import Task
+    from novaproc.isolation.interface import Landing
 
 
 @dataclass
@@ -68,6 +69,17 @@ class RunOutcome:
         if self.exit_code.stopped_by_signal:
             return RunState.CANCELLED
         return RunState.DONE if self.exit_code == ExitCode.OK else RunState.FAILED
+
+
+def outcome_of(run_id: str, records: dict[str, TaskRecord], landing: Landing, notes: list[str],
+               stopped_by: int | None, *, wall: float, times: dict[str, float],
+               estimated: float) -> RunOutcome:
+    """How a run ended: its exit code, task time, notes (with how to go on after a signal)."""
+    code = run_exit_code(records.values(), landing.exit_code, stopped_by)
+    if code.stopped_by_signal:  # Ctrl-C, cancel, a closed terminal: say how to go on
+        notes = [*notes, f"continue it with: novaproc resume {run_id}"]
+    return RunOutcome(run_id, code, wall, sum(r.run_time for r in records.values()), estimated,
+                      dict(records), (*landing.notes, *notes), landing.merge, dict(times))
 
 
 def run_exit_code(records: Iterable[TaskRecord], landed: ExitCode, stopped_by: int | None) -> ExitCode:

@@ -19,6 +19,7 @@ from novaproc.inputs.settings import Settings
 from novaproc.inputs.taskfile import Task
 from novaproc.isolation.interface import BaseConflict, Finish, Landing
 from novaproc.messages import (
+    ALLOWED_FAILURE,
     Escalated,
     Event,
     Finished,
@@ -38,7 +39,7 @@ from novaproc.messages import (
 from novaproc.planning.plan import Plan
 from novaproc.run.admission import Admission, WaitKind
 from novaproc.run.bases import BaseRebuilds, job_for, parents_of
-from novaproc.run.outcome import RunOutcome, TaskRecord, run_exit_code
+from novaproc.run.outcome import RunOutcome, TaskRecord, outcome_of
 from novaproc.run.parts import Earlier, RunParts
 from novaproc.run.timers import Timers
 
@@ -55,7 +56,7 @@ class Supervisor:
         self.slots = settings.max_parallel
         throttle = parts.throttle or Throttle(settings.cpu_limit, settings.memory_limit)
         self.admission = Admission(self.slots, settings.resources, throttle, parts.gate)
-        self.timers = Timers(parts.clock)
+        self.timers = Timers(parts.clock, settings.retry_delay)
         self.schedule = plan.schedule()
         self._order = {tid: i for i, tid in enumerate(plan.graph.order)}  # dependency order
         earlier = earlier or Earlier()
@@ -325,9 +326,11 @@ class Supervisor:
     def _end(self, rec: TaskRecord, state: TaskState, ended_at: float) -> None:
         rec.state, rec.ended_at = state, ended_at
         skipped = self.schedule.finish(rec.task.id, state == TaskState.DONE, state=state)
+        allowed = state == TaskState.FAILED and rec.task.allow_failure
         self._emit(TaskChanged(state, attempt=rec.attempts, duration=round(rec.run_time, 3),
                                exit_code=rec.exit_code, commit=rec.commit or None, signal=rec.signal or None,
-                               error=rec.error or None, value=rec.value), rec.task.id)
+                               error=rec.error or None, value=rec.value,
+                               reason=ALLOWED_FAILURE if allowed else None), rec.task.id)
         for tid in skipped:
             self.records[tid].state = TaskState.SKIPPED
             self._emit(TaskChanged(TaskState.SKIPPED, reason=f"{rec.task.id} {state}"), tid)
@@ -381,13 +384,8 @@ class Supervisor:
 
     def _outcome(self, wall: float, landing: Landing, notes: list[str], interrupted: bool) -> RunOutcome:
         # a merge that finished despite a signal gives its own exit code: not `interrupted`
-        code = run_exit_code(self.records.values(), landing.exit_code,
-                             self._interrupts.first if interrupted else None)
-        task_time = sum(r.run_time for r in self.records.values())
-        if code.stopped_by_signal:  # Ctrl-C, cancel, a closed terminal: say how to go on
-            notes = [*notes, f"continue it with: novaproc resume {self.run_id}"]
-        return RunOutcome(self.run_id, code, wall, task_time, self.plan.estimated_speedup,
-                          dict(self.records), (*landing.notes, *notes), landing.merge, dict(self._times))
+        return outcome_of(self.run_id, self.records, landing, notes, self._interrupts.first if interrupted
+                          else None, wall=wall, times=self._times, estimated=self.plan.estimated_speedup)
 
     def _emit(self, payload: Payload, task_id: str | None = None) -> None:
         self.parts.emit(Event(self.run_id, time.time(), payload, task_id))

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0  # seconds before a retry, doubling per attempt
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 300.0  # seconds before a retry (retry_delay), doubling per attempt
 
 
 class Timers:
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
+    def __init__(self, clock: Callable[[], float], first_backoff: float = BACKOFF_FIRST) -> None:
+        self.clock, self.first_backoff = clock, first_backoff
         self._retry_at: dict[str, float] = {}  # task -> when its next attempt may start
         self._deadlines: dict[str, float] = {}  # running task -> when its timeout strikes
 
@@ -19,7 +19,7 @@ class Timers:
 
     def retry_later(self, task_id: str, attempts: int) -> float:
         """Schedule `task_id`'s next attempt after `attempts` failed ones; the backoff."""
-        backoff = min(BACKOFF_FIRST * 2 ** (attempts - 1), BACKOFF_MAX)
+        backoff = min(self.first_backoff * 2 ** (attempts - 1), max(BACKOFF_MAX, self.first_backoff))
         self._retry_at[task_id] = self.clock() + backoff
         return backoff
 

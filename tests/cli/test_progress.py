@@ -371,3 +371,11 @@ def test_live_view_shows_the_end_of_a_failure(tmp_path):
     assert code == 1, out
     plain = ANSI.sub("", out)
     assert "| out-12" in plain and "| out-3" in plain and "novaproc logs" in plain
+
+
+def test_an_allowed_failure_says_so_in_its_line_and_the_summary(tmp_path):
+    result = nova(tmp_path, RUN_TABLE + task("optional", "exit 2", allow_failure=True), json_output=False)
+    assert result.code == 0, result
+    assert re.search(r"^\[1/1\] failed +optional in \S+: exit code 2 \(allowed to fail\)$", result.out, re.M)
+    row = next(line for line in result.out.splitlines() if line.startswith("optional "))
+    assert row.split()[1:3] == ["failed", "(allowed)"]

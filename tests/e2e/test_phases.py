@@ -49,3 +49,13 @@ def test_status_and_logs_tell_how_the_results_landed(tmp_path: Path, box: Sandbo
     assert (merge["culprit"], merge["verified"]) == ("breaker", True)
     assert box.cli("logs", run_id, "verify").out.count("verifying") >= 3  # merged, bisection, again
     assert "set up here" in box.cli("logs", run_id, "setup").out
+
+
+def test_no_verify_lands_without_running_verify(tmp_path: Path, box: Sandbox) -> None:
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": TASKS})
+
+    ran = box.cli("run", "--no-verify", repo / "tasks.toml", cwd=repo)
+
+    assert ran.code == 0, ran
+    assert "verify" not in ran.out
+    assert "landed 3 result(s) on main" in ran.out and (repo / "broken.txt").exists()

@@ -231,3 +231,15 @@ def test_the_state_path_read_alone_is_the_settings_one(tmp_path, nova, env):
     if nova is not None:
         (tmp_path / "nova.toml").write_text(nova)
     assert state_path_of(tmp_path, environ=env) == load_settings(tmp_path, environ=env).state_path(tmp_path)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [('"2s"', 2.0), ("3", 3.0), ('"1m"', 60.0), ('"0"', 0.0)])
+def test_retry_delay_takes_a_duration(tmp_path, value, seconds):
+    (tmp_path / "nova.toml").write_text(f"retry_delay = {value}\n")
+    assert load_settings(tmp_path).retry_delay == seconds
+
+
+def test_a_bad_retry_delay_names_the_setting(tmp_path):
+    (tmp_path / "nova.toml").write_text('retry_delay = "soon"\n')
+    with pytest.raises(ConfigError, match="retry_delay"):
+        load_settings(tmp_path)

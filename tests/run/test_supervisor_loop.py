@@ -63,9 +63,15 @@ def test_a_failed_task_is_retried_after_a_doubling_backoff(tmp_path):
     loop = Loop(tmp_path)
     outcome = loop.run(task("flaky", "sleep 1; exit 1", retries=2))
     assert outcome.records["flaky"].attempts == 3 and outcome.exit_code == ExitCode.FAILED
-    assert starts(loop)["flaky"] == [START, START + 1 + 0.2, START + 2 + 0.2 + 0.4]
+    assert starts(loop)["flaky"] == [START, START + 1 + 1, START + 2 + 1 + 2]  # retry_delay 1s
     waits = [e.payload.reason for e in loop.events if e.state == TaskState.WAITING]
-    assert waits[0] == "attempt 1 failed (exit code 1); retrying in 0.2s"
+    assert waits[0] == "attempt 1 failed (exit code 1); retrying in 1.0s"
+
+
+def test_retry_delay_sets_the_first_wait(tmp_path):
+    loop = Loop(tmp_path)
+    loop.run(task("flaky", "sleep 1; exit 1", retries=2), retry_delay=0.25)
+    assert starts(loop)["flaky"] == [START, START + 1 + 0.25, START + 2 + 0.25 + 0.5]
 
 
 def test_a_timeout_sends_sigterm_and_the_task_fails(tmp_path):

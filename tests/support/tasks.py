@@ -7,8 +7,10 @@ import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
-# no CPU/memory throttle: a busy CI machine must not hold tasks back; short kill grace
-NO_THROTTLE: dict[str, object] = {"cpu_limit": 100, "memory_limit": 100, "kill_grace": 1}
+# no CPU/memory throttle: a busy CI machine must not hold tasks back; short kill grace and
+# retry delay
+NO_THROTTLE: dict[str, object] = {"cpu_limit": 100, "memory_limit": 100, "kill_grace": 1,
+                                  "retry_delay": 0.2}
 
 
 def toml_value(value: object) -> str:
@@ -23,7 +25,7 @@ def run_table(**settings: object) -> str:
     return "[run]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in settings.items())
 
 
-# "[run]\ncpu_limit = 100\nmemory_limit = 100\nkill_grace = 1\n"
+# "[run]\ncpu_limit = 100\nmemory_limit = 100\nkill_grace = 1\nretry_delay = 0.2\n"
 RUN_TABLE = run_table(**NO_THROTTLE)
 
 
