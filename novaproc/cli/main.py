@@ -94,6 +94,8 @@ def _add_clean(sub: Any) -> None:
                        "and delete nova/* branches already merged (--all: every nova/* branch "
                        "of a finished run).")
     p.add_argument("--all", action="store_true", help="also delete unmerged nova/* branches")
+    p.add_argument("--runs", action="store_true", help="also remove the journals of runs that "
+                   "ended more than keep_runs ago (default 30d)")
     p.add_argument("--config", type=Path, help="settings file (default: nova.toml at the root)")
     p.set_defaults(handler=cmd_clean)
 
@@ -110,9 +112,16 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from novaproc.isolation.clean import clean
 
     root, in_git = find_root(Path.cwd())
-    if not in_git:
-        raise UsageError(f"{root} is not inside a git repository: there is nothing to clean")
     settings = load_settings(root, config_file=args.config)
+    if args.runs:
+        from novaproc.state.retention import prune_runs
+
+        for run_id in prune_runs(settings.state_path(root), settings.keep_runs):
+            print(f"removed run {run_id}")
+    if not in_git:
+        if args.runs:
+            return ExitCode.OK
+        raise UsageError(f"{root} is not inside a git repository: there is nothing to clean")
     report = clean(root, worktree_dir=Path(settings.worktree_dir), all_branches=args.all)
     for path in report.worktrees:
         print(f"removed worktree {path}")

@@ -44,6 +44,7 @@ class Settings:
     memory_limit: Annotated[float, Gt(0), Le(100)] = 90.0
     kill_grace: Annotated[float, Ge(0), Le(3600)] = 5.0
     retry_delay: Annotated[float, Ge(0), Le(3600)] = 1.0  # before a task's 2nd attempt, doubling
+    keep_runs: Annotated[float, Ge(0)] = 30 * 86400.0  # `clean --runs` removes older journals
     fail_fast: bool = False
     undeclared_writes: Literal["warn", "fail"] = "warn"
     worktree_setup: str | None = None
@@ -140,11 +141,12 @@ def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(source, f"{entry!r} is not a path inside the repository; worktree_include "
                               "names untracked paths of the checkout, relative to its root",
                               field="worktree_include")
-    for key in ("cpu_limit", "memory_limit", "kill_grace", "retry_delay"):
+    for key in ("cpu_limit", "memory_limit", "kill_grace", "retry_delay", "keep_runs"):
         if isinstance(values.get(key), int) and not isinstance(values[key], bool):
             values[key] = float(values[key])
-    if isinstance(values.get("retry_delay"), str):  # "1s", "2m"
-        values["retry_delay"] = _seconds(source, "retry_delay", values["retry_delay"])
+    for key in ("retry_delay", "keep_runs"):  # durations: "1s", "2m", "30d"
+        if isinstance(values.get(key), str):
+            values[key] = _seconds(source, key, values[key])
     check_resource_names(source, values.get("resources"))
     if all(key in _TEXT_KEYS and isinstance(value, str) for key, value in values.items()):
         return values

@@ -30,22 +30,24 @@ if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docs
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+                       r"(?:(\d+(?:\.\d+)?)s)?")
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from "90s", "10m", "1h30m" or a number. Raises ValueError otherwise."""
+    """Seconds from "90s", "10m", "1h30m", "30d" or a number. Raises ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError("a duration cannot be true/false")
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())) and any(m.groups()):
-        h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-        seconds = h * 3600 + mi * 60 + s
+        d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+        seconds = d * 86400 + h * 3600 + mi * 60 + s
     elif isinstance(value, str) and re.fullmatch(r"\d+(?:\.\d+)?", value.strip()):
         seconds = float(value)
     else:
-        raise ValueError(f'invalid duration {value!r}; use seconds or a form like "90s", "10m", "1h30m"')
+        raise ValueError(f'invalid duration {value!r}; use seconds or a form like "90s", "10m", '
+                         '"1h30m", "30d"')
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"a duration must be positive, got {value!r}")
     return seconds
