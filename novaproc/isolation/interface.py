@@ -22,8 +22,9 @@ class Isolation(Protocol):
         order). Raises BaseConflict when two of them conflict, NovaError when it cannot be made
         otherwise: the task then fails with that message."""
 
-    def finish(self, task: Task, ok: bool) -> Finish:
-        """After an attempt: keep its result (ok) or its folder for inspection (not ok)."""
+    def finish(self, task: Task, ok: bool, exit_code: int | None = None) -> Finish:
+        """After an attempt: keep its result (ok) or its folder for inspection (not ok), and
+        say what may explain a failure (`exit_code`) that has to do with where it ran."""
 
     def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None],
              announce: Callable[[LandingStarted | Phase], None]) -> Landing:
@@ -68,7 +69,7 @@ class InPlace:
     def prepare(self, task: Task, parents: list[str]) -> Path:
         return self.root
 
-    def finish(self, task: Task, ok: bool) -> Finish:
+    def finish(self, task: Task, ok: bool, exit_code: int | None = None) -> Finish:
         return Finish()
 
     def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None],

@@ -133,6 +133,11 @@ class Repo:
             return
         self.run("lfs", "checkout", cwd=path, retries=0)  # no git-lfs: pointers stay, as for the user
 
+    def tracked(self, path: str) -> bool:
+        """Whether git tracks `path` (a file, or anything under a folder) in the checkout."""
+        code, out, _ = self.run("ls-files", "-z", "--", path, retries=0)
+        return code == 0 and bool(out)
+
     def ignored(self, wt: Worktree, paths: Sequence[str]) -> set[str]:
         """Which of `paths` (relative to the worktree) the ignore rules cover."""
         if not paths:

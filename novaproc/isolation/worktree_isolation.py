@@ -7,6 +7,8 @@ and the merge protocol to it.
 
 from __future__ import annotations
 
+import posixpath
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from novaproc.isolation.interface import Finish, Landing
 from novaproc.isolation.merge import merge_results
 from novaproc.isolation.policy import MergePolicy
 from novaproc.isolation.preflight import Preflight
+from novaproc.isolation.repo import Repo
 from novaproc.isolation.worktree_pool import Workspaces
 from novaproc.messages import LandingStarted, MergeDone, Phase
 
@@ -45,12 +48,13 @@ class WorktreeIsolation:
     def prepare(self, task: Task, parents: list[str]) -> Path:
         return self.ws.prepare(task.id, parents) if self._isolated(task) else self.root
 
-    def finish(self, task: Task, ok: bool) -> Finish:
+    def finish(self, task: Task, ok: bool, exit_code: int | None = None) -> Finish:
         if not self._isolated(task):
             return Finish()
         if not ok:
             self.ws.release(task.id, keep=True)
-            return Finish()
+            hint = missing_program_hint(self.repo, task) if exit_code == NOT_FOUND else None
+            return Finish(warning=hint)
         result = self.ws.commit(task.id, task.writes, task.label)
         if not result.undeclared:
             self.ws.release(task.id, keep=False)
@@ -84,3 +88,31 @@ class WorktreeIsolation:
 
     def close(self) -> list[str]:
         return [f"kept for inspection: {path}" for path in self.ws.close()]
+
+
+NOT_FOUND = 127  # the shell's exit code for a command it cannot find
+
+
+def missing_program_hint(repo: Repo, task: Task) -> str | None:
+    """A program the task names by a path (`./tools/x`, `node_modules/.bin/y`) that the user's
+    checkout has among its untracked or ignored files: a worktree holds only tracked files."""
+    program = _program(task.cmd)
+    if program is None or "/" not in program or program.startswith("/"):
+        return None
+    path = posixpath.normpath(posixpath.join(task.cwd or ".", program))
+    if path.startswith("..") or not (repo.root / path).exists() or repo.tracked(path):
+        return None
+    top = path.split("/")[0]
+    return (f"{task.id}: {program} was not found in its worktree, which holds only tracked files; "
+            f"your checkout has it untracked or ignored: bring it in with worktree_include = "
+            f'["{top}"] (in nova.toml or [run])')
+
+
+def _program(cmd: str | tuple[str, ...] | None) -> str | None:
+    if isinstance(cmd, tuple):
+        return cmd[0] if cmd else None
+    try:
+        words = shlex.split(cmd or "")
+    except ValueError:
+        return None
+    return next((w for w in words if "=" not in w.split("/")[0]), None)  # past VAR=value

@@ -307,7 +307,7 @@ class Supervisor:
     def _keep_result(self, rec: TaskRecord, ok: bool) -> bool:
         """Commit what a successful attempt changed (or keep a failed one's folder)."""
         try:
-            finish = self.isolation.finish(rec.task, ok)
+            finish = self.isolation.finish(rec.task, ok, rec.exit_code)
         except NovaError as e:
             finish = Finish(problem=f"novaproc could not keep its result: {e}")
         if finish.warning:

@@ -112,3 +112,22 @@ def test_a_clone_without_lfs_objects_runs_with_pointers(tmp_path: Path) -> None:
     result = _run(clone, tmp_path / "worktrees", _LFS_TASKS, verify="grep -q git-lfs a.bin")
     assert result.returncode == 0, result.stderr
     assert (show(clone, "main", "copy.txt") or "").startswith("version https://git-lfs")
+
+
+def test_a_program_only_the_checkout_has_is_named_with_worktree_include(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {".gitignore": "tools/\n"})
+    (repo / "tools").mkdir()
+    (repo / "tools" / "gen").write_text("#!/bin/sh\necho generated\n")
+    (repo / "tools" / "gen").chmod(0o755)
+    body = task("gen", "./tools/gen > gen.txt", writes=["gen.txt"])
+
+    failed = _run(repo, tmp_path / "worktrees", body, verify="true")
+    assert failed.returncode == 1
+    assert 'worktree_include = ["tools"]' in failed.stderr and "./tools/gen" in failed.stderr
+
+    (repo / "tasks.toml").write_text(run_table(**NO_THROTTLE, worktree_dir=str(tmp_path / "worktrees"),
+                                               worktree_include=["tools"]) + body)
+    commit_all(repo, "include tools")
+    ran = run_cli("run", "-q", "tasks.toml", cwd=repo)
+    assert ran.returncode == 0, ran.stderr
+    assert show(repo, "main", "gen.txt") == "generated\n"
