@@ -5,13 +5,16 @@ in that order; the supervisor's loop only asks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from novaproc.execution.throttle import Throttle
 from novaproc.inputs.taskfile import Task
 from novaproc.locking.gate import Gate
+
+THROTTLE_NOTE_AFTER = 1.0  # seconds of held starts worth a note
 
 
 class WaitKind(StrEnum):
@@ -32,10 +35,13 @@ class Admission:
     """The slots, resources and locks that running tasks hold, and the rule for one more."""
 
     def __init__(self, slots: int, capacities: Mapping[str, int], throttle: Throttle,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.slots, self.capacities, self.throttle, self.gate = slots, capacities, throttle, gate
         self.used = 0
         self._held: dict[str, int] = {}
+        self.clock = clock
+        self.throttled = 0.0  # seconds starts were held back by the load, in all
+        self._throttled_since: float | None = None
 
     def need(self, task: Task) -> int:
         """Slots `task` takes: its `cpu`, at most all of them (it may still run alone)."""
@@ -56,8 +62,25 @@ class Admission:
             if held and held + n > capacity:
                 return Wait(WaitKind.RESOURCE, f"resource {name} in use ({held} of {capacity})")
         if not self.throttle.allows_start(self.used):
+            if self._throttled_since is None:
+                self._throttled_since = self.clock()
             return Wait(WaitKind.THROTTLE, self.throttle.reason())
+        self._not_throttled()
         return self.try_lock(task)
+
+    def _not_throttled(self) -> None:
+        if self._throttled_since is not None:
+            self.throttled += self.clock() - self._throttled_since
+            self._throttled_since = None
+
+    def notes(self) -> list[str]:
+        """What the run's summary should say of admission: how long the load held starts."""
+        self._not_throttled()
+        if self.throttled < THROTTLE_NOTE_AFTER:
+            return []
+        return [f"the machine's load held new tasks back for {self.throttled:.0f}s in all (cpu_limit, "
+                "memory_limit); tasks that wait on the network rather than on the CPU run better "
+                "with cpu_limit = 100"]
 
     def try_lock(self, task: Task) -> Wait | None:
         why = self.gate.try_acquire(task) if self.gate else None

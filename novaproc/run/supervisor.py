@@ -55,7 +55,7 @@ class Supervisor:
         self.pool, self.isolation, self._clock = parts.executor, parts.isolation, parts.clock
         self.slots = settings.max_parallel
         throttle = parts.throttle or Throttle(settings.cpu_limit, settings.memory_limit)
-        self.admission = Admission(self.slots, settings.resources, throttle, parts.gate)
+        self.admission = Admission(self.slots, settings.resources, throttle, parts.gate, parts.clock)
         self.timers = Timers(parts.clock, settings.retry_delay)
         self.schedule = plan.schedule()
         self._order = {tid: i for i, tid in enumerate(plan.graph.order)}  # dependency order
@@ -96,7 +96,7 @@ class Supervisor:
                 self._times["landing"] = time.time() - started - self._times["tasks"]
             finally:
                 self.pool.shutdown()
-                notes = self.isolation.close()
+                notes = [*self.isolation.close(), *self.admission.notes()]
         outcome = self._outcome(time.time() - started, landing, notes, interrupted or landing.stopped)
         self._emit(RunFinished(int(outcome.exit_code), str(outcome.state), round(outcome.wall, 3),
                                round(outcome.task_time, 3), round(outcome.speedup, 2),

@@ -4,6 +4,7 @@ about them. Order and overlap come from timestamps the tasks record themselves."
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -94,10 +95,19 @@ def test_an_overloaded_machine_runs_tasks_one_at_a_time_and_says_why(run):
     assert any("CPU 99%" in r for r in reasons)
 
 
+def test_the_summary_says_how_long_the_load_held_starts_and_what_helps(run):
+    overloaded = Throttle(90.0, 90.0, sampler=lambda: Load(99.0, 40.0), interval=0.0)
+    outcome = run(stamped(run.stamps, ["a", "b", "c", "d"], 0.5), throttle=overloaded, max_parallel=4)
+    note = next(n for n in outcome.notes if "load held" in n)
+    held = float(re.search(r"for (\d+)s in all", note).group(1))
+    assert 1 <= held <= outcome.wall and "cpu_limit = 100" in note
+
+
 def test_a_machine_under_its_limits_runs_tasks_together(run):
     calm = Throttle(90.0, 90.0, sampler=lambda: Load(10.0, 10.0), interval=0.0)
     outcome = run(stamped(run.stamps, ["a", "b", "c"], 0.5), throttle=calm, max_parallel=3)
     assert outcome.exit_code == ExitCode.OK
+    assert not any("load held" in n for n in outcome.notes)
     assert max_overlap(run.spans()) >= 2
     assert not any(run.reasons(tid) for tid in "abc")
 
