@@ -41,6 +41,7 @@ class WorktreeIsolation:
                              include=settings.worktree_include, ending=ending,
                              by_file=settings.conflict_check == "file", setup_log=log_dir / "setup.log")
         self.ending = ending
+        self._undeclared: dict[str, list[str]] = {}  # file edited outside writes -> the tasks
 
     def _isolated(self, task: Task) -> bool:
         return (task.isolation or "worktree") == "worktree"
@@ -59,13 +60,16 @@ class WorktreeIsolation:
         if not result.undeclared:
             self.ws.release(task.id, keep=False)
             return Finish(result.commit)
+        new = [f for f in result.undeclared if f not in self._undeclared]
+        for f in result.undeclared:  # told once a file; a file many tasks edit, once at the end
+            self._undeclared.setdefault(f, []).append(task.id)
         files = ", ".join(result.undeclared[:5]) + (" ..." if len(result.undeclared) > 5 else "")
         text = f"{task.id} changed files outside its writes: {files}"
         if self.settings.undeclared_writes == "fail":
             self.ws.release(task.id, keep=True)
             return Finish(problem=text + ' (undeclared_writes = "fail")')
         self.ws.release(task.id, keep=False)
-        return Finish(result.commit, warning=text)
+        return Finish(result.commit, warning=text if new else None)
 
     def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None],
              announce: Callable[[LandingStarted | Phase], None]) -> Landing:
@@ -87,7 +91,15 @@ class WorktreeIsolation:
         return Landing(outcome.exit_code, outcome.notes, merge, outcome.stopped)
 
     def close(self) -> list[str]:
-        return [f"kept for inspection: {path}" for path in self.ws.close()]
+        shared = [_shared_note(f, tasks) for f, tasks in self._undeclared.items() if len(tasks) > 1]
+        return [*shared, *(f"kept for inspection: {path}" for path in self.ws.close())]
+
+
+def _shared_note(file: str, tasks: list[str]) -> str:
+    """One line for a file many tasks edited without declaring it, and what makes them queue."""
+    named = ", ".join(tasks[:3]) + (", ..." if len(tasks) > 3 else "")
+    return (f"{len(tasks)} tasks changed {file} without declaring it ({named}): "
+            f'writes = ["{file}"] on them would make them queue rather than merge their edits')
 
 
 NOT_FOUND = 127  # the shell's exit code for a command it cannot find

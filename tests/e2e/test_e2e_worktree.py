@@ -614,3 +614,17 @@ def test_property_a_parallel_run_equals_running_the_tasks_one_by_one(
     assert {f: (repo / f).read_text() for f in FILES} == expected
     assert_clean(repo)
     assert_no_leftovers(repo, box)
+
+
+def test_many_tasks_editing_one_undeclared_file_are_summed_up_once(tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({f"t{i}": {"cmd": f"echo {i} > own{i}.txt; echo x > shared.cfg",
+                                  "writes": [f"own{i}.txt"]} for i in range(4)})
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+
+    ran = box.cli("run", "-j", "2", repo / "tasks.toml", cwd=repo)
+
+    assert ran.code == 0, ran
+    assert ran.err.count("outside its writes") == 1  # the first task's warning, not one a task
+    summed = [line for line in ran.out.splitlines() if "without declaring it" in line]
+    assert len(summed) == 1 and "4 tasks changed shared.cfg" in summed[0]
+    assert 'writes = ["shared.cfg"]' in summed[0]
