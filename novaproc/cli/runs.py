@@ -214,7 +214,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
     only = record.task(args.task).id if args.task else None
     tail = _Tail(sys.stdout.buffer, headers=only is None)
     while True:
-        stopped = record.status is not RunState.RUNNING  # seen before the last read: nothing is lost
+        # seen before the last read: nothing is lost; one task's log ends when that task does
+        stopped = record.status is not RunState.RUNNING or (
+            only is not None and record.task(only).state.finished)
         tail.drain(record, [only] if only else [t.id for t in record.tasks])
         if stopped or not args.follow:
             break

@@ -447,3 +447,21 @@ def test_a_run_id_works_from_any_folder(tmp_path: Path, box: Sandbox) -> None:
                                 isolation="none"))
     resumed = there("resume", run_id)
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_logs_follow_of_one_task_ends_when_that_task_does(tmp_path: Path, box: Sandbox) -> None:
+    go, release = tmp_path / "go", tmp_path / "release"
+    tasks = write_tasks(tmp_path / "work", {
+        "quick": {"cmd": f"echo first; {shell_wait_for(go)}; echo last"},
+        "long": {"cmd": shell_wait_for(release)},
+    })
+    run_id = box.cli("run", "--background", tasks, cwd=tasks.parent).out.strip()
+    follower = box.spawn("logs", run_id, "quick", "--follow")
+    try:
+        go.touch()
+        followed = follower.finish(timeout=20)  # while `long` still runs
+        assert followed.code == 0 and followed.out.splitlines() == ["first", "last"], followed
+        assert box.status(run_id)["status"] == "running"
+    finally:
+        release.touch()
+    assert box.cli("wait", run_id).code == 0
