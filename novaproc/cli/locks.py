@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from novaproc.cli.text import one_line
 from novaproc.errors import BusyError, ExitCode, UsageError
 from novaproc.inputs import paths
 
@@ -230,8 +231,9 @@ def _shown(what: str) -> str:
 def render_locks(rows: Sequence[LockInfo], now: float) -> str:
     """A table, in the order waiters are served: holders, then the line."""
     header = ("WHAT", "MODE", "STATE", "PID", "RUN", "TASK/COMMAND", "SINCE")
-    lines = [header] + [(_shown(r.what), r.mode, r.state, str(r.pid), r.run_id or "-",
-                         (r.task if r.run_id else r.command) or "-",
+    # a command line or task label is shown, never obeyed: no escape sequence reaches the terminal
+    lines = [header] + [(one_line(_shown(r.what)), r.mode, r.state, str(r.pid), r.run_id or "-",
+                         one_line((r.task if r.run_id else r.command) or "-"),
                          _since(r.since, now)) for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)) + "  " + line[-1]

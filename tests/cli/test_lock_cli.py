@@ -184,3 +184,12 @@ def test_locks_shows_holders_and_waiters(tmp_path: Path, env: dict[str, str]) ->
         holder.kill()
         holder.wait()
     assert waiter.wait(timeout=30) == 0  # the holder's death let it in
+
+
+def test_the_locks_table_shows_commands_as_text_not_terminal_commands() -> None:
+    from novaproc.cli.locks import render_locks
+    from novaproc.locking.table import LockInfo
+
+    row = LockInfo("/srv/db", "exclusive", True, 42, None, "", "make \x1b[2Jclear\x1b]0;title\x07", 0.0, 1)
+    shown = render_locks([row], now=1.0)
+    assert "\x1b" not in shown and "\x07" not in shown and "make clear" in shown
