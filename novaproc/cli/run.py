@@ -264,8 +264,10 @@ def _view(args: argparse.Namespace, plan, log_path):  # type: ignore[no-untyped-
     if getattr(args, "quiet", False):
         return views.QuietView(sys.stdout, sys.stderr, total, log_path)
     if sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb":
-        return views.LiveView(sys.stdout, sys.stderr, total, log_path,
-                                 {t.id: t.label for t in plan.tasks}, dict(plan.durations), plan.slots)
+        from novaproc.cli.live import LiveView
+
+        return LiveView(sys.stdout, sys.stderr, total, log_path, {t.id: t.label for t in plan.tasks},
+                        dict(plan.durations), plan.slots)
     return views.PlainView(sys.stdout, sys.stderr, total, log_path)
 
 

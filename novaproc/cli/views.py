@@ -109,7 +109,7 @@ class PlainView(View):
         extra = f" in {format_duration(d.duration or 0.0)}"
         if d.state is TaskState.FAILED:
             allowed = f" ({ALLOWED_FAILURE})" if d.reason == ALLOWED_FAILURE else ""
-            extra += f": {_failure_text(d)}{allowed}"
+            extra += f": {failure_text(d)}{allowed}"
             if self.log_path is not None:
                 extra += "".join(f"\n    {line}" for line in
                                  output_end(self.log_path, event.run_id, event.task_id or ""))
@@ -150,7 +150,7 @@ def landed_text(merge: MergeDone) -> str:
             f"{verified}{left}")
 
 
-def _failure_text(d: TaskChanged) -> str:
+def failure_text(d: TaskChanged) -> str:
     return one_line(describe_failure(d.error, d.signal, d.exit_code))
 
 
@@ -161,15 +161,7 @@ TAILED_TASKS = 3  # failed tasks whose output ends the summary
 def output_end(log_path: Callable[[str], Path], run_id: str, task_id: str) -> list[str]:
     """The last lines a failed task printed (made safe to show; of a line rewritten with `\r`,
     its last state), then where all of it is."""
-    try:
-        with open(log_path(task_id), "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
-            data = f.read()
-    except OSError:
-        data = b""
-    lines = [plain_text(line.rsplit("\r", 1)[-1]).rstrip()[:200]
-             for line in data.decode("utf-8", "replace").split("\n")]
-    lines = [line for line in lines if line.strip()][-TAIL_LINES:]
+    lines = [line[:200] for line in shown_lines(_raw_tail(log_path(task_id), 16384))][-TAIL_LINES:]
     return [*(f"| {line}" for line in lines), f"(all its output: novaproc logs {run_id} {task_id})"] \
         if lines else []
 
@@ -289,6 +281,10 @@ def _verify_failure(merge: MergeDone) -> tuple[str, str] | None:
 
 def _tail(path: Path, limit: int) -> str:
     """The last `limit` bytes of a log as text, as shown: see plain_text."""
+    return plain_text(_raw_tail(path, limit))
+
+
+def _raw_tail(path: Path, limit: int) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -299,95 +295,24 @@ def _tail(path: Path, limit: int) -> str:
         return ""
     if start:  # not from a character's middle: skip UTF-8 continuation bytes
         data = data.lstrip(bytes(range(0x80, 0xC0)))
-    return plain_text(data.decode("utf-8", "replace"))
+    return data.decode("utf-8", "replace")
+
+
+def shown_lines(text: str) -> list[str]:
+    """Output lines as a terminal would leave them: a line rewritten with `\r` (a progress bar)
+    at its last state; as text (plain_text); blank ones dropped."""
+    lines = (plain_text(line.rstrip("\r").rsplit("\r", 1)[-1]).rstrip() for line in text.split("\n"))
+    return [line for line in lines if line.strip()]
 
 
 def last_line(path: Path) -> str:
     """The last non-empty line of a log, for the live view."""
-    lines = [ln for ln in _tail(path, 512).splitlines() if ln.strip()]
+    lines = shown_lines(_raw_tail(path, 512))
     return lines[-1].strip()[:120] if lines else ""
 
 
-def _escape(text: str) -> str:
+def escape_markup(text: str) -> str:
+    """Text from tasks, made literal for rich: "[/x]" would fail the render, "[tasks.a]" vanish."""
     from rich.markup import escape
 
     return escape(text)
-
-
-class LiveView(View):
-    """On a terminal: a live table of running and waiting tasks with their last output line,
-    elapsed times and an ETA, redrawn by rich a few times a second."""
-
-    def __init__(self, out: TextIO, err: TextIO, total: int, log_path: Callable[[str], Path],
-                 labels: dict[str, str], estimates: dict[str, float], slots: int) -> None:
-        super().__init__(out, err, total, log_path)
-        from rich.console import Console
-        from rich.live import Live
-
-        self._log_path, self._labels, self._estimates, self._slots = log_path, labels, estimates, slots
-        self._console = Console(file=out, stderr=False)
-        self._states: dict[str, tuple[str, float, str]] = {}  # id -> (state, since, reason)
-        self._recent: list[str] = []
-        self._durations: list[float] = []
-        self._phase = ""  # what the run does after its tasks (merge, verify), as a line
-        self._live = Live(console=self._console, refresh_per_second=4, transient=True,
-                          get_renderable=self._render)
-        self._live.start()
-
-    # what comes from tasks (output, errors, labels) is escaped: rich must not read "[/x]" in
-    # it as markup, which fails the render, or "[tasks.a]" as a style, which vanishes
-    def warn(self, message: Message) -> None:
-        self._console.print(f"[yellow]novaproc: {message.level}: {_escape(message.text)}[/]")
-
-    def show(self, event: Event) -> None:
-        d = event.payload
-        if isinstance(d, Phase | MergeDone):  # after the tasks: the view is not frozen meanwhile
-            self._phase = phase_text(d)
-            if isinstance(d, MergeDone) or d.seconds is not None:
-                self._console.print(f"[bold]novaproc:[/] {_escape(self._phase)}", highlight=False)
-            return
-        if not isinstance(d, TaskChanged) or event.task_id is None:
-            return
-        self._states[event.task_id] = (str(d.state), time.monotonic(), d.reason or "")
-        if d.state.finished:
-            self._recent = [*self._recent[-4:], event.task_id]
-            if d.state is TaskState.DONE:
-                self._durations.append(d.duration or 0.0)
-            if d.state is TaskState.FAILED:
-                self._console.print(f"[red]✗ {event.task_id}[/] {_escape(_failure_text(d))}")
-                for line in output_end(self._log_path, event.run_id, event.task_id):
-                    self._console.print(f"    {_escape(line)}", highlight=False, overflow="ellipsis",
-                                        no_wrap=True)
-
-    def _render(self):
-        from rich.table import Table
-
-        table = Table.grid(padding=(0, 1))
-        now = time.monotonic()
-        states = dict(self._states)  # drawn on rich's thread while events arrive on the main one
-        shown = [t for t, (s, _, _) in states.items() if s in ("running", "waiting")]
-        for tid in [*self._recent, *shown][-30:]:
-            state, since, reason = states[tid]
-            detail = reason if state == "waiting" else \
-                last_line(self._log_path(tid)) if state == "running" else self._labels.get(tid, "")
-            table.add_row(MARKS.get(state, "?"), f"[{self.finished}/{self.total}]", tid,
-                          format_duration(now - since) if state == "running" else state,
-                          _escape(one_line(detail)))
-        table.add_row("", "", f"elapsed {format_duration(now - self.started)}", self._eta(),
-                      _escape(self._phase))
-        return table
-
-    def _eta(self) -> str:
-        left = self.total - self.finished
-        if not left:
-            return ""
-        mean = (sum(self._durations) / len(self._durations) if self._durations
-                else sum(self._estimates.values()) / max(1, len(self._estimates)))
-        return f"ETA ~{format_duration(mean * left / min(self._slots, left))}"
-
-    def stop(self) -> None:
-        self._live.stop()
-
-    def close(self, outcome: RunOutcome) -> None:
-        self.stop()
-        super().close(outcome)
