@@ -37,6 +37,7 @@ class Settings:
     state_dir: str | None = None
     isolation: Literal["worktree", "none"] | None = None
     merge: Literal["auto", "off"] = "auto"
+    history: Literal["merge", "linear", "squash"] = "merge"  # the shape of what lands
     target: str | None = None
     on_conflict: Literal["rerun", "fail"] = "rerun"
     verify: str | tuple[str, ...] | None = None

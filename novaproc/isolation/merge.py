@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from novaproc.errors import ExitCode, InternalError, NovaError
+from novaproc.isolation.history import reshape
 from novaproc.isolation.landing import Blocked, land
 from novaproc.isolation.policy import MergePolicy
 from novaproc.isolation.repo import Merged, Repo
@@ -100,6 +101,8 @@ def merge_results(repo: Repo, run_id: str, results: Sequence[tuple[str, str | No
         try:
             if verifier is not None:
                 tip = _verified(state, start, items, verifier)
+            steps = [(s.task, s.after) for s in state.steps]
+            tip = reshape(repo, policy.history, run_id, start, steps) or tip  # what was verified
             moved, waiting = _finish(state, ref, old, start, tip, verifier)
         finally:
             if verifier is not None:

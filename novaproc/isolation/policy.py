@@ -28,6 +28,7 @@ class MergePolicy:
     worktree_dir: Path = Path(DEFAULT_WORKTREE_DIR)
     setup: str | None = None
     include: Sequence[str] = ()
+    history: str = "merge"  # the shape of what lands: merge, linear or squash (see history.py)
     verify_log: Path | None = None
     setup_log: Path | None = None  # where the output of verify's worktree_setup goes
     ending: Ending = UNSTOPPED

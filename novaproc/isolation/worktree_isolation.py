@@ -83,7 +83,7 @@ class WorktreeIsolation:
             worktree_dir=Path(s.worktree_dir), setup=s.worktree_setup, include=s.worktree_include,
             verify_log=self.log_dir / "verify.log", setup_log=self.log_dir / "setup.log",
             ending=self.ending, verify_retries=s.verify_retries,
-            conflict_check=s.conflict_check, announce=announce)
+            conflict_check=s.conflict_check, announce=announce, history=s.history)
         outcome = merge_results(self.repo, self.run_id, results, policy, rerun)
         merge = MergeDone(outcome.commit, outcome.merged, dict(outcome.conflicts), dict(outcome.left_out),
                           outcome.culprit, outcome.reruns, outcome.waiting_branch, int(outcome.exit_code),
