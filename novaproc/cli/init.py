@@ -1,4 +1,4 @@
-"""`novaproc init`: a starter nova.toml and tasks.toml, written with tomli-w."""
+"""`novaproc init`: a starter nova.toml (every common setting, explained) and tasks.toml."""
 
 from __future__ import annotations
 
@@ -8,10 +8,51 @@ import tomli_w
 
 from novaproc.errors import UsageError
 
-NOVA_HEADER = """\
-# novaproc settings for this repository. Every key is optional; see nova.toml in the
-# novaproc sources for each one explained. Environment (NOVA_MAX_PARALLEL, ...) and
-# command-line flags override these; a tasks file's [run] table does too.
+# each setting with what it does, so the file needs nothing else to be understood
+NOVA_TOML = """\
+# novaproc settings for this repository. Every key is optional; the values below are the
+# defaults. NOVA_* variables (NOVA_MAX_PARALLEL, NOVA_STATE_DIR, NOVA_WORKTREE_DIR), a tasks
+# file's [run] table and command-line flags override them, in that order.
+
+# How many tasks run at once.
+max_parallel = 4
+
+# No new task starts while CPU or memory use is above these percents (one can always run);
+# 100 never holds a task back, which suits tasks that wait on the network.
+cpu_limit = 90
+memory_limit = 90
+
+# Seconds between SIGTERM and SIGKILL when a task is stopped (timeout, cancel, Ctrl-C).
+kill_grace = 5
+
+# Wait before a failed task's next attempt (its retries), doubling each time.
+retry_delay = "1s"
+
+# true: the first failure stops the run; false: everything that does not depend on it runs.
+fail_fast = false
+
+# A result that conflicts with those merged before it: "rerun" the task on the merged result,
+# or "fail" (its branch is kept, exit 3).
+on_conflict = "rerun"
+
+# A command run on the merged result before it lands, e.g. "python -m pytest -q"; when it
+# fails, the task that broke it is found by bisection and left out (exit 4).
+# verify = "python -m pytest -q"
+
+# What lands on the target: "merge" (a merge commit a result), "linear" or "squash".
+history = "merge"
+
+# Untracked or ignored paths each worktree gets from your checkout (a worktree holds only
+# tracked files), and a command run in each new worktree.
+# worktree_include = [".env", "node_modules"]
+# worktree_setup = "pip install -q -e ."
+
+# Journals of runs that ended longer ago are removed by `novaproc clean --runs`.
+keep_runs = "30d"
+
+# Capacities of named resources tasks hold while running (resources = ["docker"]).
+[resources]
+docker = 1
 """
 
 TASKS_HEADER = """\
@@ -19,16 +60,6 @@ TASKS_HEADER = """\
 # runs it. cmd is a shell string (or an argv list); writes/reads are the paths a task
 # changes/needs, so tasks touching the same files never run at once.
 """
-
-NOVA_SETTINGS = {
-    "max_parallel": 4,
-    "cpu_limit": 90,
-    "memory_limit": 90,
-    "kill_grace": 5,
-    "fail_fast": False,
-    "on_conflict": "rerun",
-    "resources": {"docker": 1},
-}
 
 STARTER_TASKS = {
     "tasks": {
@@ -44,7 +75,7 @@ STARTER_TASKS = {
 def write_starter(folder: Path, *, force: bool) -> list[Path]:
     """Write nova.toml and tasks.toml into `folder`; refuse to overwrite unless `force`."""
     files = {
-        folder / "nova.toml": NOVA_HEADER + tomli_w.dumps(NOVA_SETTINGS),
+        folder / "nova.toml": NOVA_TOML,
         folder / "tasks.toml": TASKS_HEADER + tomli_w.dumps(STARTER_TASKS),
     }
     existing = [p for p in files if p.exists()]

@@ -99,9 +99,10 @@ class PlainView(View):
             return f"novaproc: {phase_text(d)}"
         if not isinstance(d, TaskChanged):
             return None
+        if d.rerun:  # after the tasks, in the landing: not counted again, the counter stays put
+            took = f" in {format_duration(d.duration)}" if d.duration is not None else ""
+            return f"novaproc: {event.task_id}: re-run on the merged result: {d.state}{took}"
         head = f"[{self.finished}/{self.total}] {d.state:<9} {event.task_id}"
-        if d.state is TaskState.RUNNING and d.rerun:
-            return head + " (re-run on the merged result)"
         if d.state is TaskState.RUNNING:
             return head + (f" (attempt {d.attempt})" if (d.attempt or 1) > 1 else "")
         if d.state in (TaskState.WAITING, TaskState.SKIPPED, TaskState.CANCELLED):

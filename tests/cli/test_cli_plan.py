@@ -17,7 +17,7 @@ from support.tasks import write_tasks
 
 from novaproc.cli.version import VERSION
 from novaproc.inputs import taskfile
-from novaproc.inputs.settings import load_settings
+from novaproc.inputs.settings import Settings, load_settings
 from novaproc.inputs.taskfile import load_tasks
 
 # ---- bad input: one message naming file, task and field; exit 2; never a traceback --------
@@ -368,6 +368,19 @@ def test_init_writes_files_that_load_and_plan(tmp_path):
     planned = run_cli("plan", "--json", tmp_path / "tasks.toml", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
     assert [t["id"] for t in json.loads(planned.stdout)["tasks"]] == [t.id for t in loaded.tasks]
+
+
+def test_inits_nova_toml_explains_each_setting_and_holds_the_defaults(tmp_path):
+    assert run_cli("init", cwd=tmp_path).returncode == 0
+    lines = (tmp_path / "nova.toml").read_text().splitlines()
+    settings = load_settings(tmp_path, environ={})
+    for i, line in enumerate(lines):
+        if "=" in line and not line.startswith(("#", "[", "docker")):
+            key = line.split("=")[0].strip()
+            above = next(ln for ln in reversed(lines[:i]) if not re.match(r"\w+ = ", ln))
+            assert above.startswith("#"), f"{key} has no comment above its block"
+            assert getattr(settings, key) == getattr(Settings(), key), key
+    assert "novaproc sources" not in "\n".join(lines)  # nothing to look up elsewhere
 
 
 def test_init_into_a_named_folder(tmp_path):

@@ -145,9 +145,12 @@ def test_the_progress_count_stays_within_the_total_when_a_task_runs_again(
     ran = box.cli("run", repo / "tasks.toml", cwd=repo)  # the plain view
 
     assert ran.code == 0, ran
-    assert "running   two (re-run on the merged result)" in ran.out, ran  # `two` ran again, named so
+    assert "novaproc: two: re-run on the merged result: running" in ran.out, ran  # named so
+    assert re.search(r"^novaproc: two: re-run on the merged result: done$", ran.out, re.MULTILINE)
     counts = [tuple(map(int, m)) for m in re.findall(r"^\[(\d+)/(\d+)\]", ran.out, re.MULTILINE)]
     assert counts and all(done <= total for done, total in counts), ran.out
+    rerun_at = ran.out.index("re-run on the merged result")  # no counter reads 2/2 "running" then
+    assert not re.search(r"^\[\d+/\d+\] running", ran.out[rerun_at:], re.MULTILINE), ran.out
 
 
 def test_on_conflict_fail_keeps_the_branch_and_names_the_file(tmp_path: Path, box: Sandbox) -> None:
