@@ -24,7 +24,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line, like every other usage error of ours."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        command = self.prog.removeprefix("novaproc").strip()  # "novaproc: error: " comes first
+        raise UsageError(f"{command + ': ' if command else ''}{message} (see --help)")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

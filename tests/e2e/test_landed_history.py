@@ -75,3 +75,20 @@ def test_a_target_moved_during_the_run_keeps_its_commit(tmp_path: Path, box: San
     assert is_ancestor(repo, mine, "main")
     assert show(repo, "main", "slow.txt") == "slow\n" and show(repo, "main", "user.txt") == "mine\n"
     assert_clean(repo)
+
+
+@pytest.mark.parametrize("history", ["linear", "squash"])
+def test_a_dirty_checkout_stops_only_what_it_would_overwrite(tmp_path: Path, box: Sandbox,
+                                                            history: str) -> None:
+    tasks = tasks_toml({"one": {"cmd": "echo one > one.txt", "writes": ["one.txt"]}}, history=history)
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks, "one.txt": "old\n", "other.txt": "x\n"})
+    (repo / "other.txt").write_text("my edit\n")  # untouched by the result: it lands
+    assert box.run(repo / "tasks.toml").code == 0
+    assert show(repo, "main", "one.txt") == "one\n" and (repo / "other.txt").read_text() == "my edit\n"
+
+    (repo / "one.txt").write_text("my other edit\n")  # the result would overwrite it: it waits
+    tasks = tasks_toml({"one": {"cmd": "echo two > one.txt", "writes": ["one.txt"]}}, history=history)
+    (repo / "tasks.toml").write_text(tasks)
+    ran = box.run(repo / "tasks.toml")
+    assert ran.code == 3, ran
+    assert (repo / "one.txt").read_text() == "my other edit\n" and show(repo, "main", "one.txt") == "one\n"
