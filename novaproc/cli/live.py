@@ -34,12 +34,14 @@ _CHROME = 3  # lines of the screen that are not task rows
 
 class LiveView(View):
     def __init__(self, out: TextIO, err: TextIO, total: int, log_path: Callable[[str], Path],
-                 labels: dict[str, str], estimates: dict[str, float], slots: int) -> None:
+                 labels: dict[str, str], estimates: dict[str, float], slots: int,
+                 preds: dict[str, tuple[str, ...]] | None = None) -> None:
         super().__init__(out, err, total, log_path)
         from rich.console import Console
         from rich.live import Live
 
         self._log_path, self._labels, self._estimates, self._slots = log_path, labels, estimates, slots
+        self._preds = preds or {}  # what each task comes after (dependencies, ordering): why it is queued
         self._console = Console(file=out, stderr=False)
         self._states: dict[str, tuple[str, float, str, float | None]] = {}  # (state, since, why, took)
         self._recent: list[str] = []
@@ -88,11 +90,27 @@ class LiveView(View):
         rows = [*running, *[t for t in self._recent if t in states], *waiting]
         for tid in rows[:room - 1 if len(rows) > room else room]:
             table.add_row(*self._row(tid, states[tid], now))
+        for row in self._queued(states, room - len(rows)):
+            table.add_row(*row)
         header = Text(self._header(len(running), len(waiting), now), no_wrap=True, overflow="ellipsis")
         if len(rows) <= room:
             return Group(header, table)
         rest = _counted([states[t][2] for t in rows[room - 1:] if t in waiting])
         return Group(header, table, Text(rest, no_wrap=True, overflow="ellipsis"))
+
+    def _queued(self, states: dict[str, tuple[str, float, str, float | None]],
+                 room: int) -> list[tuple[str, ...]]:
+        """Rows for tasks not yet ready, while there is room: what each still comes after."""
+        rows: list[tuple[str, ...]] = []
+        for tid, preds in self._preds.items():
+            if len(rows) >= room:
+                break
+            if tid in states and states[tid][0] != "queued":
+                continue
+            waits_on = [p for p in preds if p not in states or not TaskState(states[p][0]).finished]
+            after = ", ".join(waits_on[:3]) + (", ..." if len(waits_on) > 3 else "")
+            rows.append((MARKS["queued"], tid, "queued", escape_markup(f"after {after}")))
+        return rows
 
     def _header(self, running: int, waiting: int, now: float) -> str:
         queued = max(0, self.total - self.finished - running - waiting)

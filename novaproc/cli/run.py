@@ -267,7 +267,8 @@ def _view(args: argparse.Namespace, plan, log_path):  # type: ignore[no-untyped-
         from novaproc.cli.live import LiveView
 
         return LiveView(sys.stdout, sys.stderr, total, log_path, {t.id: t.label for t in plan.tasks},
-                        dict(plan.durations), plan.slots)
+                        dict(plan.durations), plan.slots,
+                        {t.id: tuple(sorted(plan.graph.preds[t.id])) for t in plan.tasks})
     return views.PlainView(sys.stdout, sys.stderr, total, log_path)
 
 

@@ -14,9 +14,9 @@ from novaproc.cli.views import last_line
 from novaproc.messages import Event, TaskChanged, TaskState
 
 
-def _view(tmp_path: Path, total: int) -> LiveView:
+def _view(tmp_path: Path, total: int, preds: dict[str, tuple[str, ...]] | None = None) -> LiveView:
     view = LiveView(io.StringIO(), io.StringIO(), total, lambda tid: tmp_path / f"{tid}.log",
-                    {}, {}, slots=2)
+                    {}, {}, slots=2, preds=preds)
     view.stop()  # drawn by hand below, not by rich's thread
     return view
 
@@ -54,6 +54,17 @@ def test_waiting_tasks_say_why_and_those_that_do_not_fit_are_counted(tmp_path: P
     counted = screen[-1]
     assert counted.startswith("... and ") and "for the load" in counted and "for a resource" in counted
     assert len(screen) <= view._console.size.height
+
+
+def test_queued_tasks_say_what_they_come_after(tmp_path: Path) -> None:
+    view = _view(tmp_path, 3, {"log_1": (), "log_2": ("log_1",), "combine": ("log_1", "log_2")})
+    _event(view, "log_1", TaskState.RUNNING)
+    screen = _screen(view)
+    assert any(line.split()[:4] == ["·", "log_2", "queued", "after"] and line.rstrip().endswith("log_1")
+               for line in screen)
+    assert any("combine" in line and "after log_1, log_2" in line for line in screen)
+    _event(view, "log_1", TaskState.DONE, duration=0.3)
+    assert any("combine" in line and line.rstrip().endswith("after log_2") for line in _screen(view))
 
 
 def test_the_eta_only_counts_down(tmp_path: Path) -> None:
