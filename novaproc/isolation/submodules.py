@@ -12,6 +12,7 @@ before either, and before a checkout or `clean -ffdx` that would delete one's fi
 
 from __future__ import annotations
 
+import os
 import posixpath
 import shutil
 from pathlib import Path
@@ -23,30 +24,33 @@ if TYPE_CHECKING:
 _GITLINK = "160000"
 
 
-def populate(repo: Repo, path: Path) -> tuple[str, ...]:
-    """Check out, in the worktree at `path`, each submodule the user's checkout has initialised;
-    the paths populated."""
+Populated = tuple[tuple[str, str], ...]  # (name, path) of each submodule checked out
+
+
+def populate(repo: Repo, path: Path) -> Populated:
+    """Check out, in the worktree at `path` (just checked out: its .gitmodules is the commit's,
+    not a task's), each submodule the user's checkout has initialised; those populated. Only
+    they are touched later: a task may rewrite .gitmodules to point anywhere."""
     done = []
     for name, sub in _declared(repo, path):
         module = repo.common_dir / "modules" / name
         commit = _gitlink(repo, path, sub)
-        if commit is None or not (module / "HEAD").is_file():
+        if commit is None or not (module / "HEAD").is_file() or not _ours(repo, path, name, sub, fresh=True):
             continue
         code, _, _ = repo.run("worktree", "add", "-q", "--detach", "--force", str(path / sub), commit,
                               cwd=module)
         if code == 0:  # a commit the module lacks stays unpopulated, as `git submodule update` would
-            done.append(sub)
+            done.append((name, sub))
     return tuple(done)
 
 
-def depopulate(repo: Repo, path: Path) -> None:
+def depopulate(repo: Repo, path: Path, populated: Populated) -> None:
     """Remove the submodules' checkouts from the worktree at `path`, leaving their empty folders
     (as an uninitialised submodule has) so that the worktree's tree is unchanged."""
-    for name, sub in _declared(repo, path):
-        target = path / sub
-        if not (target / ".git").is_file():
-            continue
-        module = repo.common_dir / "modules" / name
+    for name, sub in populated:
+        if not _ours(repo, path, name, sub):
+            continue  # gone, or no longer what populate made: nothing of ours to remove
+        target, module = path / sub, repo.common_dir / "modules" / name
         code, _, _ = repo.run("worktree", "remove", "--force", "--force", str(target), cwd=module)
         if code != 0:
             shutil.rmtree(target, ignore_errors=True)
@@ -54,18 +58,37 @@ def depopulate(repo: Repo, path: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)
 
 
-def commit_inside(repo: Repo, path: Path, message: str) -> tuple[str, ...]:
+def commit_inside(repo: Repo, path: Path, populated: Populated, message: str) -> tuple[str, ...]:
     """Commit what a task left uncommitted inside each populated submodule, so its writes there
-    become a new submodule commit the worktree's tree records; the submodules committed."""
+    become a new submodule commit the worktree's tree records; the submodules committed. The
+    commit is kept by a ref of the module repository (nothing else refers to it there)."""
     committed = []
-    for _, sub in _declared(repo, path):
+    for name, sub in populated:
         inside = path / sub
-        if not (inside / ".git").is_file() or not repo.git("status", "--porcelain", cwd=inside).strip():
+        if not _ours(repo, path, name, sub) or not repo.git("status", "--porcelain", cwd=inside).strip():
             continue
         repo.git("add", "-A", cwd=inside)
         repo.git("commit", "-q", "--no-verify", "-m", message, cwd=inside, env=repo.identity())
+        head = repo.git("rev-parse", "HEAD", cwd=inside).strip()
+        repo.git("update-ref", f"refs/nova/kept/{head}", head, cwd=inside)
         committed.append(sub)
     return tuple(committed)
+
+
+def _ours(repo: Repo, path: Path, name: str, sub: str, *, fresh: bool = False) -> bool:
+    """`sub` lies inside the worktree (no symlink leads it out) and, unless `fresh`, is the
+    linked worktree of the module repository that populate made there."""
+    real_root, target = os.path.realpath(path), os.path.realpath(path / sub)
+    if not target.startswith(real_root + os.sep):
+        return False
+    if fresh:
+        return True
+    try:
+        gitdir = (Path(target) / ".git").read_text().strip().removeprefix("gitdir: ")
+    except OSError:
+        return False
+    module = os.path.realpath(repo.common_dir / "modules" / name / "worktrees")
+    return os.path.realpath(gitdir).startswith(module + os.sep)
 
 
 def _declared(repo: Repo, path: Path) -> list[tuple[str, str]]:

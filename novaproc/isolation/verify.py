@@ -46,6 +46,7 @@ class Verifier:
         self.wt: Worktree | None = None
         self.verdicts: dict[str, bool] = {}
         self.flaky: list[str] = []  # commits on which verify both passed and failed
+        self.populated: submodules.Populated = ()
 
     def passes(self, commit: str, why: str = "verify") -> bool:
         """Whether verify passes on `commit`. A failure is confirmed by `verify_retries` more runs
@@ -95,18 +96,18 @@ class Verifier:
                     self.repo.remove_worktree(self.path)
                 self.wt = self.repo.add_worktree(self.path, commit)
         else:
-            submodules.depopulate(self.repo, self.path)  # checked out anew at this commit's
+            submodules.depopulate(self.repo, self.path, self.populated)  # anew at this commit's
             self.repo.in_worktree(self.wt, "checkout", "-q", "-f", "--detach", commit)
             self.repo.in_worktree(self.wt, "clean", "-q", "-ffdx")
         self.repo.fill_lfs(self.path)
-        submodules.populate(self.repo, self.path)
+        self.populated = submodules.populate(self.repo, self.path)
         bring_in(self.repo.root, self.path, self.policy.include)
         if self.policy.setup:
             run_setup(self.path, self.policy.setup, self.ending, self.policy.setup_log)
 
     def close(self) -> None:
         if self.wt is not None:
-            submodules.depopulate(self.repo, self.path)
+            submodules.depopulate(self.repo, self.path, self.populated)
             with self.repo.worktree_lock():
                 self.repo.remove_worktree(self.wt.path)
 

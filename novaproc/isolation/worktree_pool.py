@@ -56,6 +56,7 @@ class _PooledWorktree:
     result: str | None = None
     committed: bool = False
     unignored: tuple[str, ...] = ()  # included or setup-made paths `git add -A` would commit
+    submodules: submodules.Populated = ()  # checked out by populate, for commit and depopulate
 
 
 class Workspaces:
@@ -122,7 +123,7 @@ class Workspaces:
         slot = self._slot(task_id)
         repo, wt = self._repo, slot.wt
         text = f"{message or task_id}\n\nNova-Run: {self.run_id}\nNova-Task: {task_id}"
-        submodules.commit_inside(repo, wt.path, text)  # its writes there: a new submodule commit
+        submodules.commit_inside(repo, wt.path, slot.submodules, text)  # writes there: a new commit
         repo.in_worktree(wt, "add", "-A", "--", ".", *(f":(exclude,literal,top){p}" for p in slot.unignored))
         tree = repo.in_worktree(wt, "write-tree").strip()
         head, head_tree = repo.in_worktree(wt, "rev-parse", "HEAD", "HEAD^{tree}").split()
@@ -196,7 +197,7 @@ class Workspaces:
             slot.start = start
         self._active[task_id] = slot
         self._repo.fill_lfs(path)
-        submodules.populate(self._repo, path)
+        slot.submodules = submodules.populate(self._repo, path)
         return slot
 
     def _reuse(self, path: Path) -> _PooledWorktree | None:
@@ -228,7 +229,7 @@ class Workspaces:
         try:
             if self._unusual(wt):
                 raise EnvironmentFault("unusual worktree state")
-            submodules.depopulate(repo, wt.path)  # git moves no worktree holding one
+            submodules.depopulate(repo, wt.path, slot.submodules)  # git moves no worktree holding one
             if not slot.committed:
                 repo.in_worktree(wt, "reset", "-q", "--hard")
             repo.in_worktree(wt, "clean", "-q", "-ffdx")

@@ -131,3 +131,15 @@ def test_a_program_only_the_checkout_has_is_named_with_worktree_include(tmp_path
     ran = run_cli("run", "-q", "tasks.toml", cwd=repo)
     assert ran.returncode == 0, ran.stderr
     assert show(repo, "main", "gen.txt") == "generated\n"
+
+
+def test_a_task_rewriting_gitmodules_cannot_reach_the_users_checkout(tmp_path: Path) -> None:
+    repo, worktrees = _superproject(tmp_path)
+    (repo / "lib" / "lib.txt").write_text("my uncommitted edit\n")
+    mine = git(repo / "lib", "rev-parse", "HEAD")
+    evil = (f"ln -s {repo} esc && git config -f .gitmodules submodule.lib.path esc/lib "
+            "&& echo evil > esc/lib/evil.txt; echo done > out.txt")
+    _run(repo, worktrees, task("evil", evil, writes=["out.txt", ".gitmodules", "esc"]))
+    # what the task wrote through its symlink is its own doing; novaproc commits and removes nothing
+    assert git(repo / "lib", "rev-parse", "HEAD") == mine  # nothing committed in the user's module
+    assert (repo / "lib" / "lib.txt").read_text() == "my uncommitted edit\n"  # nor emptied
