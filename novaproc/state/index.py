@@ -50,29 +50,40 @@ def register(run_id: str, folder: Path) -> bool:
 
 
 def locate(run_id: str) -> list[Path]:
-    """The run folders whose id is `run_id`, or starts with it."""
-    index = index_dir()
-    if index is None or not index.is_dir():
-        return []
-    exact = index / run_id
-    if exact.exists():
-        return [exact.resolve()]
-    return [p.resolve() for p in listed() if p.name.startswith(run_id)]
+    """The run folders (the user's own) whose id is `run_id`, or starts with it."""
+    found = listed()
+    exact = [p for p in found if p.name == run_id]
+    return [p.resolve() for p in exact or [p for p in found if p.name.startswith(run_id)]]
 
 
 def listed() -> list[Path]:
-    """Every indexed run's link; those whose run folder is gone are removed."""
+    """Every indexed run's link, when the index and the run folder are the user's alone (an
+    index another user can write could point at their runs, to be resumed as ours); links
+    whose run folder is gone are removed."""
     index = index_dir()
     if index is None or not index.is_dir() or _usable() is None:
         return []
     found = []
     for link in index.iterdir():
         if link.is_symlink() and link.exists():
-            found.append(link)
+            if _owned(link.resolve()):
+                found.append(link)
         elif link.is_symlink():
             with contextlib.suppress(OSError):
                 link.unlink()
     return found
+
+
+def _owned(folder: Path) -> bool:
+    """A run folder, and the state dir holding it, are the user's and nobody else can write them."""
+    try:
+        for path in (folder, folder.parent, folder.parent.parent):
+            info = path.stat()
+            if info.st_uid != os.getuid() or info.st_mode & 0o022:
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def _usable() -> Path | None:

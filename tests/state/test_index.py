@@ -65,3 +65,21 @@ def test_an_unusable_index_never_fails_a_run(tmp_path: Path, monkeypatch: pytest
     monkeypatch.delenv("XDG_STATE_HOME")
     monkeypatch.delenv("HOME")
     assert index.index_dir(os.environ) is None and index.register("x1", tmp_path) is True
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a run folder to another user")
+def test_a_run_folder_of_another_user_is_not_found_through_the_index(tmp_path: Path) -> None:
+    state = tmp_path / "theirs" / ".nova"
+    run_id = _run(state)
+    for path in (state, state / "runs", state / "runs" / run_id):
+        os.chown(path, 65534, 65534)  # nobody's now: their journal, their commands
+    with pytest.raises(UsageError, match="unknown run"):
+        load_run(tmp_path / "mine" / ".nova", run_id)
+    assert list_indexed() == []
+
+
+def test_an_index_others_can_write_is_not_read(tmp_path: Path) -> None:
+    run_id = _run(tmp_path / "a" / ".nova")
+    (tmp_path / "xdg" / "novaproc" / "runs").chmod(0o777)
+    with pytest.raises(UsageError, match="unknown run"):
+        load_run(tmp_path / "elsewhere" / ".nova", run_id)
