@@ -16,8 +16,8 @@ from novaproc.inputs.placeholders import (
     FILE_NAMES,
     Template,
     UnknownPlaceholder,
-    quoted_placeholder,
     unknown_hint,
+    unsafe_placeholder,
 )
 from novaproc.inputs.trust import climbs
 
@@ -89,9 +89,11 @@ def check_placeholders(file: str, tid: str, fields: Mapping[str, Any], foreach: 
             except UnknownPlaceholder as e:
                 raise ConfigError(file, unknown_hint(e), task=tid, field=field) from None
     cmd = fields.get("cmd")
-    if isinstance(cmd, str) and (name := quoted_placeholder(Template.parse(cmd))) is not None:
-        raise ConfigError(file, f"{{{name}}} is inside quotes; each value is quoted for the shell "
-                          f"already, so write it bare: echo {{{name}}}", task=tid, field="cmd")
+    if isinstance(cmd, str) and (unsafe := unsafe_placeholder(Template.parse(cmd))) is not None:
+        name, where = unsafe
+        raise ConfigError(file, f"{{{name}}} is {where}, where the shell would not take its value as "
+                          f"one word; each value is quoted for the shell already, so write it bare, "
+                          f"as in: echo {{{name}}}", task=tid, field="cmd")
 
 
 def texts(value: object) -> list[str]:

@@ -67,25 +67,33 @@ class Template:
         return "".join(parts)
 
 
-def quoted_placeholder(template: Template) -> str | None:
-    """The first placeholder of a shell string that sits inside quotes. Its value is quoted for
-    the shell already: inside the user's own quotes a value holding a quote would end them."""
-    quote = ""
+def unsafe_placeholder(template: Template) -> tuple[str, str] | None:
+    """The first placeholder of a shell string the shell would not take as one quoted word, and
+    where it stands: inside quotes (a value holding a quote would end them), after a backslash
+    or a `$`, or in a string with a heredoc (whose body the shell expands). Each value is quoted
+    for the shell already; these are the places where that quoting does not hold."""
+    quote, escaped = "", False
     for i, part in enumerate(template.parts):
         if i % 2:
-            if quote:
-                return part
+            where = ("inside quotes" if quote else "after a backslash" if escaped
+                     else "after a $" if template.parts[i - 1].endswith("$") else None)
+            if where:
+                return part, where
+            escaped = False
             continue
-        escaped = False
-        for ch in part:
+        for j, ch in enumerate(part):
             if escaped:
                 escaped = False
-            elif ch == "\\" and quote != "'":
+            elif ch == "\\" and quote != "'":  # in $'...' too
                 escaped = True
-            elif quote and ch == quote:
+            elif quote and ch == quote[-1]:
                 quote = ""
+            elif not quote and ch == "'" and part[j - 1:j] == "$":
+                quote = "$'"
             elif not quote and ch in "'\"":
                 quote = ch
+            elif not quote and part.startswith("<<", j) and len(template.parts) > 1:
+                return template.parts[1], "in a string with a heredoc"
     return None
 
 
@@ -104,6 +112,7 @@ def unknown_hint(error: UnknownPlaceholder) -> str:
     from novaproc.errors import did_you_mean
 
     known = ", ".join("{" + k + "}" for k in error.known)
-    shell = (f"; for a shell variable write ${{{{{error.name}}}}}" if error.name.isupper() else "")
+    shell = (f"; for a shell variable write ${{{{{error.name}}}}}" if error.name.isupper()
+             else f"; for the literal text write {{{{{error.name}}}}}")
     return (f"unknown placeholder {{{error.name}}}{did_you_mean(error.name, error.known)}; "
             f"known here: {known}, and {{{{ }}}} for a literal brace{shell}")

@@ -385,3 +385,15 @@ def test_plan_json_lists_every_expanded_task_with_template_and_item(tmp_path):
     assert [(t.get("template"), t.get("item")) for t in tasks.values()] == [
         ("fmt", "a.py"), ("fmt", "b.py"), ("shard", "1"), ("shard", "2"), (None, None)]
     assert tasks["report"]["depends_on"] == ["fmt.a.py", "fmt.b.py", "shard.1", "shard.2"]
+
+
+@pytest.mark.parametrize(("cmd", "where"), [
+    ("echo \\{item}", "after a backslash"),
+    ("echo ${item}", "after a \\$"),
+    ("echo $'a\\' {item} '", "inside quotes"),
+    ("cat <<EOF\\n{item}\\nEOF", "heredoc"),
+])
+def test_a_placeholder_where_shell_quoting_does_not_hold_is_refused(tmp_path, cmd, where):
+    with pytest.raises(ConfigError, match=where):
+        expanded(tmp_path, task("t", cmd, foreach=["$(touch pwned)"]))
+    assert not (tmp_path / "pwned").exists()
