@@ -190,6 +190,7 @@ def _write_tasks(args: argparse.Namespace, root: Path, document: dict[str, Any])
     digest = hashlib.sha256(f"{root}\0{text}".encode()).hexdigest()[:16]
     path = folder / f"{args.id}-{digest}.toml"
     if path.is_file():
+        os.utime(path)  # used again: `clean --runs` goes by when a file was last used
         return path, False
     write_atomic(path, text, mode=0o600)
     return path, True

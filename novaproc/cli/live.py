@@ -88,14 +88,15 @@ class LiveView(View):
         for ratio in (None, None, None, 1):
             table.add_column(no_wrap=True, overflow="ellipsis", ratio=ratio)
         rows = [*running, *[t for t in self._recent if t in states], *waiting]
-        for tid in rows[:room - 1 if len(rows) > room else room]:
+        shown = rows[:room - 1 if len(rows) > room else room]
+        for tid in shown:
             table.add_row(*self._row(tid, states[tid], now))
         for row in self._queued(states, room - len(rows)):
             table.add_row(*row)
         header = Text(self._header(len(running), len(waiting), now), no_wrap=True, overflow="ellipsis")
         if len(rows) <= room:
             return Group(header, table)
-        rest = _counted([states[t][2] for t in rows[room - 1:] if t in waiting])
+        rest = _counted([states[t] for t in rows[len(shown):]])
         return Group(header, table, Text(rest, no_wrap=True, overflow="ellipsis"))
 
     def _queued(self, states: dict[str, tuple[str, float, str, float | None]],
@@ -149,11 +150,14 @@ class LiveView(View):
         super().close(outcome)
 
 
-def _counted(reasons: list[str]) -> str:
-    """'... and 17 more waiting: 12 for a lock, 5 for a resource'."""
-    kinds = Counter(_kind(r) for r in reasons)
-    counts = ", ".join(f"{n} for {kind}" for kind, n in kinds.most_common())
-    return f"... and {len(reasons)} more waiting" + (f": {counts}" if counts else "")
+def _counted(hidden: list[tuple[str, float, str, float | None]]) -> str:
+    """The rows that do not fit: '... and 17 more: 2 running, 15 waiting (12 for a lock, ...)'."""
+    states = Counter(state for state, *_ in hidden)
+    reasons = Counter(_kind(why) for state, _, why, _ in hidden if state == "waiting")
+    why = ", ".join(f"{n} for {kind}" for kind, n in reasons.most_common())
+    parts = [f"{n} {state}" + (f" ({why})" if state == "waiting" and why else "")
+             for state, n in states.most_common()]
+    return f"... and {len(hidden)} more: " + ", ".join(parts)
 
 
 def _kind(reason: str) -> str:

@@ -19,11 +19,11 @@ def prune_runs(state_dir: Path, keep: float, now: float | None = None) -> list[s
     for record in list_runs(state_dir):
         ended = record.ended or record.started + record.wall
         if record.status is RunState.RUNNING or now - ended <= keep:
-            kept_files.add(record.tasks_file)
+            kept_files.add(str(Path(record.tasks_file).resolve()))
             continue
         shutil.rmtree(record.folder, ignore_errors=True)
         removed.append(record.id)
     for written in sorted((state_dir / "each").glob("*.toml")):
-        if str(written) not in kept_files and now - written.stat().st_mtime > keep:
+        if str(written.resolve()) not in kept_files and now - written.stat().st_mtime > keep:
             written.unlink(missing_ok=True)
     return removed

@@ -49,10 +49,11 @@ def test_waiting_tasks_say_why_and_those_that_do_not_fit_are_counted(tmp_path: P
     for i in range(30):
         reason = "throttled: CPU 99%" if i % 3 else "resource db in use (1 of 1)"
         _event(view, f"w{i}", TaskState.WAITING, reason=reason)
-    screen = _screen(view)
+    screen = _screen(view, width=100)
     assert any("locked" in line and "lock on src/a.py held by run 3f" in line for line in screen)
     counted = screen[-1]
-    assert counted.startswith("... and ") and "for the load" in counted and "for a resource" in counted
+    assert counted.startswith("... and ") and "waiting (" in counted
+    assert "for the load" in counted and "for a resource" in counted
     assert len(screen) <= view._console.size.height
 
 
@@ -80,3 +81,11 @@ def test_a_line_rewritten_with_carriage_returns_shows_its_last_state(tmp_path: P
     log = tmp_path / "bar.log"
     log.write_bytes(b"downloading\n10%\r55%\r100% done\r\n")
     assert last_line(log) == "100% done"
+
+
+def test_running_rows_that_do_not_fit_are_counted_too(tmp_path: Path) -> None:
+    view = _view(tmp_path, 60)
+    for i in range(40):
+        _event(view, f"r{i}", TaskState.RUNNING)
+    counted = _screen(view)[-1]
+    assert counted.startswith("... and ") and "running" in counted and "waiting" not in counted
