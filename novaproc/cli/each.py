@@ -83,7 +83,7 @@ def cmd_each(args: argparse.Namespace) -> int:
         raise UsageError("each: no command; give one after the options, e.g. "
                          "novaproc each --writes {} -- ruff format")
     root, in_git = find_root(Path.cwd())
-    items = _items(args, in_git)
+    items = _items(args, root, in_git)
     if not items:
         print("novaproc: no items: nothing to run", file=sys.stderr)
         return ExitCode.OK
@@ -114,14 +114,15 @@ _FLAG = {"cmd": "CMD", "writes": "--writes", "reads": "--reads", "foreach": "the
          "description": "CMD", "cwd": "the current folder"}
 
 
-def _items(args: argparse.Namespace, in_git: bool) -> list[str]:
+def _items(args: argparse.Namespace, root: Path, in_git: bool) -> list[str]:
     """The items, in the order given: ::: arguments, then each --glob's files, then --from's
     lines; standard input when none of these is given and it is not a terminal."""
     from novaproc.inputs.fanout import match_files
+    from novaproc.inputs.settings import state_path_of
 
     items = list(args.items or [])
     for pattern in args.glob:
-        found = match_files(pattern, os.getcwd(), in_git)
+        found = match_files(pattern, os.getcwd(), in_git, str(state_path_of(root, args.config)))
         if not found:
             raise UsageError(f"each: --glob {pattern!r} matches no "
                              f"{'tracked ' if in_git else ''}file here")

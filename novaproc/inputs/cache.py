@@ -60,7 +60,7 @@ def load_inputs(tasks_path: Path, *, config_file: Path | None = None,
 def _expanded(taskfile: TaskFile, settings: Settings) -> tuple[TaskFile, Settings]:
     """Templates are expanded at every run, never from the cache (a glob's files change), and
     symlinks read (one may appear at any time)."""
-    taskfile = expand(taskfile)
+    taskfile = expand(taskfile, str(settings.state_path(taskfile.root)))
     check_paths(str(taskfile.path), taskfile.root, taskfile.tasks, settings.worktree_include)
     return taskfile, settings
 

@@ -36,9 +36,9 @@ _SLUG = re.compile(r"[^A-Za-z0-9_.-]")
 _HASH_CHARS = 10
 
 
-def expand(taskfile: TaskFile) -> TaskFile:
+def expand(taskfile: TaskFile, own: str | None = None) -> TaskFile:
     """`taskfile` with each template replaced by its tasks, and a template's id in `depends_on`
-    by its tasks' ids."""
+    by its tasks' ids. `own`: novaproc's state folder, whose files are never items."""
     if not any(t.foreach is not None for t in taskfile.tasks):
         return taskfile
     file, root = str(taskfile.path), str(taskfile.root)
@@ -46,7 +46,7 @@ def expand(taskfile: TaskFile) -> TaskFile:
     groups: dict[str, tuple[str, ...]] = {}
     for t in taskfile.tasks:
         if t.foreach is not None:
-            items[t.id] = _items(file, t, root, taskfile.in_git)
+            items[t.id] = _items(file, t, root, taskfile.in_git, own)
             # a matrix's "-"-joined values may repeat ("x-y" + "z", "x" + "y-z"): hash all of them
             keys = [json.dumps(v) for _, v in items[t.id]] if isinstance(t.foreach, dict) else None
             groups[t.id] = tuple(expanded_ids(t.id, [text for text, _ in items[t.id]], keys))
@@ -82,7 +82,8 @@ def _copy(original: Task, **changes: Any) -> Task:
     return task
 
 
-def _items(file: str, template: Task, root: str, in_git: bool) -> list[tuple[str, dict[str, str]]]:
+def _items(file: str, template: Task, root: str, in_git: bool,
+           own: str | None) -> list[tuple[str, dict[str, str]]]:
     foreach = template.foreach
     count = math.prod(map(len, foreach.values())) if isinstance(foreach, dict) else 0
     if count > MAX_TASKS:  # checked before making them: a matrix's product grows fast
@@ -93,7 +94,7 @@ def _items(file: str, template: Task, root: str, in_git: bool) -> list[tuple[str
         return [("-".join(combo), {"item": "-".join(combo), **dict(zip(keys, combo, strict=True))})
                 for combo in itertools.product(*foreach.values())]
     if isinstance(foreach, str):
-        found = match_files(foreach, root, in_git)
+        found = match_files(foreach, root, in_git, own)
         if not found:
             where = "no file tracked by git in" if in_git else "no file in"
             raise ConfigError(file, f"glob {foreach!r} matches {where} {root}", task=template.id,
@@ -105,18 +106,24 @@ def _items(file: str, template: Task, root: str, in_git: bool) -> list[tuple[str
     return [(item, file_values(item)) for item in foreach]
 
 
-def match_files(pattern: str, root: str, in_git: bool) -> list[str]:
+def match_files(pattern: str, root: str, in_git: bool, own: str | None = None) -> list[str]:
     """The files matching a glob, sorted: `*` stays in a folder, `**` crosses folders. Relative
     patterns match the repository's tracked files (in git) or the files under `root`; an
     absolute pattern matches files on disk: absolute items, but relative ones under `root` (a
-    task works on its worktree's copy of a file, never on the checkout's)."""
+    task works on its worktree's copy of a file, never on the checkout's). Files on disk under
+    `own` (novaproc's state folder: its journals) are no items."""
+    mine = os.path.realpath(own) + os.sep if own else None
+
+    def on_disk(found: list[str], base: str) -> list[str]:
+        return sorted(p for p in found if os.path.isfile(full := os.path.join(base, p))
+                      and not (mine and os.path.realpath(full).startswith(mine)))
+
     if os.path.isabs(pattern):
         inside = root.rstrip("/") + "/"
-        return sorted(p.removeprefix(inside) for p in glob.glob(pattern, recursive=True, include_hidden=True)
-                      if os.path.isfile(p))
+        found = glob.glob(pattern, recursive=True, include_hidden=True)
+        return [p.removeprefix(inside) for p in on_disk(found, "/")]
     if not in_git:
-        return sorted(p for p in glob.glob(pattern, root_dir=root, recursive=True, include_hidden=True)
-                      if os.path.isfile(os.path.join(root, p)))
+        return on_disk(glob.glob(pattern, root_dir=root, recursive=True, include_hidden=True), root)
     listed = subprocess.run(["git", "-c", "core.quotePath=false", "ls-files", "-z", "--",
                              f":(glob){pattern}"], cwd=root, capture_output=True, check=False)
     if listed.returncode != 0:

@@ -82,6 +82,7 @@ class Supervisor:
         for warning in self.plan.warnings:
             self._emit(Message(Level.WARNING, warning))
         self._keep_earlier_results()
+        clock, began = self.parts.clock, self.parts.clock()  # the phases' times, on the run's clock
         with self._interrupts:
             try:
                 while True:
@@ -91,9 +92,9 @@ class Supervisor:
                     self._check_progress()
                     self._step(self._next_timeout())
                 interrupted = self._interrupts.first is not None
-                self._times["tasks"] = time.time() - started
+                self._times["tasks"] = clock() - began
                 landing = self._land(interrupted)
-                self._times["landing"] = time.time() - started - self._times["tasks"]
+                self._times["landing"] = clock() - began - self._times["tasks"]
             finally:
                 self.pool.shutdown()
                 notes = [*self.isolation.close(), *self.admission.notes()]

@@ -397,3 +397,10 @@ def test_a_placeholder_where_shell_quoting_does_not_hold_is_refused(tmp_path, cm
     with pytest.raises(ConfigError, match=where):
         expanded(tmp_path, task("t", cmd, foreach=["$(touch pwned)"]))
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_glob_on_disk_never_takes_novaprocs_own_state_folder(tmp_path):
+    work = tmp_path / "work"
+    write_files(work, {"a.txt": "", ".nova/runs/r1/events.jsonl": "", ".nova/each/x.toml": ""})
+    tasks = expanded(work, task("t", ["cat", "{}"], foreach="**/*"))
+    assert sorted(t.item for t in tasks.values()) == ["a.txt", "tasks.toml"]
