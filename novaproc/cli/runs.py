@@ -94,9 +94,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([listing(r) for r in runs], indent=2))
     elif runs:
-        rows = [[r.id, _status_text(r), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.meta.created)),
-                 format_duration(r.wall), _where(r.tasks_file), _task_column(r)] for r in runs]
-        print(plain_text(_table(["ID", "Status", "Started", "Duration", "Tasks file", "Task"], rows)))
+        rows = [[r.id, _status_text(r), _where(r.tasks_file),
+                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r.meta.created)), format_duration(r.wall),
+                 _task_column(r)] for r in runs]
+        print(plain_text(_table(["ID", "Status", "Tasks file", "Started", "Duration", "Task"], rows)))
     else:
         print("no runs of yours are known" if args.all else f"no runs in {folder}")
     return ExitCode.OK

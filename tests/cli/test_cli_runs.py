@@ -142,11 +142,11 @@ def test_status_lists_runs_newest_first(tmp_path: Path) -> None:
     out = novaproc("status", state=state)
     assert out.returncode == 0, out.stderr
     header, first, second = out.stdout.splitlines()
-    assert header.split() == ["ID", "Status", "Started", "Duration", "Tasks", "file", "Task"]
+    assert header.split() == ["ID", "Status", "Tasks", "file", "Started", "Duration", "Task"]
     assert first.split()[:2] == [live, "running"] and first.split()[-1] == "test"  # what runs now
     assert second.split()[:4] == [old, "failed", "(exit", "1)"] and "tasks.toml" in second
     started = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() - 60))
-    assert " ".join(second.split()[4:6]) in (started, time.strftime("%Y-%m-%d %H:%M"))
+    assert " ".join(second.split()[5:7]) in (started, time.strftime("%Y-%m-%d %H:%M"))
     listed = json.loads(novaproc("ps", "--json", state=state).stdout)
     assert [r["id"] for r in listed] == [live, old]
     assert (listed[0]["status"], listed[0]["running"], listed[1]["exit_code"]) == ("running", ["test"], 1)
