@@ -108,7 +108,8 @@ def merge_results(repo: Repo, run_id: str, results: Sequence[tuple[str, str | No
             if verifier is not None:
                 verifier.close()
         _delete_merged_branches(state)
-    return _outcome(state, ref, tip, moved, waiting)
+    landed = repo.rev(ref) if moved else None  # a target moved meanwhile got `tip` merged in
+    return _outcome(state, ref, landed or tip, moved, waiting)
 
 
 def _merge_all(state: _State, start: str, items: Sequence[tuple[str, str]], rerun: Rerun | None) -> str:

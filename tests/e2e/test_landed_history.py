@@ -92,3 +92,22 @@ def test_a_dirty_checkout_stops_only_what_it_would_overwrite(tmp_path: Path, box
     ran = box.run(repo / "tasks.toml")
     assert ran.code == 3, ran
     assert (repo / "one.txt").read_text() == "my other edit\n" and show(repo, "main", "one.txt") == "one\n"
+
+
+def test_the_landed_commit_is_the_targets_tip_when_it_moved_during_verify(tmp_path: Path,
+                                                                         box: Sandbox) -> None:
+    verifying, go = tmp_path / "verifying", tmp_path / "go"
+    tasks = tasks_toml({"one": {"cmd": "echo one > one.txt", "writes": ["one.txt"]}},
+                       verify=f"touch {verifying}; {shell_wait_for(go)}")
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+    run = box.spawn("run", repo / "tasks.toml", "--json", cwd=repo)
+    wait_for_file(verifying)
+    (repo / "user.txt").write_text("mine\n")
+    git(repo, "add", "user.txt")
+    git(repo, "commit", "-q", "-m", "the user's commit during verify")
+    go.touch()
+
+    ran = run.finish()
+    assert ran.code == 0, ran
+    assert ran.event("merge")["commit"] == rev(repo, "main")  # what status and the summary name
+    assert show(repo, "main", "one.txt") == "one\n" and show(repo, "main", "user.txt") == "mine\n"
