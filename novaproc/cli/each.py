@@ -169,7 +169,7 @@ def _document(args: argparse.Namespace, cmd: list[str], items: list[str], here: 
 def _check_outside(items: list[str], templates: list[str]) -> None:
     """From a subfolder, a path template is written below it: a value that is an absolute path
     (a file outside the repository) cannot be. Refused rather than declared at a wrong path."""
-    if any(t.lstrip().startswith("{") and not t.startswith("/") for t in templates):
+    if any(t.lstrip().startswith("{") for t in templates):  # starts with a value
         absolute = next((item for item in items if item.startswith("/")), None)
         if absolute is not None:
             raise UsageError(f"each: item {absolute!r} is outside the repository: from a subfolder "

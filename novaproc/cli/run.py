@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +86,11 @@ def _positive(text: str) -> int:
 
 
 def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, object], *,
-              strict: bool = True, root: Path | None = None):
+              strict: bool = True, root: Path | None = None, recorded: Sequence[str] | None = None):
     """Tasks file, settings, plan, and the repository's preflight (None for tasks run in place),
     with every input problem as a ConfigError or UsageError. Not `strict` (nothing will run):
-    a repository a run would refuse is a warning of the plan."""
+    a repository a run would refuse is a warning of the plan. `recorded`: the tasks of the run
+    being resumed; the plan keeps those the file still has (not tasks added to it since)."""
     from novaproc.inputs.cache import load_inputs
     from novaproc.planning.graph import CycleFound
     from novaproc.planning.plan import make_plan, select
@@ -98,6 +100,8 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
                                      root=root)
     past = typical_durations(settings.state_path(taskfile.root), taskfile.path, taskfile.hashes)
     tasks = list(taskfile.tasks)
+    if recorded is not None:
+        args.only = [tid for tid in recorded if tid in taskfile.hashes] or None
     try:
         if getattr(args, "only", None):
             ids = taskfile.by_id()
@@ -207,12 +211,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     finished = finish_interrupted_landing(record) if record.status is RunState.CRASHED else None
     if finished:
         print(f"novaproc: {finished}", file=sys.stderr)
-    from novaproc.inputs.cache import load_inputs
-
-    root = Path(record.meta.root)
-    present = load_inputs(Path(record.tasks_file), root=root)[0].by_id()
-    ns = argparse.Namespace(config=None, only=[t.id for t in record.tasks if t.id in present] or None)
-    taskfile, settings, plan, checked = load_plan(Path(record.tasks_file), ns, {}, root=root)
+    taskfile, settings, plan, checked = load_plan(  # the file read once, its templates expanded once
+        Path(record.tasks_file), argparse.Namespace(config=None), {}, root=Path(record.meta.root),
+        recorded=[t.id for t in record.tasks])
     run = resume_run(record, taskfile, settings, plan, checked, finished)
     try:
         holder = run.try_hold_tasks_file("wait")

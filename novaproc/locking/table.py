@@ -308,8 +308,9 @@ class LockTable:
         return arrived
 
     def ahead(self, ticket: int) -> list[Entry]:
-        """The entries before `ticket` in the line: every earlier one, and every holder."""
-        return [e for e in self.entries() if e.ticket < ticket or (e.held and e.ticket != ticket)]
+        """The entries before `ticket` in the line: every earlier one, and every holder (in no
+        order: the callers that show them sort them)."""
+        return [e for e in self._entries.values() if e.ticket < ticket or (e.held and e.ticket != ticket)]
 
     def may_hold(self, ticket: int) -> bool:
         """No held entry and no earlier waiting entry conflicts with this one."""

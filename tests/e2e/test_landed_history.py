@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.repo import git, is_ancestor, make_repo, rev, show
+from support.repo import commit_all, git, is_ancestor, make_repo, rev, show, write_files
 from support.sandbox import Sandbox, assert_clean
 from support.tasks import tasks_toml
 from support.waiting import shell_wait_for, wait_for_file
@@ -18,6 +18,12 @@ TASKS = {
     "appends_a": {"cmd": "echo a >> log.txt"},  # undeclared, conflicting: run again on the merged result
     "appends_b": {"cmd": "echo b >> log.txt"},
 }
+
+
+def _users_commit(repo: Path) -> str:
+    """A commit of the user's on main while the run goes on; its id."""
+    write_files(repo, {"user.txt": "mine\n"})
+    return commit_all(repo, "the user's commit")
 
 
 def _land(tmp_path: Path, box: Sandbox, history: str) -> tuple[Path, str]:
@@ -65,10 +71,7 @@ def test_a_target_moved_during_the_run_keeps_its_commit(tmp_path: Path, box: San
     repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
     run = box.spawn("run", repo / "tasks.toml", "--json", cwd=repo)
     wait_for_file(started)
-    (repo / "user.txt").write_text("mine\n")
-    git(repo, "add", "user.txt")
-    git(repo, "commit", "-q", "-m", "the user's commit")
-    mine = rev(repo, "main")
+    mine = _users_commit(repo)
     go.touch()
 
     assert run.finish().code == 0
@@ -102,9 +105,7 @@ def test_the_landed_commit_is_the_targets_tip_when_it_moved_during_verify(tmp_pa
     repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
     run = box.spawn("run", repo / "tasks.toml", "--json", cwd=repo)
     wait_for_file(verifying)
-    (repo / "user.txt").write_text("mine\n")
-    git(repo, "add", "user.txt")
-    git(repo, "commit", "-q", "-m", "the user's commit during verify")
+    _users_commit(repo)
     go.touch()
 
     ran = run.finish()
