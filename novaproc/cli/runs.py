@@ -134,6 +134,9 @@ def render_run(record: RunRecord) -> str:
         from novaproc.cli.views import landed_text
 
         lines.append(f"  landing:    {landed_text(record.merge)}")
+        merged = record.merge.merged
+        if merged:
+            lines.append(f"  landed:     {', '.join(merged[:10])}" + (", ..." if len(merged) > 10 else ""))
         lines += [f"  left out:   {task}: {why}" for task, why in record.merge.left_out.items()]
     if record.status is RunState.CRASHED:
         lines.append(f"  its supervisor is gone; continue it with: novaproc resume {record.id}")

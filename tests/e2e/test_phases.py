@@ -44,6 +44,7 @@ def test_status_and_logs_tell_how_the_results_landed(tmp_path: Path, box: Sandbo
     shown = box.cli("status", run_id).out
     assert re.search(r"landing: +landed 2 result\(s\) on main at [0-9a-f]{12}, verified", shown)
     assert "left out:   breaker: verify fails with its result" in shown
+    assert re.search(r"landed: +(good, other|other, good)$", shown, re.MULTILINE)
     merge = json.loads(box.cli("status", run_id, "--json").out)["merge"]
     assert sorted(merge["merged"]) == ["good", "other"]
     assert (merge["culprit"], merge["verified"]) == ("breaker", True)
