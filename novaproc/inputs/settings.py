@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,12 @@ ENV_KEYS = {
     "NOVA_MAX_PARALLEL": "max_parallel",
     "NOVA_WORKTREE_DIR": "worktree_dir",
     "NOVA_STATE_DIR": "state_dir",
+    "NOVA_EXECUTOR": "executor",
+    "NOVA_SCHEDULER": "scheduler",
+    "DASK_SCHEDULER_ADDRESS": "scheduler",  # Dask's own variable, below NOVA_SCHEDULER
 }
+# a Dask scheduler's address ("tcp://host:8786", "host:8786"), or "local:N" for a LocalCluster
+SCHEDULER = re.compile(r"(?:local:(?P<workers>\d+))|(?:(?:tcp|tls|ucx|ws|wss)://)?[\w.\[\]:-]+:\d+")
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,8 @@ class Settings:
     verify_retries: Annotated[int, Ge(0), Le(100)] = 1
     conflict_check: Literal["file", "line"] = "file"
     resources: dict[str, Annotated[int, Ge(1)]] = dataclasses.field(default_factory=dict)
+    executor: Literal["local", "dask"] = "local"  # dask: the tasks run on a Dask cluster
+    scheduler: str | None = None  # with executor "dask": where its scheduler is
 
     def resolved_isolation(self, in_git: bool) -> str:
         return self.isolation or ("worktree" if in_git else "none")
@@ -84,7 +92,11 @@ def load_settings(
     merged |= _layer(f"{tasks_file} [run]", dict(run_table or {}))
     merged |= _layer("environment", _from_env(os.environ if environ is None else environ))
     merged |= _layer("command line", {k: v for k, v in (flags or {}).items() if v is not None})
-    return Settings(**merged)  # each layer is valid, and no constraint spans two keys
+    if merged.get("executor") == "dask" and not merged.get("scheduler"):  # the one rule of two keys
+        raise ConfigError("settings", 'executor = "dask" needs a scheduler: scheduler = "tcp://host:8786" '
+                          '(NOVA_SCHEDULER, DASK_SCHEDULER_ADDRESS), or "local:N" for N local workers',
+                          field="scheduler")
+    return Settings(**merged)  # each layer is valid
 
 
 def state_path_of(root: Path, config_file: Path | None = None,
@@ -108,7 +120,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     for var, key in ENV_KEYS.items():
         value = environ.get(var)
-        if value is None or value == "":
+        if value is None or value == "" or key in layer:  # NOVA_SCHEDULER before Dask's variable
             continue
         if key == "max_parallel":
             if not value.strip().isdigit() or not 1 <= int(value) <= MAX_SLOTS:
@@ -118,6 +130,11 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         else:
             layer[key] = value
     return layer
+
+
+def _scheduler_ok(address: str) -> bool:
+    found = SCHEDULER.fullmatch(address)
+    return found is not None and (found["workers"] is None or 1 <= int(found["workers"]) <= MAX_SLOTS)
 
 
 def _seconds(source: str, key: str, value: str) -> float:
@@ -149,6 +166,11 @@ def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
         if isinstance(values.get(key), str):
             values[key] = _seconds(source, key, values[key])
     check_resource_names(source, values.get("resources"))
+    scheduler = values.get("scheduler")
+    if isinstance(scheduler, str) and not _scheduler_ok(scheduler):
+        raise ConfigError(source, f"{scheduler!r} is not a Dask scheduler address; write "
+                          '"tcp://host:8786", "host:8786", or "local:N" (N local worker processes)',
+                          field="scheduler")
     if all(key in _TEXT_KEYS and isinstance(value, str) for key, value in values.items()):
         return values
     from novaproc.inputs.schema import Invalid, validate

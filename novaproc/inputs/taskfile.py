@@ -77,6 +77,7 @@ class Task:
     cwd: str | None = None
     cpu: Annotated[int, Ge(1)] = 1
     allow_failure: bool = False
+    executor: Literal["local", "dask"] | None = None  # "local" pins it to this machine on a cluster
     # a template's items (see `fanout`); an expanded task names its template and item
     foreach: str | tuple[str, ...] | dict[str, tuple[str, ...]] | None = None
     template: str | None = None
@@ -89,7 +90,7 @@ class Task:
     def definition_hash(self) -> str:
         """A short hash of what the task does, to match it across runs (never its position)."""
         fields = {name: getattr(self, name) for name in _HASHED}  # not asdict: 10x slower
-        for name in ("foreach", "template", "item"):  # fields added later: an unset one is left
+        for name in ("foreach", "template", "item", "executor"):  # fields added later: an unset one is left
             if fields[name] is None:                  # out, so older journals' hashes still match
                 del fields[name]
         fields["env"] = sorted(fields["env"].items())
