@@ -65,6 +65,10 @@ class EnvironmentFault(NovaError):
     """novaproc could not run here: git, locks, disk or permissions. The message says what."""
 
 
+class ObjectsMissing(NovaError):
+    """A cluster's worker lacks the commits a task's bundle builds on: it needs a complete one."""
+
+
 class InternalError(NovaError):
     """A bug in novaproc: an impossible state was reached. Please report it."""
 

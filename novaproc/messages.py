@@ -51,6 +51,8 @@ class Job:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     kill_grace: float = 5.0  # SIGTERM to SIGKILL, for a worker whose supervisor died
+    folder: str = ""  # the checkout or worktree `cwd` lies in (a cluster's worker makes its own)
+    remote: bool = False  # run on the Dask cluster, not on this machine
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,37 @@ class Finished:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class Parcel:
+    """What a cluster's worker needs to make a task's checkout: the commit it starts from, the
+    objects it may lack (a git bundle, thin against `have` when that is set), and how the run
+    furnishes a checkout. Plain values: it travels to another machine."""
+
+    repo: str  # the repository's name among a worker's cached clones
+    start: str  # the commit the task starts from
+    bundle: bytes | None = None  # None: the worker has every object it needs, or says so
+    have: str | None = None  # the commit `bundle` is thin against; None: a complete bundle
+    setup: str | None = None  # worktree_setup
+    include: bytes | None = None  # worktree_include's files, as a tar archive
+    message: str = ""  # of the result's commit
+    identity: dict[str, str] = field(default_factory=dict)  # GIT_AUTHOR_* and GIT_COMMITTER_*
+    snapshot: bool = False  # isolation "none": the result is applied to the checkout, not merged
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What came back from a cluster's worker: how the attempt ended, the end of its output, and
+    its result as a bundle (thin against the start commit) holding `commit`; or `missing`: the
+    worker lacks `have`."""
+
+    finished: Finished
+    commit: str | None = None
+    bundle: bytes | None = None
+    missing: bool = False
+    output: bytes = b""  # the end of the task's output not sent while it ran, from `output_at`
+    output_at: int = 0
 
 
 class _Record:

@@ -110,6 +110,9 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
                     from novaproc.errors import did_you_mean
                     raise UsageError(f"--only: unknown task {tid!r}{did_you_mean(tid, ids)}")
             tasks = select(tasks, [i for tid in args.only for i in taskfile.templates.get(tid, (tid,))])
+        if settings.executor == "dask" and not taskfile.in_git:
+            raise UsageError(f'executor = "dask" sends tasks to the cluster as commits: {taskfile.root} '
+                             "is not in a git repository")
         isolation = settings.resolved_isolation(taskfile.in_git)
         if isolation == "worktree" and not taskfile.in_git:
             isolation = "none"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from novaproc.errors import ConfigError, did_you_mean
-from novaproc.inputs.taskfile import read_toml
+from novaproc.inputs.taskfile import Task, read_toml
 from novaproc.inputs.trust import check_resource_names, check_strings, outside
 
 if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
@@ -67,6 +67,13 @@ class Settings:
 
     def state_path(self, root: Path) -> Path:
         return Path(self.state_dir) if self.state_dir else root / ".nova"
+
+
+def on_cluster(task: Task, settings: Settings) -> bool:
+    """Whether `task` runs on the Dask cluster: unless it is pinned here, or names absolute paths
+    (their locks, and the files, are this machine's)."""
+    return (settings.executor == "dask" and task.executor != "local"
+            and not any(p.startswith("/") for p in (*task.writes, *task.reads)))
 
 
 KEYS = sorted(f.name for f in dataclasses.fields(Settings))

@@ -85,6 +85,14 @@ class Repo:
         self.root, self.git_dir, self.common_dir = Path(top), Path(git_dir), Path(common)
         self._identity: dict[str, str] | None = None
 
+    @classmethod
+    def init(cls, path: Path) -> Repo:
+        """A new, empty repository at `path`."""
+        import git
+
+        git.Git().execute(["git", "init", "-q", str(path)])
+        return cls(path)
+
     # -- running git --------------------------------------------------------------------------
 
     def run(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -160,6 +168,10 @@ class Repo:
                         for name in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"))
             self._identity = {} if known else dict(_FALLBACK_IDENTITY)
         return self._identity
+
+    def adopt_identity(self, env: dict[str, str]) -> None:
+        """Commit as `env` says (the supervisor's user, on a cluster's worker) or, empty, as ever."""
+        self._identity = dict(env) or None
 
     # -- objects and refs ---------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from novaproc.execution.guard import Ending
-from novaproc.inputs.settings import Settings
+from novaproc.inputs.settings import Settings, on_cluster
 from novaproc.inputs.taskfile import Task
 from novaproc.isolation.clean import forget_run
 from novaproc.isolation.interface import Finish, Landing
@@ -47,7 +47,9 @@ class WorktreeIsolation:
         return (task.isolation or "worktree") == "worktree"
 
     def prepare(self, task: Task, parents: list[str]) -> Path:
-        return self.ws.prepare(task.id, parents) if self._isolated(task) else self.root
+        if not self._isolated(task):
+            return self.root
+        return self.ws.prepare(task.id, parents, furnish=not on_cluster(task, self.settings))
 
     def finish(self, task: Task, ok: bool, exit_code: int | None = None) -> Finish:
         if not self._isolated(task):

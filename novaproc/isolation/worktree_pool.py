@@ -99,16 +99,19 @@ class Workspaces:
     def branch_of(self, task_id: str) -> str:
         return branch_name(self.run_id, task_id)
 
-    def prepare(self, task_id: str, parents: Sequence[str] = ()) -> Path:
+    def prepare(self, task_id: str, parents: Sequence[str] = (), *, furnish: bool = True) -> Path:
         """A worktree for `task_id` holding the base merged with `parents` (result commits),
-        plus the included files, after `worktree_setup`. Raises BaseConflict when the parents
-        conflict, SetupFailed when the setup fails (the worktree is then the task's: release it)."""
+        plus the included files, after `worktree_setup` (unless not `furnish`: a task run on a
+        cluster is furnished there). Raises BaseConflict when the parents conflict, SetupFailed
+        when the setup fails (the worktree is then the task's: release it)."""
         if self._closed:
             raise InternalError(f"prepare({task_id!r}) after the run's workspaces were closed")
         if task_id in self._active or task_id in self._kept:
             self._recycle(self._active.pop(task_id, None) or self._kept.pop(task_id))  # a retry
         start = self._start(task_id, parents)
         slot = self._take(task_id, start)
+        if not furnish:
+            return slot.wt.path
         brought = bring_in(self._repo.root, slot.wt.path, self.include)
         slot.unignored = tuple(set(brought) - self._repo.ignored(slot.wt, brought))
         if self.setup:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from novaproc.inputs.settings import Settings, on_cluster
 from novaproc.inputs.taskfile import Task
 from novaproc.messages import Job
 from novaproc.planning.graph import TaskGraph
@@ -36,11 +37,12 @@ def parents_of(graph: TaskGraph, tid: str, commits: Mapping[str, str | None],
     return sorted(found.items(), key=lambda item: order[item[0]])
 
 
-def job_for(task: Task, attempt: int, folder: Path, run_id: str, log_path: Path, kill_grace: float) -> Job:
+def job_for(task: Task, attempt: int, folder: Path, run_id: str, log_path: Path, settings: Settings) -> Job:
     """One attempt of `task` run in `folder` (its `cwd` inside), as a worker needs it."""
     cwd = folder / task.cwd if task.cwd else folder
     common = {"task_id": task.id, "attempt": attempt, "log_path": str(log_path), "cwd": str(cwd),
-              "env": {**task.env, "NOVA_RUN_ID": run_id}, "kill_grace": kill_grace}
+              "env": {**task.env, "NOVA_RUN_ID": run_id}, "kill_grace": settings.kill_grace,
+              "folder": str(folder), "remote": on_cluster(task, settings)}
     if task.call is not None:
         return Job(**common, call=task.call, args=task.args, kwargs=task.kwargs)
     if isinstance(task.cmd, str):

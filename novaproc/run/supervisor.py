@@ -222,7 +222,7 @@ class Supervisor:
             self._on_report(Finished(task.id, rec.attempts, None, error=str(e), ended_at=time.time()))
             return False
         self.pool.submit(job_for(task, rec.attempts, folder, self.run_id, self.parts.log_path(task.id),
-                                 self.settings.kill_grace))
+                                 self.settings))
         if rec.started_at is None:
             rec.started_at = time.time()
         self._emit(TaskChanged(TaskState.RUNNING, attempt=rec.attempts, rerun=task.id in self._rerunning),

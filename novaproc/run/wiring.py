@@ -18,8 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from novaproc.errors import BusyError, EnvironmentFault, ExitCode, UsageError
-from novaproc.execution.pool import WorkerPool
+from novaproc.errors import BusyError, EnvironmentFault, ExitCode, NovaError, UsageError
 from novaproc.execution.proctree import kill_marked
 from novaproc.execution.signals import STOP_SIGNALS, Interrupts
 from novaproc.fsio import open_private
@@ -30,6 +29,7 @@ from novaproc.locking.gate import LockGate
 from novaproc.locking.manager import Blocked, LockManager, Owner, run_request
 from novaproc.messages import Event, Level, Message, Payload, RunFinished, RunState, TaskState
 from novaproc.planning.plan import Plan
+from novaproc.run.cluster import make_executor
 from novaproc.run.outcome import RunOutcome
 from novaproc.run.parts import Earlier, RunParts
 from novaproc.run.supervisor import Supervisor
@@ -61,7 +61,13 @@ class Run:
         self.run_id = journal.run_id
         self._consumers: list[Callable[[Event], None]] = []
         # the forkserver starts before any view thread exists: forking a threaded process is unsafe
-        self.pool = WorkerPool(settings.max_parallel, settings.kill_grace, adopt_orphans=True)
+        try:
+            self.executor, self.pool = make_executor(taskfile, settings, plan, checked, self.run_id)
+        except NovaError:  # a scheduler out of reach: nothing ran, and a new run leaves nothing
+            journal.close()
+            if not self.resumed:
+                shutil.rmtree(journal.folder, ignore_errors=True)
+            raise
         self.locks = LockManager(owner=Owner(run_id=self.run_id, label=f"novaproc run {taskfile.path}"))
         self._file_lock = run_request(str(taskfile.path), self.run_id)
 
@@ -129,7 +135,7 @@ class Run:
                                           self.journal.folder, resumed=self.resumed,
                                           stop=lambda: interrupts.first is not None)
         gate = LockGate(self.locks, self.taskfile.root, self.run_id, self.settings.resources)
-        parts = RunParts(self.run_id, self.pool, isolation, self._emit, self.journal.log_path,
+        parts = RunParts(self.run_id, self.executor, isolation, self._emit, self.journal.log_path,
                          gate=gate, interrupts=interrupts)
         supervisor = Supervisor(self.plan, self.settings, parts, Earlier(self.kept, self.earlier_attempts))
         outcome = supervisor.run()
@@ -152,7 +158,7 @@ class Run:
         os.close(ready_fd)
 
     def close(self) -> None:
-        self.pool.shutdown()
+        self.executor.shutdown()
         self.locks.close()
         self.journal.close()
 
