@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import run_cli
+from support.cluster import Cluster
 from support.repo import make_repo
 from support.sandbox import Sandbox
 from support.tasks import write_tasks
@@ -71,3 +72,12 @@ def box(tmp_path: Path) -> Iterator[Sandbox]:
     sandbox = Sandbox(tmp_path)
     yield sandbox
     sandbox.close()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A Dask cluster of two single-threaded worker processes on 127.0.0.1, for the session."""
+    pytest.importorskip("distributed")
+    made = Cluster(tmp_path_factory.mktemp("dask"))
+    yield made
+    made.close()

@@ -52,6 +52,7 @@ class _Attempt:
     future: Any
     log_base: int  # where the attempt's output starts in the task's log
     worker: str | None = None  # the address of the worker running it, once it said so
+    pending: int = 0  # a signal for it once it starts
     kill_at: float | None = None
     escalated: bool = False
     ended: bool = False
@@ -137,6 +138,8 @@ class DaskExecutor:
                 attempt.future.cancel()
                 return
             attempt.worker = message.get("worker")
+            if attempt.pending:  # stopped before it started
+                self._signal(attempt, attempt.pending)
             if message.get("task"):  # not only its host: the task's own process
                 self._ready.append(Started(attempt.job.task_id, attempt.job.attempt, message["pid"],
                                            message["at"]))
@@ -169,9 +172,6 @@ class DaskExecutor:
                 self.shipping.unpack(job, attempt.parcel, delivery)
             except NovaError as e:
                 finished = _failed(job, f"its result cannot be brought back: {e}")
-        if attempt.kill_at is not None and finished.exit_code is None and finished.signal is None:
-            finished = Finished(job.task_id, job.attempt, None, signal.SIGKILL if attempt.escalated else
-                                signal.SIGTERM, None, None, finished.started_at, finished.ended_at)
         self._end(attempt, finished)
 
     def _end(self, attempt: _Attempt, finished: Finished) -> None:
@@ -192,14 +192,17 @@ class DaskExecutor:
                     attempt.kill_at = time.monotonic() + (0.0 if kill else self.kill_grace)
 
     def _signal(self, attempt: _Attempt, sig: int) -> None:
-        """Signal the attempt's tree on its worker; one not started yet is cancelled instead."""
-        if attempt.worker is None:
+        """Signal the attempt's tree on its worker. One that has not started yet gets the signal
+        when it does, or, for a SIGKILL, is cancelled before it can."""
+        if attempt.worker is not None:
+            with contextlib.suppress(Exception):  # a worker gone meanwhile: its death is the answer
+                self.client.run(signal_remote, attempt.future.key, sig, workers=[attempt.worker])
+        elif sig == signal.SIGKILL:
             attempt.future.cancel()
             self._end(attempt, Finished(attempt.job.task_id, attempt.job.attempt, None, sig,
                                         ended_at=time.time()))
-            return
-        with contextlib.suppress(Exception):  # a worker gone meanwhile: its death is the answer
-            self.client.run(signal_remote, attempt.future.key, sig, workers=[attempt.worker])
+        else:
+            attempt.pending = sig
 
     def _until_next_kill(self, timeout: float | None) -> float | None:
         due = [a.kill_at for a in self._live() if a.kill_at is not None]
@@ -250,13 +253,11 @@ def connect(scheduler: str) -> tuple[Any, Any]:
     # novaproc's retries decide about a dead worker's task; Dask must not re-run it silently.
     # A worker's task starts a process of its own (the host): Dask's daemonic workers cannot.
     dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.worker.daemon": False})
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     logging.getLogger("distributed").setLevel(logging.CRITICAL)  # nothing below the CLI prints
     if scheduler.startswith("local:"):
-        cluster = LocalCluster(n_workers=int(scheduler.partition(":")[2]), threads_per_worker=1,
-                               processes=True, host="127.0.0.1", dashboard_address=None,
-                               silence_logs=logging.CRITICAL)
+        cluster = local_cluster(int(scheduler.partition(":")[2]))
         return Client(cluster), cluster
     try:
         return Client(scheduler, timeout=CONNECT_TIMEOUT), None
@@ -264,6 +265,16 @@ def connect(scheduler: str) -> tuple[Any, Any]:
         raise EnvironmentFault(f"cannot reach the Dask scheduler at {scheduler} ({e}); start one "
                                "(`dask scheduler`), or set scheduler / NOVA_SCHEDULER to its address"
                                ) from None
+
+
+def local_cluster(workers: int) -> Any:
+    """A cluster of `workers` single-threaded worker processes on this machine, every port on
+    127.0.0.1 and chosen by the system (its web server's too: a fixed one clashes), no dashboard."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                        silence_logs=logging.CRITICAL)
 
 
 def _failed(job: Job, error: str) -> Finished:

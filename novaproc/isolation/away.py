@@ -23,7 +23,7 @@ from novaproc.execution.guard import UNSTOPPED, Ending
 from novaproc.fsio import private_dir
 from novaproc.isolation.bundles import make_bundle, take_bundle
 from novaproc.isolation.furnish import run_setup
-from novaproc.isolation.repo import Repo, Worktree
+from novaproc.isolation.repo import Repo, Worktree, flock
 from novaproc.messages import Parcel
 
 CACHE = Path(tempfile.gettempdir()) / f"novaproc-cluster-{os.getuid()}"
@@ -75,10 +75,10 @@ def place(parcel: Parcel, tag: str) -> Iterator[Spot]:
     problem = private_dir(home, parents=True)
     if problem:
         raise OSError(f"refusing {home}: it {problem}")
-    repo = _clone(home)
-    repo.adopt_identity(parcel.identity)
     path = home / f"wt-{os.getpid()}-{tag}"
-    with repo.worktree_lock():  # one writer of the clone at a time, across this machine's workers
+    with flock(home / "lock"):  # one writer of the clone at a time, across this machine's workers
+        repo = _clone(home)
+        repo.adopt_identity(parcel.identity)
         _sweep(repo, home)
         if repo.missing([parcel.start]) and not _receive(repo, parcel):
             raise ObjectsMissing(f"{parcel.start} is not in {repo.root}")
@@ -87,7 +87,7 @@ def place(parcel: Parcel, tag: str) -> Iterator[Spot]:
     try:
         yield Spot(repo, wt, parcel, log)
     finally:
-        with repo.worktree_lock():
+        with flock(home / "lock"):
             repo.remove_worktree(path)
         log.unlink(missing_ok=True)
 

@@ -334,7 +334,7 @@ class Repo:
     @contextmanager
     def worktree_lock(self) -> Iterator[None]:
         """Serialise worktree creation, moves and removals on this repository (all processes)."""
-        with _flock(self.common_dir / LOCK_NAME, fcntl.LOCK_EX):
+        with flock(self.common_dir / LOCK_NAME, fcntl.LOCK_EX):
             yield
 
     @contextmanager
@@ -342,7 +342,7 @@ class Repo:
         """Mark run `run_id` live while inside; `live_runs` sees it until the holder exits or dies."""
         folder = self.common_dir / RUNS_DIR
         folder.mkdir(exist_ok=True)
-        with _flock(folder / f"{run_id}.lock", fcntl.LOCK_SH):
+        with flock(folder / f"{run_id}.lock", fcntl.LOCK_SH):
             yield
         self.live_runs()  # removes the marker unless another holder still has it
 
@@ -376,7 +376,7 @@ def admin_dir(checkout: Path) -> Path:
 
 
 @contextmanager
-def _flock(path: Path, mode: int) -> Iterator[IO[str]]:
+def flock(path: Path, mode: int = fcntl.LOCK_EX) -> Iterator[IO[str]]:
     try:
         f = path.open("a")
     except OSError as e:

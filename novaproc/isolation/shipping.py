@@ -68,8 +68,8 @@ class Shipper:
             raise EnvironmentFault(f"the result of {job.task_id} builds on a commit this repository lacks")
         if parcel.snapshot:  # isolation "none": the task's changes, applied to the checkout
             diff = self.repo.git("diff", "--binary", parcel.start, delivery.commit)
-            if diff:
-                self.repo.git("apply", "--binary", "-", stdin=diff)
+            if diff:  # its last newline, which the adapter's text output drops, belongs to the patch
+                self.repo.git("apply", "--binary", "-", stdin=diff + "\n")
         else:
             self.repo.git("reset", "-q", "--hard", delivery.commit, cwd=Path(job.folder))
 
