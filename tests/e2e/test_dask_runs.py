@@ -124,7 +124,8 @@ def test_setup_and_included_files_are_made_on_the_worker_and_do_not_land(tmp_pat
 def test_output_reaches_the_task_log_while_the_task_runs(tmp_path: Path, box: Sandbox,
                                                          cluster: Cluster) -> None:
     gate = tmp_path / "gate"
-    tasks = tasks_toml({"talk": {"cmd": f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second"}})
+    waits = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    tasks = tasks_toml({"talk": {"cmd": f"echo first; {waits}; echo second"}})
     repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
     run = on(cluster, box).spawn("run", repo / "tasks.toml", "--json", cwd=repo)
     run_id = run.wait_event(lambda e: e["event"] == "run_started", "the run's start")["run_id"]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import psutil
+
 from support.waiting import wait_until
 
 HOLD = """
@@ -32,7 +33,8 @@ class Cluster:
         file = folder / "address"
         self._proc = subprocess.Popen([sys.executable, "-c", HOLD, str(workers), str(file)],
                                       env={**os.environ, "TMPDIR": str(self.tmp)}, stdin=subprocess.PIPE,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True)
         wait_until(file.exists, "the cluster's address", 60)
         self.address = file.read_text()
         wait_until(lambda: len(self.worker_processes()) == workers, "the workers", 60)
