@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 from support.cluster import Cluster
-from support.processes import assert_gone, marker, sleepers
+from support.processes import assert_gone, marker, marker_procs, sleepers
 from support.repo import make_repo, show
 from support.sandbox import Sandbox, Spawned
 from support.tasks import tasks_toml
@@ -98,7 +98,7 @@ def test_resume_on_the_same_cluster_keeps_what_was_done(tmp_path: Path, box: San
     repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
     run, run_id = start(box, cluster, repo)
     run.wait_event(lambda e: e.get("task") == "quick" and e.get("state") == "done", "quick done")
-    wait_until(lambda: any(mark in " ".join(p.cmdline()) for p in psutil.process_iter()), "slow running", 30)
+    wait_until(lambda: marker_procs(mark), "slow running", 30)
 
     os.kill(run.pid, signal.SIGKILL)
     run.finish(10)
