@@ -1,18 +1,25 @@
-"""One contract for every Executor: the fake (a fake clock, scripted jobs) and the local
-worker pool (real processes). A new executor is tested by adding it to EXECUTORS."""
+"""One contract for every Executor: the fake (a fake clock, scripted jobs), the local worker pool
+(real processes) and the Dask executor (a real cluster of worker processes on 127.0.0.1). A new
+executor is tested by adding it to EXECUTORS."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.repo import make_repo
+
+from novaproc.execution.dask import DaskExecutor
 
 from novaproc.execution.fake import FakeClock, FakeExecutor
 from novaproc.execution.interface import Executor
 from novaproc.execution.pool import WorkerPool
+from novaproc.isolation.away import place
+from novaproc.isolation.shipping import Shipper
 from novaproc.messages import Escalated, Finished, Job, Report
 
 GRACE = 0.5
@@ -27,12 +34,29 @@ def _pool(slots: int) -> Executor:
     return WorkerPool(slots, GRACE)
 
 
+class _OnCluster(DaskExecutor):
+    """The Dask executor with every job sent to the cluster: each runs on a copy of the job's
+    folder (a git repository, run in place) and brings its changes back."""
+
+    def submit(self, job: Job) -> None:
+        super().submit(dataclasses.replace(job, folder=job.cwd, remote=True))
+
+
+def _dask(slots: int, scheduler: str, folder: Path) -> Executor:
+    make_repo(folder, {".keep": ""})
+    shipper = Shipper(None, None, root=folder, run_id="contract", labels={}, setup=None, include=())
+    return _OnCluster(scheduler, WorkerPool(slots, GRACE), shipper, place, GRACE)
+
+
 EXECUTORS: dict[str, Callable[[int], Executor]] = {"fake": _fake, "local pool": _pool}
 
 
-@pytest.fixture(params=list(EXECUTORS))
-def executor(request: pytest.FixtureRequest) -> Iterator[Executor]:
-    made = EXECUTORS[request.param](2)
+@pytest.fixture(params=[*EXECUTORS, "dask"])
+def executor(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Executor]:
+    if request.param == "dask":
+        made = _dask(2, request.getfixturevalue("cluster").address, tmp_path)
+    else:
+        made = EXECUTORS[request.param](2)
     yield made
     made.shutdown()
 
