@@ -14,7 +14,6 @@ import pytest
 from support.repo import make_repo
 
 from novaproc.execution.dask import DaskExecutor
-
 from novaproc.execution.fake import FakeClock, FakeExecutor
 from novaproc.execution.interface import Executor
 from novaproc.execution.pool import WorkerPool
