@@ -98,6 +98,7 @@ class Parcel:
     message: str = ""  # of the result's commit
     identity: dict[str, str] = field(default_factory=dict)  # GIT_AUTHOR_* and GIT_COMMITTER_*
     snapshot: bool = False  # isolation "none": the result is applied to the checkout, not merged
+    limits: tuple[float, float] = (100.0, 100.0)  # cpu_limit, memory_limit: the worker's machine's
 
 
 @dataclass(frozen=True, slots=True)

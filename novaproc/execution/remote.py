@@ -32,6 +32,7 @@ from typing import Any
 
 from novaproc.errors import ObjectsMissing
 from novaproc.execution.proctree import signal_tree
+from novaproc.execution.throttle import Throttle
 from novaproc.messages import Delivery, Finished, Job, Parcel, Started
 
 TICK = 0.1  # seconds between looks at the log and at the task's standing
@@ -40,6 +41,7 @@ CHUNK = 256 * 1024  # the most output one event carries
 Place = Callable[[Parcel, str], AbstractContextManager[Any]]
 _running: dict[str, tuple[int, int | None]] = {}  # Dask key -> (host pid, task pid): for signals
 _hosts = threading.local()
+_throttles: dict[tuple[float, float], Throttle] = {}
 
 
 def run_remote(job: Job, parcel: Parcel, place: Place, topic: str, include: bytes | None = None) -> Delivery:
@@ -55,7 +57,7 @@ def run_remote(job: Job, parcel: Parcel, place: Place, topic: str, include: byte
             cwd = spot.folder / os.path.relpath(job.cwd, job.folder)
             here = dataclasses.replace(job, cwd=str(cwd), log_path=str(spot.log), folder=str(spot.folder))
             attempt = _Attempt(here, worker, key, topic)
-            finished = attempt.run()
+            finished = attempt.run(parcel.limits)
             commit, bundle = spot.collect() if finished.ok else (None, None)
             return Delivery(finished, commit, bundle, output=attempt.rest(), output_at=attempt.sent)
     except ObjectsMissing:
@@ -88,7 +90,9 @@ class _Attempt:
         self.job, self.worker, self.key, self.topic = job, worker, key, topic
         self.sent = 0
 
-    def run(self) -> Finished:
+    def run(self, limits: tuple[float, float]) -> Finished:
+        if not self._room(limits):
+            return Finished(self.job.task_id, self.job.attempt, None, error="cancelled", ended_at=time.time())
         host = _host()
         _running[self.key] = (host.pid, None)
         try:
@@ -118,6 +122,16 @@ class _Attempt:
                 _hosts.host = None
                 return Finished(self.job.task_id, self.job.attempt, None, error="cancelled",
                                 ended_at=time.time())
+
+    def _room(self, limits: tuple[float, float]) -> bool:
+        """Wait while this machine's load is over the run's limits (one task of this worker may
+        always run); False if the task was abandoned meanwhile."""
+        throttle = _throttle(*limits)
+        while not throttle.allows_start(len(_running)):
+            if self._abandoned():
+                return False
+            time.sleep(TICK)
+        return True
 
     def _abandoned(self) -> bool:
         """Cancelled by the supervisor, or the supervisor is gone (Dask then cancels its tasks)."""
@@ -168,6 +182,14 @@ class _Host:
         self.conn.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(grace + 2)
+
+
+def _throttle(cpu_limit: float, memory_limit: float) -> Throttle:
+    """This worker's load gate (its readings are the machine's), kept from task to task."""
+    throttle = _throttles.get((cpu_limit, memory_limit))
+    if throttle is None:
+        throttle = _throttles[(cpu_limit, memory_limit)] = Throttle(cpu_limit, memory_limit)
+    return throttle
 
 
 def _host() -> _Host:

@@ -25,13 +25,14 @@ class Shipper:
     """Packs tasks' checkouts for a cluster and unpacks their results, for one run."""
 
     def __init__(self, repo: Repo | None, base: str | None, *, root: Path, run_id: str,
-                 labels: Mapping[str, str], setup: str | None, include: tuple[str, ...]) -> None:
+                 labels: Mapping[str, str], setup: str | None, include: tuple[str, ...],
+                 limits: tuple[float, float] = (100.0, 100.0)) -> None:
         """`repo` and `base` as the run's preflight found them; None for a run in place, which
         ships the checkout as it is (its repository found from `root`)."""
         self.repo = repo or Repo(root)
         self.base = base or self.repo.git("rev-parse", "HEAD").strip()
         self.run_id, self.labels = run_id, labels
-        self.setup, self.include = setup, include
+        self.setup, self.include, self.limits = setup, include, limits
         # a worker keeps one clone per repository: this one's name, the same from run to run
         self.name = hashlib.sha256(f"{socket.gethostname()}:{self.repo.common_dir}".encode()).hexdigest()[:16]
         self._identity: dict[str, str] | None = None
@@ -45,7 +46,8 @@ class Shipper:
         bundle = None if start == have else make_bundle(self.repo, start, have)
         label = self.labels.get(job.task_id) or job.task_id
         message = f"{label}\n\nNova-Run: {self.run_id}\nNova-Task: {job.task_id}"
-        return Parcel(self.name, start, bundle, have, self.setup, None, message, self.identity(), snapshot)
+        return Parcel(self.name, start, bundle, have, self.setup, None, message, self.identity(), snapshot,
+                      self.limits)
 
     def included(self) -> bytes | None:
         """worktree_include's files of the checkout as a tar archive (folders with their contents)."""

@@ -31,7 +31,8 @@ def make_executor(taskfile: TaskFile, settings: Settings, plan: Plan, checked: P
 
     shipper = Shipper(checked.repo if checked else None, checked.base if checked else None,
                       root=taskfile.root, run_id=run_id, labels={t.id: t.label for t in plan.tasks},
-                      setup=settings.worktree_setup, include=settings.worktree_include)
+                      setup=settings.worktree_setup, include=settings.worktree_include,
+                      limits=(settings.cpu_limit, settings.memory_limit))  # the load of each worker's machine
     try:
         return DaskExecutor(settings.scheduler or "", pool, shipper, place, settings.kill_grace), pool
     except BaseException:

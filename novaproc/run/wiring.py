@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from novaproc.errors import BusyError, EnvironmentFault, ExitCode, NovaError, UsageError
 from novaproc.execution.proctree import kill_marked
 from novaproc.execution.signals import STOP_SIGNALS, Interrupts
+from novaproc.execution.throttle import Throttle
 from novaproc.fsio import open_private
 from novaproc.inputs.settings import Settings
 from novaproc.inputs.taskfile import TaskFile
@@ -135,8 +136,10 @@ class Run:
                                           self.journal.folder, resumed=self.resumed,
                                           stop=lambda: interrupts.first is not None)
         gate = LockGate(self.locks, self.taskfile.root, self.run_id, self.settings.resources)
+        # on a cluster, the load that matters is each worker machine's: its tasks wait there
+        throttle = Throttle(100, 100) if self.settings.executor == "dask" else None
         parts = RunParts(self.run_id, self.executor, isolation, self._emit, self.journal.log_path,
-                         gate=gate, interrupts=interrupts)
+                         gate=gate, throttle=throttle, interrupts=interrupts)
         supervisor = Supervisor(self.plan, self.settings, parts, Earlier(self.kept, self.earlier_attempts))
         outcome = supervisor.run()
         try:
