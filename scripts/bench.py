@@ -1,6 +1,6 @@
 """novaproc's benchmarks, side by side with its peers, in one run.
 
-    python scripts/bench.py [--quick] [section ...]     sections: run plan locks git each
+    python scripts/bench.py [--quick] [section ...]     sections: run plan scale locks git each dask
 
 Each section is a scripts/bench_<name>.py module with `run() -> [(name, value, unit)]`.
 Results belong in BENCHMARKS.md, with the machine they were measured on.
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ("run", "plan", "locks", "git", "each")
+SECTIONS = ("run", "plan", "locks", "git", "each", "dask")
 
 
 def main(argv: list[str]) -> int:

@@ -24,7 +24,7 @@ import queue
 import re
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,7 +38,11 @@ CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler before the run gives up, 
 
 
 class Shipping(Protocol):
-    """How a task's checkout reaches a worker and its result comes back (isolation's Shipper)."""
+    """How a task's checkout reaches a worker and its result comes back (isolation's Shipper):
+    `place` makes the checkout on the worker, `tidy` removes what a worker process kept."""
+
+    place: Place
+    tidy: Callable[[], None]
 
     def pack(self, job: Job, *, complete: bool = False) -> Parcel: ...
     def unpack(self, job: Job, parcel: Parcel, delivery: Delivery) -> None: ...
@@ -62,9 +66,8 @@ class _Attempt:
 class DaskExecutor:
     """Runs remote jobs on a Dask cluster and the others on `local`; one Finished per job."""
 
-    def __init__(self, scheduler: str, local: WorkerPool, shipping: Shipping, place: Place,
-                 kill_grace: float) -> None:
-        self.local, self.shipping, self.place, self.kill_grace = local, shipping, place, kill_grace
+    def __init__(self, scheduler: str, local: WorkerPool, shipping: Shipping, kill_grace: float) -> None:
+        self.local, self.shipping, self.kill_grace = local, shipping, kill_grace
         self.client, self._cluster = connect(scheduler)
         self.topic = f"novaproc-{os.getpid()}-{os.urandom(4).hex()}"
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -94,7 +97,7 @@ class DaskExecutor:
         if self._include is None and (tar := self.shipping.included()) is not None:
             self._include = self.client.scatter(tar, hash=False)
         key = f"novaproc-{re.sub(r'[^A-Za-z0-9_.-]', '_', job.task_id)}-{job.attempt}-{os.urandom(4).hex()}"
-        future = self.client.submit(run_remote, job, parcel, self.place, self.topic, self._include,
+        future = self.client.submit(run_remote, job, parcel, self.shipping.place, self.topic, self._include,
                                     key=key, pure=False, retries=0)
         self._attempts[key] = _Attempt(job, parcel, future, log_base, resent=resent)
         self._logs[key] = (job.log_path, log_base)
@@ -236,6 +239,7 @@ class DaskExecutor:
         self._attempts.clear()
         self.local.shutdown()
         with contextlib.suppress(Exception):
+            self.client.run(self.shipping.tidy)  # the workers' worktrees kept for this run's tasks
             self.client.close()
             if self._cluster is not None:
                 self._cluster.close()

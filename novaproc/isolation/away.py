@@ -4,7 +4,8 @@ its start commit, furnished as the run says; afterwards its changes become one c
 as a bundle thin against the start.
 
     cache/<repo>/clone      a repository without a checkout, kept from task to task and run to run
-    cache/<repo>/wt-<pid>-<n>   one task's worktree; removed after it, or swept once <pid> is gone
+    cache/<repo>/wt-<pid>-<n>   a worktree of worker process <pid>, kept from task to task of a run;
+                                removed when the run ends, or swept once <pid> is gone
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import io
 import os
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from novaproc.errors import ObjectsMissing
+from novaproc.errors import EnvironmentFault, ObjectsMissing
 from novaproc.execution.guard import UNSTOPPED, Ending
 from novaproc.fsio import private_dir
 from novaproc.isolation.bundles import make_bundle, take_bundle
@@ -27,6 +29,11 @@ from novaproc.isolation.repo import Repo, Worktree, flock
 from novaproc.messages import Parcel
 
 CACHE = Path(tempfile.gettempdir()) / f"novaproc-cluster-{os.getuid()}"
+# this process's (a Dask worker's) clones and spare worktrees; its threads share them
+_mutex = threading.Lock()
+_repos: dict[Path, Repo] = {}
+_spares: dict[Path, list[Worktree]] = {}
+_made = [0]
 
 
 @dataclass
@@ -69,27 +76,64 @@ class Spot:
 
 @contextmanager
 def place(parcel: Parcel, tag: str) -> Iterator[Spot]:
-    """A worktree for the task of `parcel`, removed afterwards. Raises ObjectsMissing when this machine's
-    clone lacks what the parcel's bundle builds on."""
+    """A worktree for the task of `parcel`, cleaned and kept for the next task afterwards.
+    Raises ObjectsMissing when this machine's clone lacks what the parcel's bundle builds on."""
     home = CACHE / parcel.repo
     problem = private_dir(home, parents=True)
     if problem:
         raise OSError(f"refusing {home}: it {problem}")
-    path = home / f"wt-{os.getpid()}-{tag}"
     with flock(home / "lock"):  # one writer of the clone at a time, across this machine's workers
         repo = _clone(home)
         repo.adopt_identity(parcel.identity)
         _sweep(repo, home)
         if repo.missing([parcel.start]) and not _receive(repo, parcel):
             raise ObjectsMissing(f"{parcel.start} is not in {repo.root}")
-        wt = repo.add_worktree(path, parcel.start)
+        wt = _take(repo, home, parcel.start)
     log = home / f"log-{os.getpid()}-{tag}"
     try:
         yield Spot(repo, wt, parcel, log)
     finally:
-        with flock(home / "lock"):
-            repo.remove_worktree(path)
+        _give_back(repo, home, wt)
         log.unlink(missing_ok=True)
+
+
+def tidy() -> None:
+    """Remove this process's spare worktrees (the supervisor's run ends): nothing stays behind."""
+    with _mutex:
+        spares = [(home, wt) for home, wts in _spares.items() for wt in wts]
+        _spares.clear()
+    for home, wt in spares:
+        with flock(home / "lock"):
+            _clone(home).remove_worktree(wt.path)
+
+
+def _take(repo: Repo, home: Path, start: str) -> Worktree:
+    """A spare worktree of this process switched to `start` (a checkout changes only what
+    differs), or a new one. Called under the clone's lock."""
+    with _mutex:
+        spare = _spares.get(home, []).pop() if _spares.get(home) else None
+        _made[0] += 1
+        path = home / f"wt-{os.getpid()}-{_made[0]}"
+    if spare is not None:
+        try:
+            repo.in_worktree(spare, "checkout", "-q", "-f", "--detach", start)
+            return spare
+        except EnvironmentFault:
+            repo.remove_worktree(spare.path)
+    return repo.add_worktree(path, start)
+
+
+def _give_back(repo: Repo, home: Path, wt: Worktree) -> None:
+    """Clean the worktree to its commit and keep it for this process's next task."""
+    try:
+        repo.in_worktree(wt, "reset", "-q", "--hard")
+        repo.in_worktree(wt, "clean", "-q", "-ffdx")
+    except EnvironmentFault:
+        with flock(home / "lock"):
+            repo.remove_worktree(wt.path)
+        return
+    with _mutex:
+        _spares.setdefault(home, []).append(wt)
 
 
 def _receive(repo: Repo, parcel: Parcel) -> bool:
@@ -98,8 +142,15 @@ def _receive(repo: Repo, parcel: Parcel) -> bool:
 
 
 def _clone(home: Path) -> Repo:
-    clone = home / "clone"
-    return Repo(clone) if (clone / ".git").is_dir() else Repo.init(clone)
+    """This machine's clone for `home`, made on first use; one Repo per process."""
+    with _mutex:
+        repo = _repos.get(home)
+    if repo is None:
+        clone = home / "clone"
+        repo = Repo(clone) if (clone / ".git").is_dir() else Repo.init(clone)
+        with _mutex:
+            _repos[home] = repo
+    return repo
 
 
 def _sweep(repo: Repo, home: Path) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from novaproc.errors import EnvironmentFault
+from novaproc.isolation.away import place, tidy
 from novaproc.isolation.bundles import make_bundle, take_bundle
 from novaproc.isolation.repo import Repo
 from novaproc.messages import Delivery, Job, Parcel
@@ -22,7 +23,11 @@ _IDENTITY = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_C
 
 
 class Shipper:
-    """Packs tasks' checkouts for a cluster and unpacks their results, for one run."""
+    """Packs tasks' checkouts for a cluster and unpacks their results, for one run; `place` and
+    `tidy` are what runs on the workers."""
+
+    place = staticmethod(place)
+    tidy = staticmethod(tidy)
 
     def __init__(self, repo: Repo | None, base: str | None, *, root: Path, run_id: str,
                  labels: Mapping[str, str], setup: str | None, include: tuple[str, ...],

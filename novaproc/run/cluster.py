@@ -26,7 +26,6 @@ def make_executor(taskfile: TaskFile, settings: Settings, plan: Plan, checked: P
     if settings.executor == "local":
         return pool, pool
     from novaproc.execution.dask import DaskExecutor
-    from novaproc.isolation.away import place
     from novaproc.isolation.shipping import Shipper
 
     shipper = Shipper(checked.repo if checked else None, checked.base if checked else None,
@@ -34,7 +33,7 @@ def make_executor(taskfile: TaskFile, settings: Settings, plan: Plan, checked: P
                       setup=settings.worktree_setup, include=settings.worktree_include,
                       limits=(settings.cpu_limit, settings.memory_limit))  # the load of each worker's machine
     try:
-        return DaskExecutor(settings.scheduler or "", pool, shipper, place, settings.kill_grace), pool
+        return DaskExecutor(settings.scheduler or "", pool, shipper, settings.kill_grace), pool
     except BaseException:
         pool.shutdown()
         raise

@@ -17,7 +17,6 @@ from novaproc.execution.dask import DaskExecutor
 from novaproc.execution.fake import FakeClock, FakeExecutor
 from novaproc.execution.interface import Executor
 from novaproc.execution.pool import WorkerPool
-from novaproc.isolation.away import place
 from novaproc.isolation.shipping import Shipper
 from novaproc.messages import Escalated, Finished, Job, Report
 
@@ -44,7 +43,7 @@ class _OnCluster(DaskExecutor):
 def _dask(slots: int, scheduler: str, folder: Path) -> Executor:
     make_repo(folder, {".keep": ""})
     shipper = Shipper(None, None, root=folder, run_id="contract", labels={}, setup=None, include=())
-    return _OnCluster(scheduler, WorkerPool(slots, GRACE), shipper, place, GRACE)
+    return _OnCluster(scheduler, WorkerPool(slots, GRACE), shipper, GRACE)
 
 
 EXECUTORS: dict[str, Callable[[int], Executor]] = {"fake": _fake, "local pool": _pool}

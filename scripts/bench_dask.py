@@ -1,0 +1,175 @@
+"""Benchmark of the Dask executor, side by side with the local pool, in one run.
+
+  1. 40 x `sleep 0.5` on a cluster of 1, 2 and 4 worker processes (a LocalCluster on 127.0.0.1,
+     started once per size as a user's cluster is, each run at -j N), and the local pool at -j N.
+     Targets: 2 workers at least 1.8x, 4 workers at least 3.4x faster than 1.
+  2. The engine's cost per task: 200 x `true` at -j 2 on 2 workers, against the local pool.
+  3. Bundles for a 5,000- and a 50,000-file repository: the complete bundle a worker new to the
+     repository gets (size, time to make), and a one-task run on a fresh machine's cache (clone
+     from that bundle, checkout) against the same run once the worker's clone has the objects.
+
+    python scripts/bench_dask.py [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from novaproc.isolation.bundles import make_bundle
+from novaproc.isolation.repo import Repo
+
+Row = tuple[str, float, str]
+HOLD = """
+import sys
+from novaproc.execution.dask import local_cluster
+cluster = local_cluster(int(sys.argv[1]))
+print(cluster.scheduler_address, flush=True)
+sys.stdin.read()
+cluster.close()
+"""
+QUIET = {"cpu_limit": 100, "memory_limit": 100}
+
+
+class Cluster:
+    """A LocalCluster of `workers` processes held by a process of its own, its cache in `tmp`."""
+
+    def __init__(self, workers: int, tmp: Path) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([sys.executable, "-c", HOLD, str(workers)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, "TMPDIR": str(tmp)})
+        assert self.proc.stdout is not None
+        self.address = self.proc.stdout.readline().strip()
+        time.sleep(1.0)  # the workers register
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_repo(path: Path, files: int, tasks: str) -> Path:
+    """A repository of `files` generated files (fast-import) and a tasks file, made once."""
+    if (path / ".git").is_dir():
+        (path / "tasks.toml").write_text(tasks)
+        git(path, "add", "tasks.toml")
+        if git(path, "status", "--porcelain"):
+            git(path, "commit", "-q", "-m", "tasks")
+        return path
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.name", "bench")
+    git(path, "config", "user.email", "bench@localhost")
+    feed = subprocess.Popen(["git", "fast-import", "--quiet"], cwd=path, stdin=subprocess.PIPE)
+    assert feed.stdin is not None
+    for i in range(files):
+        data = f"file {i}\n{'x' * 200}\n".encode()
+        feed.stdin.write(b"blob\nmark :%d\ndata %d\n%s\n" % (i + 1, len(data), data))
+    feed.stdin.write(b"commit refs/heads/main\ncommitter bench <bench@localhost> 0 +0000\ndata 4\nbase\n")
+    for i in range(files):
+        feed.stdin.write(b"M 100644 :%d d%03d/f%05d.txt\n" % (i + 1, i // 100, i))
+    feed.stdin.close()
+    assert feed.wait() == 0
+    git(path, "reset", "-q", "--hard", "main")
+    return make_repo(path, files, tasks)
+
+
+def tasks_file(n: int, cmd: str) -> str:
+    head = "[run]\n" + "".join(f"{k} = {v}\n" for k, v in QUIET.items())
+    return head + "".join(f'[tasks.t{i}]\ncmd = "{cmd}"\n' for i in range(n))
+
+
+def wall(repo: Path, jobs: int, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "novaproc", "run", "-q", "-j", str(jobs), "tasks.toml"],
+                          cwd=repo, env={**os.environ, **env}, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"novaproc run failed in {repo}: {done.stdout}{done.stderr}")
+    return took
+
+
+def on(cluster: Cluster) -> dict[str, str]:
+    return {"NOVA_EXECUTOR": "dask", "NOVA_SCHEDULER": cluster.address}
+
+
+def scaling(root: Path, quick: bool) -> list[Row]:
+    n = 16 if quick else 40
+    repo = make_repo(root / "sleep", 10, tasks_file(n, "sleep 0.5"))
+    rows: list[Row] = []
+    walls: dict[int, float] = {}
+    for workers in (1, 2, 4):
+        cluster = Cluster(workers, root / f"tmp-{workers}")
+        try:
+            walls[workers] = min(wall(repo, workers, on(cluster)) for _ in range(2))
+        finally:
+            cluster.close()
+        local = min(wall(repo, workers, {}) for _ in range(2))
+        rows += [(f"{n} x sleep 0.5, {workers} Dask worker(s), -j {workers}", walls[workers], "s"),
+                 (f"{n} x sleep 0.5, local pool, -j {workers}", local, "s")]
+    rows += [("speedup, 2 workers over 1", walls[1] / walls[2], "x"),
+             ("speedup, 4 workers over 1", walls[1] / walls[4], "x")]
+    return rows
+
+
+def overhead(root: Path, quick: bool) -> list[Row]:
+    n = 50 if quick else 200
+    repo = make_repo(root / "true", 10, tasks_file(n, "true"))
+    cluster = Cluster(2, root / "tmp-true")
+    try:
+        wall(repo, 2, on(cluster))  # the workers' clone made, their host processes started
+        dask = min(wall(repo, 2, on(cluster)) for _ in range(3))
+    finally:
+        cluster.close()
+    local = min(wall(repo, 2, {}) for _ in range(3))
+    return [(f"{n} x true, -j 2, 2 Dask workers", dask, "s"), (f"{n} x true, -j 2, local pool", local, "s"),
+            ("engine cost per task, Dask", dask / n * 1000, "ms"), ("engine cost per task, local pool",
+                                                                   local / n * 1000, "ms")]
+
+
+def bundles(root: Path, quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    for files in (5_000,) if quick else (5_000, 50_000):
+        repo = make_repo(root / f"files-{files}", files, tasks_file(1, "echo one >> d000/f00000.txt"))
+        start = time.perf_counter()
+        data = make_bundle(Repo(repo), git(repo, "rev-parse", "HEAD"))
+        made = time.perf_counter() - start
+        tmp = root / f"tmp-files-{files}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        cluster = Cluster(1, tmp)
+        try:
+            first = wall(repo, 1, on(cluster))
+            git(repo, "reset", "-q", "--hard", "HEAD~1")
+            later = wall(repo, 1, on(cluster))
+            git(repo, "reset", "-q", "--hard", "HEAD~1")
+        finally:
+            cluster.close()
+        local = wall(repo, 1, {})
+        git(repo, "reset", "-q", "--hard", "HEAD~1")
+        rows += [(f"{files} files: complete bundle", len(data) / 2**20, "MiB"),
+                 (f"{files} files: making it", made, "s"),
+                 (f"{files} files: 1-task run, worker new to the repository", first, "s"),
+                 (f"{files} files: 1-task run, worker has the objects", later, "s"),
+                 (f"{files} files: 1-task run, local pool", local, "s")]
+    return rows
+
+
+def run(quick: bool = False) -> list[Row]:
+    root = Path(tempfile.gettempdir()) / "nova-bench-dask"
+    root.mkdir(exist_ok=True)
+    return [*scaling(root, quick), *overhead(root, quick), *bundles(root, quick)]
+
+
+if __name__ == "__main__":
+    for name, value, unit in run("--quick" in sys.argv):
+        print(f"{name:<60} {value:10.3f} {unit}", flush=True)
