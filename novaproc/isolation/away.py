@@ -25,7 +25,8 @@ from novaproc.execution.guard import UNSTOPPED, Ending
 from novaproc.fsio import private_dir
 from novaproc.isolation.bundles import make_bundle, take_bundle
 from novaproc.isolation.furnish import run_setup
-from novaproc.isolation.repo import Repo, Worktree, flock
+from novaproc.isolation.records import Worktree
+from novaproc.isolation.repo import Repo, flock
 from novaproc.messages import Parcel
 
 CACHE = Path(tempfile.gettempdir()) / f"novaproc-cluster-{os.getuid()}"

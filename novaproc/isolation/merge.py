@@ -18,7 +18,8 @@ from novaproc.errors import ExitCode, InternalError, NovaError
 from novaproc.isolation.history import reshape
 from novaproc.isolation.landing import Blocked, land
 from novaproc.isolation.policy import MergePolicy
-from novaproc.isolation.repo import Merged, Repo
+from novaproc.isolation.records import Merged
+from novaproc.isolation.repo import Repo
 from novaproc.isolation.verify import Verifier, VerifyStopped, first_failing
 from novaproc.messages import Phase
 

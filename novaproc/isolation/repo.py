@@ -14,11 +14,11 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from novaproc.errors import EnvironmentFault
+from novaproc.isolation.records import Merged, Worktree, WorktreeEntry
 
 # git must not run the user's hooks for novaproc's own bookkeeping (post-checkout and the like)
 _BASE_ARGS = ("-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false",
@@ -41,34 +41,6 @@ _STALE_RECORD = ("already registered", "already checked out", "missing but")
 LOCK_NAME = "nova-worktrees.lock"
 _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 RUNS_DIR = "nova-runs"
-
-
-@dataclass(frozen=True, slots=True)
-class Worktree:
-    """A linked worktree: its folder and its administrative folder inside the common dir."""
-
-    path: Path
-    admin: Path
-
-
-@dataclass(frozen=True, slots=True)
-class WorktreeEntry:
-    """One line of `git worktree list`: where, at what commit, on which branch."""
-
-    path: Path
-    head: str | None
-    branch: str | None
-    prunable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Merged:
-    """The result of merging `theirs` into `ours`: a commit, or the files that conflict."""
-
-    commit: str | None
-    conflicts: tuple[str, ...] = ()
-    how: str = "merge"  # contained, fast-forward, merge, conflict
-    tree: str | None = None  # the tree of a new merge commit
 
 
 class Repo:

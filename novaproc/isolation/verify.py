@@ -15,7 +15,8 @@ from novaproc.fsio import open_private
 from novaproc.isolation import submodules
 from novaproc.isolation.furnish import SetupFailed, bring_in, ensure_private_dir, run_setup
 from novaproc.isolation.policy import MergePolicy
-from novaproc.isolation.repo import Repo, Worktree
+from novaproc.isolation.records import Worktree
+from novaproc.isolation.repo import Repo
 from novaproc.messages import Phase
 
 

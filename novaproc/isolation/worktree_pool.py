@@ -25,7 +25,8 @@ from novaproc.inputs.paths import GLOB_CHARS
 from novaproc.isolation import submodules
 from novaproc.isolation.furnish import bring_in, ensure_private_dir, run_setup
 from novaproc.isolation.interface import BaseConflict
-from novaproc.isolation.repo import IN_PROGRESS, Repo, Worktree
+from novaproc.isolation.records import Worktree
+from novaproc.isolation.repo import IN_PROGRESS, Repo
 
 # per-worktree state a task may leave that a checkout does not reset: such a worktree is
 # removed rather than reused
