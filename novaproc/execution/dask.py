@@ -23,6 +23,7 @@ import os
 import queue
 import re
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from novaproc.fsio import open_private
 from novaproc.messages import Delivery, Escalated, Finished, Job, Parcel, Report, Started
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler before the run gives up, having run nothing
+TIDY_WAIT = 10.0  # seconds the run's end waits for the workers to remove their worktrees
 
 
 class Shipping(Protocol):
@@ -198,14 +200,25 @@ class DaskExecutor:
         """Signal the attempt's tree on its worker. One that has not started yet gets the signal
         when it does, or, for a SIGKILL, is cancelled before it can."""
         if attempt.worker is not None:
-            with contextlib.suppress(Exception):  # a worker gone meanwhile: its death is the answer
-                self.client.run(signal_remote, attempt.future.key, sig, workers=[attempt.worker])
+            self._on_workers(signal_remote, attempt.future.key, sig, workers=[attempt.worker])
         elif sig == signal.SIGKILL:
             attempt.future.cancel()
             self._end(attempt, Finished(attempt.job.task_id, attempt.job.attempt, None, sig,
                                         ended_at=time.time()))
         else:
             attempt.pending = sig
+
+    def _on_workers(self, function: Callable[..., Any], *args: Any, workers: list[str] | None = None,
+                    wait: float = 0.0) -> None:
+        """Run `function` in the worker processes (all, or `workers`) without blocking the loop
+        on a hung or vanished one (Client.run has no timeout): waits at most `wait` seconds."""
+        def call() -> None:
+            with contextlib.suppress(Exception):  # a worker gone meanwhile: its death is the answer
+                self.client.run(function, *args, workers=workers)
+
+        thread = threading.Thread(target=call, name="novaproc-dask-run", daemon=True)
+        thread.start()
+        thread.join(wait)
 
     def _until_next_kill(self, timeout: float | None) -> float | None:
         due = [a.kill_at for a in self._live() if a.kill_at is not None]
@@ -238,8 +251,8 @@ class DaskExecutor:
             attempt.future.cancel()
         self._attempts.clear()
         self.local.shutdown()
+        self._on_workers(self.shipping.tidy, wait=TIDY_WAIT)  # the worktrees kept for this run's tasks
         with contextlib.suppress(Exception):
-            self.client.run(self.shipping.tidy)  # the workers' worktrees kept for this run's tasks
             self.client.close()
             if self._cluster is not None:
                 self._cluster.close()
