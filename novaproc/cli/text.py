@@ -53,7 +53,9 @@ def render_plan(plan: Plan) -> str:
         labels = {t.id: t.label for t in plan.tasks if not t.template}
         for n, layer in enumerate(plan.layers(), 1):
             waits = f" (depends on layer {n - 1})" if n > 1 else ""
-            lines.append(f"  Layer {n}: {', '.join(_collapsed(templates, layer, labels))}{waits}")
+            shown = _collapsed(templates, layer, labels)
+            more = f", ... and {len(shown) - MAX_IN_LAYER} more" if len(shown) > MAX_IN_LAYER else ""
+            lines.append(f"  Layer {n}: {', '.join(shown[:MAX_IN_LAYER])}{more}{waits}")
     if plan.conflicts:
         lines.append(f"Conflicts ({len(plan.conflicts)}), run in this order:")
         for c in plan.conflicts[:MAX_LISTED]:
@@ -65,6 +67,8 @@ def render_plan(plan: Plan) -> str:
 
 
 MAX_LISTED = 20  # conflicts shown; a fan-out's template is one line whatever its count
+# tasks, and names in a layer's line, shown: a plan of 100,000 tasks is read in its JSON
+MAX_TASK_LINES, MAX_IN_LAYER = 1_000, 50
 _FIRST_ITEMS = 3
 
 
@@ -72,6 +76,8 @@ def _task_lines(plan: Plan, templates: Mapping[str, str]) -> list[str]:
     """One line a task, and one a fan-out template: its count and first items."""
     shown = [t for i, t in enumerate(plan.tasks)
              if not t.template or i == 0 or plan.tasks[i - 1].template != t.template]
+    hidden = len(shown) - MAX_TASK_LINES
+    shown = shown[:MAX_TASK_LINES]
     members: dict[str, list[str]] = {}
     for t in plan.tasks:
         if t.template:
@@ -93,6 +99,8 @@ def _task_lines(plan: Plan, templates: Mapping[str, str]) -> list[str]:
             extra.append("after " + ", ".join(_collapsed(templates, after)))
         suffix = f"  ({'; '.join(extra)})" if extra else ""
         lines.append(f"  {i}. {t.id:<{width}}  {t.label}{suffix}")
+    if hidden > 0:
+        lines.append(f"  ... and {hidden} more (plan --json lists them all)")
     return lines
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from novaproc.errors import ConfigError
 from novaproc.fsio import write_atomic
 from novaproc.inputs import paths
+from novaproc.inputs.bulk import collector_paused
 from novaproc.inputs.fanout import expand
 from novaproc.inputs.settings import ENV_KEYS, Settings, load_settings
 from novaproc.inputs.taskfile import MAX_FILE_BYTES, TaskFile, load_tasks, read_toml
@@ -42,6 +43,12 @@ def load_inputs(tasks_path: Path, *, config_file: Path | None = None,
                 root: Path | None = None) -> tuple[TaskFile, Settings]:
     """The tasks file and settings, as `load_tasks` and `load_settings` give them, with the
     fan-out templates expanded."""
+    with collector_paused():
+        return _load_inputs(tasks_path, config_file, flags, environ, root)
+
+
+def _load_inputs(tasks_path: Path, config_file: Path | None, flags: Mapping[str, Any] | None,
+                 environ: Mapping[str, str] | None, root: Path | None) -> tuple[TaskFile, Settings]:
     flags = {k: v for k, v in (flags or {}).items() if v is not None}  # None: not given
     environ = os.environ if environ is None else environ
     entry = _entry(tasks_path, config_file, flags, environ, root)

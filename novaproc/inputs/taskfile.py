@@ -7,6 +7,7 @@ file, the task and the field. Checks that need the whole graph (cycles) live in 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -21,6 +22,7 @@ from novaproc.inputs import paths
 from novaproc.inputs.foreach import check_foreach, check_placeholders
 from novaproc.inputs.ids import valid_id
 from novaproc.inputs.kinds import Kind, detect
+from novaproc.inputs.plain import plainly_valid
 from novaproc.inputs.trust import check_env_names, check_resource_names, check_strings, climbs
 
 if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
@@ -89,16 +91,18 @@ class Task:
 
     def definition_hash(self) -> str:
         """A short hash of what the task does, to match it across runs (never its position)."""
-        fields = {name: getattr(self, name) for name in _HASHED}  # not asdict: 10x slower
+        fields = dict(self.__dict__)  # every field; not asdict, 10x slower
+        del fields["description"], fields["kind_reason"]
         for name in ("foreach", "template", "item", "executor"):  # fields added later: an unset one is left
             if fields[name] is None:                  # out, so older journals' hashes still match
                 del fields[name]
         fields["env"] = sorted(fields["env"].items())
-        blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=_json_value)
+        blob = _HASH_ENCODER.encode(fields)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-_HASHED = tuple(f.name for f in dataclasses.fields(Task) if f.name not in ("description", "kind_reason"))
+# what json.dumps(sort_keys=True, ...) builds at every call, built once: 100,000 tasks are hashed
+_HASH_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=lambda v: _json_value(v))
 
 
 @dataclass(frozen=True)
@@ -217,17 +221,37 @@ def _task(file: str, tid: str, body: object, root: str) -> Task:
             fields["timeout"] = parse_duration(fields["timeout"])
         except ValueError as e:
             raise ConfigError(file, str(e), task=tid, field="timeout") from None
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    values = {"id": tid, **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}}
+    if plainly_valid(values):  # most tables: no pydantic (see `plain`)
+        values = {**_DEFAULTS, "args": (), "kwargs": {}, "resources": {}, "env": {}, **values}
+    else:
+        values = dict(_validated(file, tid, values).__dict__)
+    kind = Kind(values["kind"])
+    values["kind"], values["kind_reason"] = (_detect(values["cmd"]) if kind == Kind.AUTO
+                                             else (kind, "declared"))
+    return _unchecked(values)
+
+
+def _validated(file: str, tid: str, values: dict[str, Any]) -> Task:
     from novaproc.inputs.schema import Invalid, validate
 
     try:
-        task = validate(Task, {"id": tid, **fields})
+        return validate(Task, values)
     except Invalid as e:
         raise _from_validation(file, tid, e) from None
-    if task.kind == Kind.AUTO:
-        kind, reason = detect(task.cmd)
-        return dataclasses.replace(task, kind=kind, kind_reason=reason)
-    return dataclasses.replace(task, kind_reason="declared")
+
+
+def _unchecked(values: dict[str, Any]) -> Task:
+    """The Task of `values` (every field), known to fit: without the frozen __init__'s checked
+    setattr of each field, which was a fifth of reading 100,000 tables."""
+    task = object.__new__(Task)
+    task.__dict__.update(values)
+    return task
+
+
+# many tasks share a command ("true", "make test"): its kind is found once
+_detect = functools.lru_cache(maxsize=4096)(detect)
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Task) if f.default is not dataclasses.MISSING}
 
 
 def _check_id(file: str, tid: str) -> None:
@@ -348,6 +372,7 @@ def _check_ids_and_deps(file: str, tasks: tuple[Task, ...]) -> None:
             raise ConfigError(file, f"ids {other!r} and {t.id!r} differ only in case; they would "
                               "clash as branch and folder names on some systems", task=t.id)
     ids = [t.id for t in tasks]
+    known = set(ids)
     templates = tuple(f"{t.id}." for t in tasks if t.foreach is not None)
     for t in tasks:
         for dep in t.depends_on:
@@ -355,6 +380,6 @@ def _check_ids_and_deps(file: str, tasks: tuple[Task, ...]) -> None:
                 raise ConfigError(file, f"dependency cycle: {t.id} -> {t.id}; remove this dependency"
                                   + ("; a template's tasks do not wait for each other" if t.foreach
                                      else ""), task=t.id, field="depends_on")
-            if dep not in seen.values() and not dep.startswith(templates):  # one task of a template:
+            if dep not in known and not dep.startswith(templates):  # one task of a template:
                 raise ConfigError(file, f"unknown task {dep!r}{did_you_mean(dep, ids)}",  # see fanout
                                   task=t.id, field="depends_on")

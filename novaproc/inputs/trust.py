@@ -98,10 +98,15 @@ def check_paths(file: str, root: Path, tasks: Any, include: tuple[str, ...]) -> 
     """No declared path, cwd or worktree_include entry leads out of the repository through a
     symlink. ConfigError (exit 2) names the task and field."""
     real_dir = functools.lru_cache(maxsize=4096)(os.path.realpath)
+    safe: set[str] = set()  # paths checked already: 100,000 tasks name far fewer
     for task in tasks:
         for field, declared in (*(("writes", p) for p in task.writes), *(("reads", p) for p in task.reads),
                                 *((("cwd", task.cwd),) if task.cwd else ())):
-            if (real := escapes(declared, root, real_dir)) is not None:
+            if declared in safe:
+                continue
+            if (real := escapes(declared, root, real_dir)) is None:
+                safe.add(declared)
+            else:
                 raise ConfigError(file, f"{declared!r} leads out of the repository {root} (to {real}, "
                                   "through a symlink); name a path inside it, or the outside one as "
                                   "an absolute path", task=task.id, field=field)

@@ -31,6 +31,19 @@ class TaskGraph:
             self.preds[after].add(before)
             self.succs[before].add(after)
         self.order = self._stable_topological_order()
+        self._layers: list[list[str]] | None = None
+
+    def add_ordering(self, edges: Iterable[tuple[str, str]]) -> None:
+        """Add edges that each go forward in `order`. The order stays the stable one without
+        sorting again: each step of Kahn's algorithm picks among fewer ready tasks, and the
+        earliest-declared of the old ones is still ready (its new predecessors came before it)."""
+        position = {tid: i for i, tid in enumerate(self.order)}
+        for before, after in edges:
+            if position[before] >= position[after]:
+                raise ValueError(f"edge {before} -> {after} goes against the order")
+            self.preds[after].add(before)
+            self.succs[before].add(after)
+        self._layers = None
 
     def _stable_topological_order(self) -> tuple[str, ...]:
         """Kahn's algorithm, always taking the earliest-declared ready task."""
@@ -61,6 +74,11 @@ class TaskGraph:
 
     def layers(self) -> list[list[str]]:
         """Tasks grouped by the length of the longest chain of predecessors before them."""
+        if self._layers is None:  # the strategy, the text and the JSON of a plan each ask
+            self._layers = self._grouped()
+        return [list(layer) for layer in self._layers]
+
+    def _grouped(self) -> list[list[str]]:
         depth: dict[str, int] = {}
         for tid in self.order:
             depth[tid] = 1 + max((depth[p] for p in self.preds[tid]), default=-1)

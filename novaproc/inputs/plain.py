@@ -1,0 +1,77 @@
+"""Task values that need no pydantic: the plain types TOML gives, checked as strictly as the
+pydantic model of a Task (see `schema`) would, so that model would accept them unchanged.
+
+Validating 100,000 tables through pydantic, one model each, was a third of reading them. Most
+tables hold only strings, lists of strings and small whole numbers; those are checked here, and
+anything else (a foreach, a value of the wrong type, a kind to convert) goes through `schema`,
+which gives the same result or the one clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from novaproc.inputs.kinds import Kind
+
+
+def _text(v: object) -> bool:
+    return type(v) is str
+
+
+def _texts(v: object) -> bool:
+    return type(v) is tuple and all(type(x) is str for x in v)
+
+
+def _whole(low: int, high: int | None = None) -> Callable[[object], bool]:
+    return lambda v: type(v) is int and v >= low and (high is None or v <= high)
+
+
+def _table(value_ok: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda v: type(v) is dict and all(type(k) is str and value_ok(x) for k, x in v.items())
+
+
+def _one_of(*allowed: str) -> Callable[[object], bool]:
+    return lambda v: v is None or (type(v) is str and v in allowed)
+
+
+def _optional(ok: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda v: v is None or ok(v)
+
+
+# every field of a Task but `foreach` (a template: rare, left to pydantic)
+_CHECKS: dict[str, Callable[[object], bool]] = {
+    "id": _text,
+    "cmd": lambda v: v is None or _text(v) or _texts(v),
+    "call": _optional(_text),
+    "args": lambda v: type(v) is tuple,
+    "kwargs": _table(lambda _: True),
+    "description": _text,
+    "depends_on": _texts,
+    "writes": _texts,
+    "reads": _texts,
+    "resources": _table(_whole(1)),
+    "kind": lambda v: type(v) is Kind or (type(v) is str and v in _KINDS),
+    "kind_reason": _text,
+    "isolation": _one_of("worktree", "none"),
+    "timeout": lambda v: v is None or type(v) is float,
+    "retries": _whole(0, 100),
+    "env": _table(_text),
+    "cwd": _optional(_text),
+    "cpu": _whole(1),
+    "allow_failure": lambda v: type(v) is bool,
+    "executor": _one_of("local", "dask"),
+    "template": _optional(_text),
+    "item": _optional(_text),
+}
+_KINDS = frozenset(k.value for k in Kind)
+
+
+def plainly_valid(values: Mapping[str, Any]) -> bool:
+    """True when every value is of a plain type its field takes; False sends the values to
+    pydantic (which may still accept them, or names what is wrong)."""
+    for name, value in values.items():
+        check = _CHECKS.get(name)
+        if check is None or not check(value):
+            return False
+    return True
