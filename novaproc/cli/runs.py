@@ -84,7 +84,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     folder = state_dir(args)
     if args.run:
-        record = load_run(folder, args.run)
+        record = load_run(folder, args.run, to_show=True)
         _warn(record.warnings)
         print(json.dumps(record.to_json(), indent=2) if args.json else plain_text(render_run(record)))
         return ExitCode.OK

@@ -35,6 +35,8 @@ from novaproc.state.format import (
     run_json,
     task_log_path,
 )
+from novaproc.state.replay import Replay
+from novaproc.state.summary import drop_summary, write_summary
 
 # on disk before `record` returns: a landing is journaled before the user's checkout is touched
 SYNC_NOW_KINDS = frozenset({EventKind.RUN_STARTED, EventKind.RUN_RESUMED, EventKind.LANDING,
@@ -53,8 +55,11 @@ class Journal:
     The run's start and end are fsynced before `record` returns.
     """
 
-    def __init__(self, folder: Path, run_id: str, fd: int) -> None:
-        self.folder, self.run_id = folder, run_id
+    def __init__(self, folder: Path, run_id: str, fd: int, meta: RunMeta, fold: Replay | None) -> None:
+        self.folder, self.run_id, self.meta = folder, run_id, meta
+        # what status will show, folded as the events are written: their summary at the end
+        # (None: an event could not be folded, so no summary; readers replay the journal)
+        self._fold = fold
         self._logs: dict[str, Path] = {}
         self._fd: int | None = fd
         self._lock = threading.Lock()
@@ -99,7 +104,7 @@ class Journal:
             shutil.rmtree(folder, ignore_errors=True)  # a half-made run must not look like a run
             raise EnvironmentFault(f"cannot write the run journal in {folder}: "
                                    f"{getattr(e, 'strerror', None) or e}") from None
-        return cls(folder, run_id, fd)
+        return cls(folder, run_id, fd, meta, Replay(meta))
 
     @classmethod
     def reopen(cls, folder: Path, meta: RunMeta, previous: RunState, *,
@@ -116,6 +121,7 @@ class Journal:
         path = folder / EVENTS_FILE
         fd = _open_events(path, 0)
         try:
+            drop_summary(folder)
             parsed = parse_events(path)  # read under the lock: nobody appends now
             os.ftruncate(fd, parsed.good_end)
             if parsed.unterminated:
@@ -126,7 +132,7 @@ class Journal:
             if isinstance(e, OSError):
                 raise EnvironmentFault(f"cannot reopen the run journal {path}: {e.strerror}") from None
             raise
-        journal = cls(folder, run_id, fd)
+        journal = cls(folder, run_id, fd, meta, _folded(meta, parsed.events))
         if parsed.torn:
             journal.note(Level.WARNING, f"dropped a torn last line ({parsed.torn} bytes) of the journal")
         declared = tuple(asdict(t) for t in meta.tasks) if tasks is not None else None
@@ -162,9 +168,23 @@ class Journal:
             except OSError as e:
                 raise EnvironmentFault(f"cannot write the run journal {self.folder / EVENTS_FILE}: "
                                        f"{e.strerror}") from None
+            self._fold_in(line, event.kind)
         payload = event.payload
         if isinstance(payload, TaskChanged) and payload.state.finished and event.task_id:
             self._drop_if_empty(event.task_id)
+
+    def _fold_in(self, line: str, kind: EventKind) -> None:
+        """Fold the event just written (as a reader will read it back) into the summary's state;
+        write the summary when it ends the run."""
+        if self._fold is None:
+            return
+        try:
+            self._fold.apply(json.loads(line))
+        except (KeyError, ValueError, TypeError):
+            self._fold = None  # no summary: status replays the events, and says what is wrong
+            return
+        if kind == EventKind.RUN_FINISHED:
+            write_summary(self.folder, self.meta, self._fold)
 
     def _drop_if_empty(self, task_id: str) -> None:
         """A task that printed nothing leaves no log: a run of 100,000 quiet tasks would
@@ -197,6 +217,17 @@ class Journal:
 
 
 # --- writing helpers ----------------------------------------------------------------------------
+
+def _folded(meta: RunMeta, events: Sequence[tuple[int, dict[str, Any]]]) -> Replay | None:
+    """The fold of a resumed run's events so far; None when one is unreadable (no summary)."""
+    fold = Replay(meta)
+    try:
+        for _, ev in events:
+            fold.apply(ev)
+    except (KeyError, ValueError, TypeError):
+        return None
+    return fold
+
 
 def state_folder(state_dir: Path, name: str = "runs") -> Path:
     """A folder of the state dir (its runs, the tasks `each` writes), both made 0700 when

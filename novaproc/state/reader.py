@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from novaproc.errors import EnvironmentFault, UsageError, did_you_mean
-from novaproc.messages import Event, EventKind, LandingStarted, MergeDone, RunState, TaskState
+from novaproc.messages import LandingStarted, MergeDone, RunState, TaskState
 from novaproc.state import index
 from novaproc.state.format import (
     EVENTS_FILE,
@@ -25,46 +25,15 @@ from novaproc.state.format import (
     read_meta,
     supervisor_alive,
 )
+from novaproc.state.replay import RecordedTask, Replay
+from novaproc.state.summary import read_summary
+
+__all__ = ["RecordedTask", "RunRecord", "kept_results", "list_indexed", "list_runs", "load_run"]
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 _EXIT_OF = {RunState.DONE: 0, RunState.FAILED: 1, RunState.CANCELLED: 143}
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedTask:
-    """One task as the journal last saw it. `done_hash`: the definition it last succeeded with."""
-
-    id: str
-    description: str = ""
-    hash: str = ""
-    kind: str = ""
-    state: TaskState = TaskState.QUEUED
-    attempts: int = 0
-    attempt: int | None = None  # the number of the last attempt, as the supervisor counted it
-    duration: float | None = None
-    exit_code: int | None = None
-    signal: int | None = None
-    error: str | None = None
-    reason: str | None = None
-    value: Any = None
-    commit: str | None = None
-    pid: int | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-    done_hash: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.description or self.id
-
-    def elapsed(self, now: float | None) -> float | None:
-        """Its duration, or for a running task the time since it started (None when `now` is:
-        the task of a run whose supervisor is gone ended at a time nobody recorded)."""
-        if self.duration is not None or self.state is not TaskState.RUNNING or self.started_at is None:
-            return self.duration
-        return None if now is None else max(now - self.started_at, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +92,14 @@ class RunRecord:
                 "merge": self.merge.values() if self.merge else None, "warnings": list(self.warnings)}
 
 
-def load_run(state_dir: Path, run_id: str) -> RunRecord:
+def load_run(state_dir: Path, run_id: str, *, to_show: bool = False) -> RunRecord:
     """The run `run_id` (or a unique prefix of it), from `state_dir`, else from wherever the
-    user's run index says it is. Unknown: UsageError (exit 2) with a hint."""
+    user's run index says it is. Unknown: UsageError (exit 2) with a hint. `to_show`: a
+    finished run may come from its summary, whose meta lacks the declared tasks (a resume
+    needs them; status does not)."""
+    load = _load_to_show if to_show else _load
     try:
-        return _load(_find_folder(Path(state_dir), run_id))
+        return load(_find_folder(Path(state_dir), run_id))
     except UsageError as e:
         if not _RUN_ID.fullmatch(run_id) or "ambiguous" in str(e):
             raise
@@ -138,16 +110,16 @@ def load_run(state_dir: Path, run_id: str) -> RunRecord:
                                  f"{', '.join(sorted(p.name for p in found))}; give more of it") from None
             raise
         folder = found[0]
-        return _load(_find_folder(folder.parent.parent, folder.name))  # with its state dir's checks
+        return load(_find_folder(folder.parent.parent, folder.name))  # with its state dir's checks
 
 
 def list_indexed(problems: list[str] | None = None) -> list[RunRecord]:
-    """Every run of the user's index, newest first (see list_runs)."""
+    """Every run of the user's index, newest first (see list_runs: the same brief records)."""
     runs: list[RunRecord] = []
     for link in index.listed():
         folder = link.resolve()
         try:
-            runs.append(_load(_find_folder(folder.parent.parent, folder.name)))
+            runs.append(_load_brief(_find_folder(folder.parent.parent, folder.name)))
         except (EnvironmentFault, UsageError) as e:
             if problems is not None:
                 problems.append(str(e))
@@ -155,11 +127,12 @@ def list_indexed(problems: list[str] | None = None) -> list[RunRecord]:
 
 
 def list_runs(state_dir: Path, problems: list[str] | None = None) -> list[RunRecord]:
-    """Every run, newest first. A run that cannot be read is left out, its error added to `problems`."""
+    """Every run, newest first. A run that cannot be read is left out, its error added to `problems`.
+    Brief records: a finished run with a summary comes without its tasks (load_run has them)."""
     runs: list[RunRecord] = []
     for folder in _run_folders(Path(state_dir)):
         try:
-            runs.append(_load(folder))
+            runs.append(_load_brief(folder))
         except (EnvironmentFault, UsageError) as e:
             if problems is not None:
                 problems.append(str(e))
@@ -184,72 +157,24 @@ def kept_results(record: RunRecord, current_hashes: Mapping[str, str],
     return kept
 
 
-class _Replay:
-    """Folds the events of a run, in order, into the state of each task and of the run."""
+def _load_brief(folder: Path) -> RunRecord:
+    summary = read_summary(folder, with_tasks=False)
+    return _load(folder) if summary is None else _record(folder, *summary, _NOTHING_TORN)
 
-    def __init__(self, meta: RunMeta) -> None:
-        self.tasks: dict[str, RecordedTask] = {}
-        self._declare([asdict(t) for t in meta.tasks])
-        self.started_data: dict[str, Any] = {}
-        self.started: float | None = None
-        self.finished: dict[str, Any] | None = None
-        self.landing: LandingStarted | None = None  # announced, and not known to have ended
-        self.merge: Any = None  # the last MergeDone
-        self.last_time = meta.created
 
-    def apply(self, ev: dict[str, Any]) -> None:
-        kind = ev["event"]
-        self.last_time = max(self.last_time, float(ev.get("time", 0)))
-        if kind in (EventKind.RUN_STARTED, EventKind.RUN_RESUMED):
-            self.finished = self.landing = self.merge = None  # a resumed run runs again, lands again
-            self._declare(ev.get("tasks", ()))
-            if kind == EventKind.RUN_STARTED:
-                self.started_data = ev
-                self.started = self.started or float(ev["time"])
-        elif kind == EventKind.TASK_STATE:
-            self._task(ev)
-        elif kind == EventKind.TASK_PID and ev.get("task") in self.tasks:
-            self.tasks[ev["task"]] = replace(self.tasks[ev["task"]], pid=ev.get("pid"))
-        elif kind == EventKind.LANDING:
-            self.landing = Event.from_json(ev).payload  # type: ignore[assignment]
-        elif kind in (EventKind.MERGE, EventKind.RUN_FINISHED):
-            self.landing = None
-            self.merge = Event.from_json(ev).payload if kind == EventKind.MERGE else self.merge
-            self.finished = ev if kind == EventKind.RUN_FINISHED else self.finished
+def _load_to_show(folder: Path) -> RunRecord:
+    summary = read_summary(folder)
+    return _load(folder) if summary is None else _record(folder, *summary, _NOTHING_TORN)
 
-    def _declare(self, tasks: Any) -> None:
-        """(Re)declare tasks from a list of {"id", "description", "hash", "kind"}; a count is ignored."""
-        for t in tasks if isinstance(tasks, list) else ():
-            old = self.tasks.get(t["id"]) or RecordedTask(t["id"])
-            self.tasks[t["id"]] = replace(old, description=t.get("description", old.description),
-                                          hash=t.get("hash", old.hash), kind=t.get("kind", old.kind))
 
-    def _task(self, ev: dict[str, Any]) -> None:
-        old = self.tasks.get(ev["task"]) or RecordedTask(ev["task"])
-        state, attempt = TaskState(ev["state"]), ev.get("attempt")
-        if state is TaskState.RUNNING:
-            again = old.state is TaskState.RUNNING and attempt in (None, old.attempt)
-            new = replace(old, state=state, attempts=old.attempts + (0 if again else 1), attempt=attempt,
-                          pid=ev.get("pid"), started_at=ev.get("started_at", ev["time"]), duration=None,
-                          ended_at=None, exit_code=None, signal=None, error=None, reason=None)
-        elif state.finished:
-            start = ev.get("started_at", old.started_at)
-            end = ev.get("ended_at", ev["time"])
-            duration = ev.get("duration", end - start if start is not None else None)
-            new = replace(old, state=state, exit_code=ev.get("exit_code"), signal=ev.get("signal"),
-                          error=ev.get("error"), value=ev.get("value"), commit=ev.get("commit"),
-                          started_at=start, ended_at=end, duration=duration, reason=ev.get("reason"),
-                          done_hash=old.hash if state is TaskState.DONE else None)
-        else:
-            new = replace(old, state=state, reason=ev.get("reason"))
-        self.tasks[new.id] = new
+_NOTHING_TORN = Parsed([], 0, False, 0)  # a summary is written after the journal's last line
 
 
 def _load(folder: Path) -> RunRecord:
     meta = read_meta(folder / RUN_FILE)
     path = folder / EVENTS_FILE
     parsed = parse_events(path)
-    replay = _Replay(meta)
+    replay = Replay(meta)
     for number, ev in parsed.events:
         try:
             replay.apply(ev)
@@ -258,7 +183,7 @@ def _load(folder: Path) -> RunRecord:
     return _record(folder, meta, replay, parsed)
 
 
-def _record(folder: Path, meta: RunMeta, replay: _Replay, parsed: Parsed) -> RunRecord:
+def _record(folder: Path, meta: RunMeta, replay: Replay, parsed: Parsed) -> RunRecord:
     end = replay.finished
     if end is not None:
         status = RunState(end["state"]) if "state" in end else _state_of_exit(end.get("exit_code"))
