@@ -28,7 +28,7 @@ from novaproc.errors import ConfigError
 from novaproc.inputs.foreach import TEMPLATE_FIELDS, texts
 from novaproc.inputs.ids import valid_id
 from novaproc.inputs.placeholders import Template, file_values
-from novaproc.inputs.taskfile import Task, TaskFile, filled_paths
+from novaproc.inputs.taskfile import Task, TaskFile, filled_paths, unchecked_task
 
 MAX_TASKS = 100_000
 _MAX_ID = 64
@@ -77,9 +77,7 @@ def _filled(file: str, root: str, template: Task, ids: Sequence[str],
 def _copy(original: Task, **changes: Any) -> Task:
     """dataclasses.replace without the frozen __init__'s checked setattr of every field, which
     was a third of expanding 100,000 items. The values are the template's, already validated."""
-    task = object.__new__(Task)
-    task.__dict__.update(original.__dict__, **changes)
-    return task
+    return unchecked_task({**original.__dict__, **changes})
 
 
 def _items(file: str, template: Task, root: str, in_git: bool,

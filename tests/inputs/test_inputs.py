@@ -15,6 +15,7 @@ from support.tasks import write_tasks
 from novaproc.errors import ConfigError
 from novaproc.inputs import cache
 from novaproc.inputs.cache import MAX_ENTRIES, cache_dir, load_inputs
+from novaproc.inputs.taskfile import load_tasks as cache_load_tasks
 
 RICH = """
 [run]
@@ -136,6 +137,22 @@ def test_a_damaged_entry_is_read_again_and_replaced(tmp_path, env):
     entry.write_bytes(b"not a pickle")
     assert load_inputs(path, environ=env) == good
     assert entry.read_bytes() != b"not a pickle"
+
+
+def test_an_entry_written_for_other_task_fields_is_a_miss(tmp_path, env, monkeypatch):
+    # tasks are kept as rows of values: rows of another layout of Task must not be misread
+    path = write_tasks(tmp_path, RICH)
+    good = load_inputs(path, environ=env)
+    [entry] = entries(env)
+    with monkeypatch.context() as m:
+        m.setattr(cache, "_FIELDS", (*cache._FIELDS[1:], cache._FIELDS[0]))
+        entry.unlink()
+        load_inputs(path, environ=env)  # written in the other layout
+    read = []
+    monkeypatch.setattr(cache, "load_tasks", lambda *a: read.append(a) or cache_load_tasks(*a))
+    assert load_inputs(path, environ=env) == good
+    assert len(read) == 1  # a miss: read afresh
+    assert load_inputs(path, environ=env) == good and len(read) == 1  # ... and stored again
 
 
 def test_an_entry_others_could_have_written_is_not_unpickled(tmp_path, env):

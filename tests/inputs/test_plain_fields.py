@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 
 import pytest
 from support.tasks import write_tasks
@@ -66,3 +67,16 @@ def test_the_definition_hash_is_the_one_journals_hold():
     blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     assert t.definition_hash() == hashlib.sha256(blob.encode()).hexdigest()[:16]
     assert dataclasses.replace(t, description="other").definition_hash() == t.definition_hash()
+
+
+def test_tasks_read_expanded_or_cached_share_their_key_table_as_constructed_ones_do(tmp_path):
+    # 100,000 tasks: a dict of their own for each was 3 times the memory
+    from novaproc.inputs.cache import load_inputs
+
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    path = write_tasks(tmp_path, '[tasks.a]\ncmd = "x"\n[tasks.b]\ncmd = "y {item}"\nforeach = ["1", "2"]\n')
+    constructed = sys.getsizeof(Task(id="c", cmd="z").__dict__)
+    for _ in range(2):  # read, then from the cache
+        loaded = load_inputs(path, environ=env)[0].tasks
+        assert [t.id for t in loaded] == ["a", "b.1", "b.2"]
+        assert all(sys.getsizeof(t.__dict__) <= constructed for t in loaded)
