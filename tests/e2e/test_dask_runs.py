@@ -62,7 +62,7 @@ def test_every_kind_of_task_runs_on_the_cluster_and_lands(tmp_path: Path, box: S
         assert landed is not None and landed.startswith(text + " in " + clones), landed  # ran there
     assert show(repo, "main", "after.txt").strip() == "3"  # it saw its parents' results
     assert show(repo, "main", "old.txt") is None  # a deletion comes back too
-    assert ran.summary["tasks"]["call"].get("value", 42) == 42
+    assert ran.summary["tasks"]["call"]["value"] == 42  # a call's return value came back
     authors = set(git(repo, "log", "--format=%an <%ae>", "main").splitlines())
     assert authors == {"Test <test@example.com>"}  # the worker commits as the user
     assert "said-shell" in box.cli("logs", ran.run_id, "shell").out  # its output came back
