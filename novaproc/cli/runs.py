@@ -13,7 +13,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ POLL_SECONDS = 0.2
 CANCEL_TIMEOUT = 60.0
 
 if TYPE_CHECKING:  # the commands import the journal readers when they run: --help stays fast
-    from novaproc.state.reader import RunRecord
+    from novaproc.state.reader import RecordedTask, RunRecord
 
 
 def add_parsers(sub: Any) -> None:
@@ -145,10 +146,27 @@ def render_run(record: RunRecord) -> str:
         lines.append(f"  landing:    interrupted: {record.landing.ref.removeprefix('refs/heads/')}{where} "
                      f"were moving from {record.landing.old[:12]} to {record.landing.new[:12]}; "
                      "resume finishes it first")
-    rows = [[t.id, _task_state(record, t.state), str(t.attempts), _maybe_duration(t.elapsed(now)),
-             _exit_text(t.exit_code, t.signal), _task_note(t)] for t in record.tasks]
+    shown, hidden = _shown_tasks(record.tasks)
+    if hidden:
+        counts = Counter(str(t.state) for t in record.tasks)
+        lines.append(f"  tasks:      {len(record.tasks):,}: "
+                     + ", ".join(f"{n:,} {state}" for state, n in counts.items()))
+    states = {s: _task_state(record, s) for s in TaskState}
+    rows = [[t.id, states[t.state], str(t.attempts), _maybe_duration(t.elapsed(now)),
+             _exit_text(t.exit_code, t.signal), _task_note(t)] for t in shown]
     table = _table(["TASK", "STATE", "ATTEMPTS", "DURATION", "EXIT", ""], rows)
-    return "\n".join([*lines, "", *("  " + line for line in table.splitlines())])
+    more = [f"  ... and {hidden:,} more done (status --json lists every task)"] if hidden else []
+    return "\n".join([*lines, "", *("  " + line for line in table.splitlines()), *more])
+
+
+MAX_TASK_ROWS = 1_000  # a run of 100,000 tasks: every one that did not succeed, and the first others
+
+
+def _shown_tasks(tasks: Sequence[RecordedTask]) -> tuple[list[RecordedTask], int]:
+    """The tasks `status RUN` lists, in order, and how many done ones it leaves out."""
+    room = MAX_TASK_ROWS - sum(t.state is not TaskState.DONE for t in tasks)
+    shown = [t for t in tasks if t.state is not TaskState.DONE or (room := room - 1) >= 0]
+    return shown, len(tasks) - len(shown)
 
 
 def _status_text(record: RunRecord) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from novaproc.fsio import write_atomic
+from novaproc.inputs.bulk import collector_paused
 from novaproc.state.format import EVENTS_FILE, RunMeta
 from novaproc.state.replay import Replay
 
@@ -53,7 +54,7 @@ def read_summary(folder: Path, with_tasks: bool = True) -> tuple[RunMeta, Replay
     None when there is no summary, or a stale or unreadable one. Without `with_tasks`, the fold
     holds no tasks: enough to list the run."""
     try:
-        with (folder / SUMMARY_FILE).open("rb") as f:
+        with collector_paused(), (folder / SUMMARY_FILE).open("rb") as f:
             if os.fstat(f.fileno()).st_uid != os.getuid():
                 return None
             head = json.loads(f.readline())
@@ -62,7 +63,7 @@ def read_summary(folder: Path, with_tasks: bool = True) -> tuple[RunMeta, Replay
             if (folder / EVENTS_FILE).stat().st_size != head["events_size"]:
                 return None  # events appended since (a resume)
             rows: list[list[Any]] = json.loads(f.readline()) if with_tasks else []
-        meta = RunMeta.from_json(head["meta"])
-        return meta, Replay.restore(meta, head, rows)
+            meta = RunMeta.from_json(head["meta"])
+            return meta, Replay.restore(meta, head, rows)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
