@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from novaproc.errors import EnvironmentFault, NovaError
@@ -62,7 +62,7 @@ class _Attempt:
     kill_at: float | None = None
     escalated: bool = False
     ended: bool = False
-    resent: bool = field(default=False)
+    resent: bool = False  # sent again with a complete bundle
 
 
 class DaskExecutor:
