@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_git import generate, git
+
 from novaproc.isolation.bundles import make_bundle
 from novaproc.isolation.repo import Repo
 
@@ -54,34 +56,15 @@ class Cluster:
         self.proc.wait(30)
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
-
-
 def make_repo(path: Path, files: int, tasks: str) -> Path:
-    """A repository of `files` generated files (fast-import) and a tasks file, made once."""
-    if (path / ".git").is_dir():
-        (path / "tasks.toml").write_text(tasks)
-        git(path, "add", "tasks.toml")
-        if git(path, "status", "--porcelain"):
-            git(path, "commit", "-q", "-m", "tasks")
-        return path
-    path.mkdir(parents=True)
-    git(path, "init", "-q", "-b", "main")
-    git(path, "config", "user.name", "bench")
-    git(path, "config", "user.email", "bench@localhost")
-    feed = subprocess.Popen(["git", "fast-import", "--quiet"], cwd=path, stdin=subprocess.PIPE)
-    assert feed.stdin is not None
-    for i in range(files):
-        data = f"file {i}\n{'x' * 200}\n".encode()
-        feed.stdin.write(b"blob\nmark :%d\ndata %d\n%s\n" % (i + 1, len(data), data))
-    feed.stdin.write(b"commit refs/heads/main\ncommitter bench <bench@localhost> 0 +0000\ndata 4\nbase\n")
-    for i in range(files):
-        feed.stdin.write(b"M 100644 :%d d%03d/f%05d.txt\n" % (i + 1, i // 100, i))
-    feed.stdin.close()
-    assert feed.wait() == 0
-    git(path, "reset", "-q", "--hard", "main")
-    return make_repo(path, files, tasks)
+    """A repository of `files` generated files (made once) holding `tasks` as its tasks file."""
+    if not (path / ".git").is_dir():
+        generate(path, files)
+    (path / "tasks.toml").write_text(tasks)
+    git("add", "tasks.toml", cwd=path)
+    if git("status", "--porcelain", cwd=path):
+        git("commit", "-q", "-m", "tasks", cwd=path)
+    return path
 
 
 def tasks_file(n: int, cmd: str) -> str:
@@ -142,20 +125,20 @@ def bundles(root: Path, quick: bool) -> list[Row]:
     for files in (5_000,) if quick else (5_000, 50_000):
         repo = make_repo(root / f"files-{files}", files, tasks_file(1, "echo one >> d000/f00000.txt"))
         start = time.perf_counter()
-        data = make_bundle(Repo(repo), git(repo, "rev-parse", "HEAD"))
+        data = make_bundle(Repo(repo), git("rev-parse", "HEAD", cwd=repo))
         made = time.perf_counter() - start
         tmp = root / f"tmp-files-{files}"
         shutil.rmtree(tmp, ignore_errors=True)
         cluster = Cluster(1, tmp)
         try:
             first = wall(repo, 1, on(cluster))
-            git(repo, "reset", "-q", "--hard", "HEAD~1")
+            git("reset", "-q", "--hard", "HEAD~1", cwd=repo)
             later = wall(repo, 1, on(cluster))
-            git(repo, "reset", "-q", "--hard", "HEAD~1")
+            git("reset", "-q", "--hard", "HEAD~1", cwd=repo)
         finally:
             cluster.close()
         local = wall(repo, 1, {})
-        git(repo, "reset", "-q", "--hard", "HEAD~1")
+        git("reset", "-q", "--hard", "HEAD~1", cwd=repo)
         rows += [(f"{files} files: complete bundle", len(data) / 2**20, "MiB"),
                  (f"{files} files: making it", made, "s"),
                  (f"{files} files: 1-task run, worker new to the repository", first, "s"),

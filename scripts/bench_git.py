@@ -37,27 +37,33 @@ def git(*args: str, cwd: Path = REPO) -> str:
 
 
 def ensure_repo() -> str:
-    """The generated repository's base commit; generated once (fast-import, then a checkout)."""
+    """The generated repository's base commit; generated once."""
     if (REPO / ".git").is_dir() and git("rev-parse", "-q", "--verify", "refs/tags/bench-base"):
         return git("rev-parse", "bench-base")
-    REPO.mkdir(parents=True, exist_ok=True)
-    git("init", "-q", "-b", "main")
-    git("config", "user.name", "bench")
-    git("config", "user.email", "bench@localhost")
-    feed = subprocess.Popen(["git", "fast-import", "--quiet"], cwd=REPO, stdin=subprocess.PIPE)
+    generate(REPO, FILES)
+    git("tag", "bench-base")
+    return git("rev-parse", "bench-base")
+
+
+def generate(path: Path, files: int) -> None:
+    """A repository at `path` on main whose one commit holds `files` files of 200-odd bytes in
+    folders of 100 (fast-import, then a checkout)."""
+    path.mkdir(parents=True, exist_ok=True)
+    git("init", "-q", "-b", "main", cwd=path)
+    git("config", "user.name", "bench", cwd=path)
+    git("config", "user.email", "bench@localhost", cwd=path)
+    feed = subprocess.Popen(["git", "fast-import", "--quiet"], cwd=path, stdin=subprocess.PIPE)
     assert feed.stdin is not None
-    for i in range(FILES):
+    for i in range(files):
         data = f"file {i}\n{'x' * 200}\n".encode()
         feed.stdin.write(b"blob\nmark :%d\ndata %d\n%s\n" % (i + 1, len(data), data))
     feed.stdin.write(b"commit refs/heads/main\ncommitter bench <bench@localhost> 0 +0000\ndata 4\nbase\n")
-    for i in range(FILES):
+    for i in range(files):
         feed.stdin.write(b"M 100644 :%d %s\n" % (i + 1, path_of(i).encode()))
     feed.stdin.close()
     if feed.wait() != 0:
         sys.exit("git fast-import failed")
-    git("reset", "-q", "--hard", "main")
-    git("tag", "bench-base")
-    return git("rev-parse", "bench-base")
+    git("reset", "-q", "--hard", "main", cwd=path)
 
 
 def path_of(i: int) -> str:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from novaproc.errors import EnvironmentFault, NovaError
-from novaproc.execution.pool import WorkerPool
+from novaproc.execution.pool import WorkerPool, until_due
 from novaproc.execution.remote import Place, run_remote, signal_remote
 from novaproc.fsio import open_private
 from novaproc.messages import Delivery, Escalated, Finished, Job, Parcel, Report, Started
@@ -221,11 +221,7 @@ class DaskExecutor:
         thread.join(wait)
 
     def _until_next_kill(self, timeout: float | None) -> float | None:
-        due = [a.kill_at for a in self._live() if a.kill_at is not None]
-        if not due:
-            return timeout
-        left = max(0.0, min(due) - time.monotonic())
-        return left if timeout is None else min(timeout, left)
+        return until_due(timeout, [a.kill_at for a in self._live() if a.kill_at is not None])
 
     def _escalate(self) -> list[Escalated]:
         now, said = time.monotonic(), []

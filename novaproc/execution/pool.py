@@ -204,11 +204,8 @@ class WorkerPool:
         signal_tree(slot.process.pid, slot.task_pid, sig)
 
     def _until_next_kill(self, timeout: float | None) -> float | None:
-        due = [s.kill_at for s in self._slots if s.job is not None and s.kill_at is not None]
-        if not due:
-            return timeout
-        left = max(0.0, min(due) - time.monotonic())
-        return left if timeout is None else min(timeout, left)
+        busy = [s for s in self._slots if s.job is not None]
+        return until_due(timeout, [s.kill_at for s in busy if s.kill_at is not None])
 
     def _escalate(self) -> list[Escalated]:
         """SIGKILL the tasks that outlived their grace period; say so, once per task."""
@@ -241,6 +238,14 @@ class WorkerPool:
         self._slots.clear()
         if self.adopts_orphans:
             kill_adopted()
+
+
+def until_due(timeout: float | None, due: list[float]) -> float | None:
+    """`timeout`, shortened to the first of the `due` times (time.monotonic) that comes sooner."""
+    if not due:
+        return timeout
+    left = max(0.0, min(due) - time.monotonic())
+    return left if timeout is None else min(timeout, left)
 
 
 def _end_worker(slot: _WorkerSlot, timeout: float) -> None:
