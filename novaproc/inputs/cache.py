@@ -59,14 +59,23 @@ def _load_inputs(tasks_path: Path, config_file: Path | None, flags: Mapping[str,
     taskfile = load_tasks(tasks_path, root)
     settings = load_settings(taskfile.root, taskfile.run_table, tasks_file=str(tasks_path),
                              config_file=config_file, environ=environ, flags=flags)
+    if _expansion_is_the_files(taskfile):  # kept expanded: 100,000 items are not filled again
+        taskfile = expand(taskfile, str(settings.state_path(taskfile.root)))
     if entry is not None:
         _write(entry, (_without_env_values(taskfile), settings))
     return _expanded(taskfile, settings)
 
 
+def _expansion_is_the_files(taskfile: TaskFile) -> bool:
+    """Whether the expanded tasks depend on the tasks file alone: no template takes its items from
+    a glob (whose files change without the file changing) or sets `env` (whose values, filled per
+    item, are never stored)."""
+    return all(t.foreach is None or (not isinstance(t.foreach, str) and not t.env) for t in taskfile.tasks)
+
+
 def _expanded(taskfile: TaskFile, settings: Settings) -> tuple[TaskFile, Settings]:
-    """Templates are expanded at every run, never from the cache (a glob's files change), and
-    symlinks read (one may appear at any time)."""
+    """The templates left (a glob's, or ones with `env`) are expanded at every run, never from
+    the cache, and symlinks read (one may appear at any time)."""
     taskfile = expand(taskfile, str(settings.state_path(taskfile.root)))
     check_paths(str(taskfile.path), taskfile.root, taskfile.tasks, settings.worktree_include)
     return taskfile, settings

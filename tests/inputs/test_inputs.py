@@ -198,3 +198,24 @@ def test_the_key_covers_every_module_beside_the_cache() -> None:
     folder = Path(cache.__file__).parent
     assert cache.code_files() == sorted(folder.glob("*.py"))
     assert Path(cache.__file__) in cache.code_files() and len(cache.code_files()) > 3
+
+
+@pytest.mark.parametrize(("template", "filled_on_a_hit"), [
+    ('foreach = ["x", "y"]', False),                      # the items are in the file: kept expanded
+    ('foreach = ["x", "y"]\nenv = {V = "{item}"}', True),  # env values are never stored
+    ('foreach = "*.txt"', True),                          # a glob's files change without the file
+], ids=["list", "env", "glob"])
+def test_a_template_is_kept_expanded_only_when_the_file_alone_decides_its_tasks(
+        tmp_path, env, monkeypatch, template, filled_on_a_hit):
+    from novaproc.inputs import fanout
+
+    (tmp_path / "x.txt").write_text("")
+    (tmp_path / "y.txt").write_text("")
+    path = write_tasks(tmp_path, f'[tasks.t]\ncmd = "echo {{item}}"\n{template}\n')
+    first = load_inputs(path, environ=env)
+    filled = []
+    real = fanout._filled
+    monkeypatch.setattr(fanout, "_filled", lambda *a: filled.append(a[2].id) or real(*a))
+    again = load_inputs(path, environ=env)
+    assert again == first and len(again[0].tasks) == 2
+    assert filled == (["t"] if filled_on_a_hit else [])
