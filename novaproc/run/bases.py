@@ -6,7 +6,7 @@ the book of who waits for which re-run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,11 +16,12 @@ from novaproc.messages import Job
 from novaproc.planning.graph import TaskGraph
 
 
-def parents_of(graph: TaskGraph, tid: str, commits: Mapping[str, str | None],
+def parents_of(graph: TaskGraph, tid: str, commit_of: Callable[[str], str | None],
                order: Mapping[str, int]) -> list[tuple[str, str]]:
     """The results `tid` starts from, (task, commit) in dependency `order`: those of what it
     waits for, looking through tasks that produced none (they changed nothing, or failed
-    before an order-only edge)."""
+    before an order-only edge). `commit_of` is asked only about those: a look, not a copy of
+    every task's, per task started."""
     found: dict[str, str] = {}
     seen: set[str] = set()
     stack = list(graph.preds[tid])
@@ -29,7 +30,7 @@ def parents_of(graph: TaskGraph, tid: str, commits: Mapping[str, str | None],
         if pred in seen:
             continue
         seen.add(pred)
-        commit = commits[pred]
+        commit = commit_of(pred)
         if commit:
             found[pred] = commit
         else:

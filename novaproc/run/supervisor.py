@@ -231,7 +231,7 @@ class Supervisor:
         return True
 
     def _parents(self, tid: str) -> list[tuple[str, str]]:
-        return parents_of(self.plan.graph, tid, {t: r.commit for t, r in self.records.items()}, self._order)
+        return parents_of(self.plan.graph, tid, lambda t: self.records[t].commit, self._order)
 
     def _rebuild_base(self, rec: TaskRecord, parent: str, conflict: BaseConflict) -> None:
         """`rec`'s parents conflict: it gives back its slot and locks and waits while `parent`
