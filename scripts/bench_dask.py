@@ -5,8 +5,9 @@
      Targets: 2 workers at least 1.8x, 4 workers at least 3.4x faster than 1.
   2. The engine's cost per task: 200 x `true` at -j 2 on 2 workers, against the local pool.
   3. Bundles for a 5,000- and a 50,000-file repository: the complete bundle a worker new to the
-     repository gets (size, time to make), and a one-task run on a fresh machine's cache (clone
-     from that bundle, checkout) against the same run once the worker's clone has the objects.
+     repository gets and the thin one a task's result comes back in (size, time to make, time
+     to import), and a one-task run on a fresh machine's cache (clone from that bundle, checkout)
+     against the same run once the worker's clone has the objects.
 
     python scripts/bench_dask.py [--quick]
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from bench_git import generate, git
 
-from novaproc.isolation.bundles import make_bundle
+from novaproc.isolation.bundles import make_bundle, take_bundle
 from novaproc.isolation.repo import Repo
 
 Row = tuple[str, float, str]
@@ -124,9 +125,7 @@ def bundles(root: Path, quick: bool) -> list[Row]:
     rows: list[Row] = []
     for files in (5_000,) if quick else (5_000, 50_000):
         repo = make_repo(root / f"files-{files}", files, tasks_file(1, "echo one >> d000/f00000.txt"))
-        start = time.perf_counter()
-        data = make_bundle(Repo(repo), git("rev-parse", "HEAD", cwd=repo))
-        made = time.perf_counter() - start
+        rows += shipping(root, repo, files)
         tmp = root / f"tmp-files-{files}"
         shutil.rmtree(tmp, ignore_errors=True)
         cluster = Cluster(1, tmp)
@@ -139,12 +138,46 @@ def bundles(root: Path, quick: bool) -> list[Row]:
             cluster.close()
         local = wall(repo, 1, {})
         git("reset", "-q", "--hard", "HEAD~1", cwd=repo)
-        rows += [(f"{files} files: complete bundle", len(data) / 2**20, "MiB"),
-                 (f"{files} files: making it", made, "s"),
-                 (f"{files} files: 1-task run, worker new to the repository", first, "s"),
+        rows += [(f"{files} files: 1-task run, worker new to the repository", first, "s"),
                  (f"{files} files: 1-task run, worker has the objects", later, "s"),
                  (f"{files} files: 1-task run, local pool", local, "s")]
     return rows
+
+
+def shipping(root: Path, repo: Path, files: int) -> list[Row]:
+    """What travels: the complete bundle a worker new to the repository gets and the thin one of
+    a task's result (one file changed), their sizes, and the time to make and to import each."""
+    source = Repo(repo)
+    base = git("rev-parse", "HEAD", cwd=repo)
+    clone_dir = root / f"clone-{files}"
+    shutil.rmtree(clone_dir, ignore_errors=True)
+    clone = Repo.init(clone_dir)
+    rows: list[Row] = []
+    for what, tip, have in (("complete", base, None), ("thin, one file changed", _one_change(repo), base)):
+        start = time.perf_counter()
+        data = make_bundle(source, tip, have)
+        made = time.perf_counter() - start
+        start = time.perf_counter()
+        assert take_bundle(clone, data)
+        taken = time.perf_counter() - start
+        rows += [(f"{files} files: {what} bundle", len(data) / 1024, "KiB"),
+                 (f"{files} files: {what} bundle, made", made * 1000, "ms"),
+                 (f"{files} files: {what} bundle, imported", taken * 1000, "ms")]
+    return rows
+
+
+def _one_change(repo: Path) -> str:
+    """A commit on top of HEAD changing one file, as a task's result is (no ref points at it)."""
+    blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=repo, input="changed\n", text=True,
+                          capture_output=True, check=True).stdout.strip()
+    index = {**os.environ, "GIT_INDEX_FILE": str(repo / ".git" / "bench-index")}
+    subprocess.run(["git", "read-tree", "HEAD"], cwd=repo, env=index, check=True)
+    first = git("ls-files", cwd=repo).partition("\n")[0]
+    subprocess.run(["git", "update-index", "--cacheinfo", f"100644,{blob},{first}"], cwd=repo,
+                   env=index, check=True)
+    tree = subprocess.run(["git", "write-tree"], cwd=repo, env=index, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    return git("commit-tree", tree, "-p", "HEAD", "-m", "one change", cwd=repo)
 
 
 def run(quick: bool = False) -> list[Row]:
