@@ -212,3 +212,14 @@ def test_a_local_cluster_of_n_workers_is_started_for_the_run(tmp_path: Path, box
     assert ran.code == 0, errors(ran)
     assert [show(repo, "main", f"t{i}.txt") for i in range(3)] == ["0\n", "1\n", "2\n"]
     assert "Traceback" not in ran.err and ran.err.strip() == "", ran.err
+
+
+def test_a_task_with_an_unknown_executor_is_exit_2_naming_it(tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({"t": {"cmd": "touch ran", "executor": "far"}})
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+
+    ran = box.cli("run", "tasks.toml", cwd=repo)
+
+    assert ran.code == 2, ran
+    assert "'t'" in ran.err and "executor" in ran.err and "Traceback" not in ran.err
+    assert not (repo / "ran").exists()
