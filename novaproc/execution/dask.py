@@ -47,7 +47,7 @@ class Shipping(Protocol):
     tidy: Callable[[], None]
 
     def pack(self, job: Job, *, complete: bool = False) -> Parcel: ...
-    def unpack(self, job: Job, parcel: Parcel, delivery: Delivery) -> None: ...
+    def unpack(self, job: Job, parcel: Parcel, delivery: Delivery, *, failed: bool = False) -> None: ...
     def included(self) -> bytes | None: ...
 
 
@@ -177,6 +177,9 @@ class DaskExecutor:
                 self.shipping.unpack(job, attempt.parcel, delivery)
             except NovaError as e:
                 finished = _failed(job, f"its result cannot be brought back: {e}")
+        elif delivery.commit is not None:  # what it left, into the worktree kept for inspection
+            with contextlib.suppress(NovaError):
+                self.shipping.unpack(job, attempt.parcel, delivery, failed=True)
         self._end(attempt, finished)
 
     def _end(self, attempt: _Attempt, finished: Finished) -> None:

@@ -58,13 +58,24 @@ def run_remote(job: Job, parcel: Parcel, place: Place, topic: str, include: byte
             here = dataclasses.replace(job, cwd=str(cwd), log_path=str(spot.log), folder=str(spot.folder))
             attempt = _Attempt(here, worker, key, topic)
             finished = attempt.run(parcel.limits)
-            commit, bundle = spot.collect() if finished.ok else (None, None)
+            commit, bundle = _collected(spot, finished)
             return Delivery(finished, commit, bundle, output=attempt.rest(), output_at=attempt.sent)
     except ObjectsMissing:
         return Delivery(Finished(job.task_id, job.attempt, None), missing=True)
     except Exception as e:  # every way to fail is an answer: the supervisor decides what follows
         return Delivery(Finished(job.task_id, job.attempt, None, error=f"on {worker.address}: {e}",
                                  ended_at=time.time()))
+
+
+def _collected(spot: Any, finished: Finished) -> tuple[str | None, bytes | None]:
+    """The attempt's changes as a commit and a bundle: its result, or (failed) what it left, for
+    the worktree kept for inspection; a failed attempt's that cannot be had are no loss."""
+    try:
+        return spot.collect()  # type: ignore[no-any-return]
+    except Exception:
+        if finished.ok:
+            raise
+        return None, None
 
 
 def signal_remote(key: str, sig: int) -> bool:

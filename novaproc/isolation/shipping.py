@@ -67,9 +67,11 @@ class Shipper:
                         tar.add(src, arcname=rel)
         return buffer.getvalue()
 
-    def unpack(self, job: Job, parcel: Parcel, delivery: Delivery) -> None:
-        """Bring the result of `delivery` where `job` would have left it. Raises EnvironmentFault."""
-        if delivery.commit is None or delivery.bundle is None:
+    def unpack(self, job: Job, parcel: Parcel, delivery: Delivery, *, failed: bool = False) -> None:
+        """Bring the result of `delivery` where `job` would have left it; of a `failed` attempt,
+        into its worktree as uncommitted changes (as a failed task here leaves them; never into
+        the checkout). Raises EnvironmentFault."""
+        if delivery.commit is None or delivery.bundle is None or (failed and parcel.snapshot):
             return
         if not take_bundle(self.repo, delivery.bundle):
             raise EnvironmentFault(f"the result of {job.task_id} builds on a commit this repository lacks")
@@ -77,6 +79,9 @@ class Shipper:
             diff = self.repo.git("diff", "--binary", parcel.start, delivery.commit)
             if diff:  # its last newline, which the adapter's text output drops, belongs to the patch
                 self.repo.git("apply", "--binary", "-", stdin=diff + "\n")
+        elif failed:  # its files, unstaged on the start: nothing of it is a result
+            self.repo.git("read-tree", "-u", "--reset", delivery.commit, cwd=Path(job.folder))
+            self.repo.git("reset", "-q", cwd=Path(job.folder))
         else:
             self.repo.git("reset", "-q", "--hard", delivery.commit, cwd=Path(job.folder))
 

@@ -223,3 +223,20 @@ def test_a_task_with_an_unknown_executor_is_exit_2_naming_it(tmp_path: Path, box
     assert ran.code == 2, ran
     assert "'t'" in ran.err and "executor" in ran.err and "Traceback" not in ran.err
     assert not (repo / "ran").exists()
+
+
+def test_a_failed_task_leaves_what_it_wrote_in_the_worktree_kept_for_inspection(
+        tmp_path: Path, box: Sandbox, cluster: Cluster) -> None:
+    tasks = tasks_toml({"broken": {"cmd": "echo half > half.txt; echo more >> README; exit 3",
+                                   "writes": ["half.txt", "README"]}})
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks, "README": "read me\n"})
+
+    ran = on(cluster, box).run(repo / "tasks.toml")
+
+    assert ran.code == 1, ran
+    kept = box.worktrees.resolve() / f"{ran.run_id}-broken"
+    assert str(kept) in ran.notes
+    assert (kept / "half.txt").read_text() == "half\n"
+    assert (kept / "README").read_text() == "read me\nmore\n"
+    assert git(kept, "status", "--porcelain", strip=False).splitlines() == [" M README", "?? half.txt"]
+    assert show(repo, "main", "half.txt") is None  # nothing of it landed
