@@ -12,10 +12,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from novaproc.cli.text import EXIT_CODES
 from novaproc.errors import ConfigError, ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from novaproc.inputs.settings import Settings
+    from novaproc.planning.plan import Plan
 
 
 def add_plan(sub: Any) -> None:
@@ -157,15 +161,39 @@ def tasks_file(args: argparse.Namespace) -> Path:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    tasks_file(args)
+    _, settings, plan, _ = load_plan(args.tasks, args, {"max_parallel": args.max_parallel}, strict=False)
+    print_plan(settings, plan, as_json=args.json)
+    return ExitCode.OK
+
+
+def print_plan(settings: Settings, plan: Plan, *, as_json: bool) -> None:
     from novaproc.cli.text import render_plan
 
-    tasks_file(args)
-    _, _, plan, _ = load_plan(args.tasks, args, {"max_parallel": args.max_parallel}, strict=False)
-    if args.json:
-        print(json.dumps(plan.to_json(), indent=2))
+    if as_json:
+        print(json.dumps({**plan.to_json(), **where_tasks_run(settings, plan)}, indent=2))
     else:
-        print(render_plan(plan))
-    return ExitCode.OK
+        print(render_plan(plan, executor_line(settings, plan)))
+
+
+def where_tasks_run(settings: Settings, plan: Plan) -> dict[str, object]:
+    """The run's executor and, on a cluster, its scheduler and the tasks kept on this machine."""
+    if settings.executor != "dask":
+        return {"executor": settings.executor}
+    from novaproc.inputs.settings import on_cluster
+
+    return {"executor": settings.executor, "scheduler": settings.scheduler,
+            "here": [t.id for t in plan.tasks if not on_cluster(t, settings)]}
+
+
+def executor_line(settings: Settings, plan: Plan) -> str | None:
+    """`plan`'s line on where tasks run, for a run on a cluster."""
+    where = where_tasks_run(settings, plan)
+    if where["executor"] != "dask":
+        return None
+    here: list[str] = where["here"]  # type: ignore[assignment]
+    named = f": {', '.join(here[:5])}{' ...' if len(here) > 5 else ''}" if here else ""
+    return f"Executor: dask at {where['scheduler']}; {len(here)} task(s) stay on this machine{named}"
 
 
 def cmd_run(args: argparse.Namespace, background_argv: list[str] | None = None) -> int:
@@ -177,12 +205,10 @@ def cmd_run(args: argparse.Namespace, background_argv: list[str] | None = None) 
         # before anything else: the first task waits for the forkserver's interpreter to start,
         # which it does on another core while this one loads the tasks file
         start_forkserver()
-    from novaproc.cli.text import render_plan
-
     taskfile, settings, plan, checked = load_plan(args.tasks, args, run_flags(args), strict=not args.dry_run,
                                                   root=args.root)
     if args.dry_run:
-        print(json.dumps(plan.to_json(), indent=2) if args.json else render_plan(plan))
+        print_plan(settings, plan, as_json=args.json)
         return ExitCode.OK
     if args.junit and not args.junit.resolve().parent.is_dir():
         raise UsageError(f"--junit {args.junit}: folder {args.junit.resolve().parent} does not exist")

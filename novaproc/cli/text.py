@@ -36,13 +36,15 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def render_plan(plan: Plan) -> str:
+def render_plan(plan: Plan, executor: str | None = None) -> str:
+    """The plan as text; `executor`: a line on where tasks run, for a run on a cluster."""
     lines = [
         f"Execution strategy: {plan.strategy}",
         f"  Reason: {plan.reason}",
         f"  Safety level: {plan.safety}",
         f"  Estimated speedup: {plan.estimated_speedup:.1f}x   ({plan.slots} slots)",
         f"  Isolation: {plan.isolation}",
+        *([f"  {executor}"] if executor else []),
     ]
     lines += [f"  Warning: {w}" for w in plan.warnings]
     lines.append(f"Tasks ({len(plan.tasks)}):")

@@ -6,6 +6,7 @@ tasks that must stay on this machine do.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -240,3 +241,21 @@ def test_a_failed_task_leaves_what_it_wrote_in_the_worktree_kept_for_inspection(
     assert (kept / "README").read_text() == "read me\nmore\n"
     assert git(kept, "status", "--porcelain", strip=False).splitlines() == [" M README", "?? half.txt"]
     assert show(repo, "main", "half.txt") is None  # nothing of it landed
+
+
+def test_plan_says_where_tasks_run(tmp_path: Path, box: Sandbox) -> None:
+    tasks = tasks_toml({"away": {"cmd": "true"}, "pinned": {"cmd": "true", "executor": "local"},
+                        "machine": {"cmd": "true", "writes": [str(tmp_path / "lock")]}},
+                       executor="dask", scheduler="tcp://127.0.0.1:9")
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+
+    text = box.cli("plan", "tasks.toml", cwd=repo)
+    as_json = box.cli("plan", "tasks.toml", "--json", cwd=repo)
+
+    assert text.code == 0 and as_json.code == 0, (text, as_json)  # planning reaches no scheduler
+    assert "Executor: dask at tcp://127.0.0.1:9; 2 task(s) stay on this machine: pinned, machine" in text.out
+    where = json.loads(as_json.out)
+    assert (where["executor"], where["scheduler"], where["here"]) == ("dask", "tcp://127.0.0.1:9",
+                                                                      ["pinned", "machine"])
+    box.env["NOVA_EXECUTOR"] = "local"
+    assert "Executor:" not in box.cli("plan", "tasks.toml", cwd=repo).out
