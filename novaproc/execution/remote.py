@@ -154,21 +154,17 @@ class _Attempt:
 
     def _stream(self) -> None:
         """Send what the task wrote since the last look."""
-        try:
-            with open(self.job.log_path, "rb") as log:
-                log.seek(self.sent)
-                while data := log.read(CHUNK):
-                    self._say("output", offset=self.sent, data=data)
-                    self.sent += len(data)
-        except FileNotFoundError:
-            pass
+        while data := self.rest(CHUNK):
+            self._say("output", offset=self.sent, data=data)
+            self.sent += len(data)
 
-    def rest(self) -> bytes:
-        """What the task wrote that was not sent yet: it goes back with the result."""
+    def rest(self, most: int = -1) -> bytes:
+        """What the task wrote that was not sent yet (up to `most` bytes): the end goes back with
+        the result."""
         try:
             with open(self.job.log_path, "rb") as log:
                 log.seek(self.sent)
-                return log.read()
+                return log.read(most)
         except FileNotFoundError:
             return b""
 

@@ -65,14 +65,10 @@ class Spot:
     def collect(self) -> tuple[str | None, bytes | None]:
         """What the task changed, committed on top of what it committed itself, as (commit,
         bundle thin against the start); (None, None) when it changed nothing."""
-        repo, wt = self.repo, self.wt
-        repo.in_worktree(wt, "add", "-A", "--", ".", *(f":(exclude,literal,top){p}" for p in self.unignored))
-        tree = repo.in_worktree(wt, "write-tree").strip()
-        head, head_tree = repo.in_worktree(wt, "rev-parse", "HEAD", "HEAD^{tree}").split()
-        result = head if tree == head_tree else repo.commit_tree(tree, [head], self.parcel.message)
+        result = self.repo.commit_worktree(self.wt, self.parcel.message, self.unignored)
         if result == self.parcel.start:
             return None, None
-        return result, make_bundle(repo, result, self.parcel.start)
+        return result, make_bundle(self.repo, result, self.parcel.start)
 
 
 @contextmanager

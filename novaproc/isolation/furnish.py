@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from novaproc.errors import EnvironmentFault, NovaError
@@ -24,19 +24,27 @@ def bring_in(root: Path, dest: Path, include: Sequence[str]) -> tuple[str, ...]:
     Paths the worktree already has (tracked ones) are left alone. Returns what was brought in.
     """
     brought: list[str] = []
+    for src, rel in included(root, include):
+        target = dest / rel
+        if target.exists() or target.is_symlink():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir() and not src.is_symlink():
+            target.symlink_to(src.resolve(), target_is_directory=True)
+        else:
+            shutil.copy2(src, target, follow_symlinks=False)
+        brought.append(rel)
+    return tuple(brought)
+
+
+def included(root: Path, include: Sequence[str]) -> Iterator[tuple[Path, str]]:
+    """What worktree_include names in the checkout at `root`: (path, path relative to root), never
+    inside .git."""
     for pattern in include:
         for src in sorted(root.glob(pattern.strip("/"))) if pattern.strip("/") else ():
             rel = src.relative_to(root).as_posix()
-            target = dest / rel
-            if rel.split("/")[0] == ".git" or target.exists() or target.is_symlink():
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir() and not src.is_symlink():
-                target.symlink_to(src.resolve(), target_is_directory=True)
-            else:
-                shutil.copy2(src, target, follow_symlinks=False)
-            brought.append(rel)
-    return tuple(brought)
+            if rel.split("/")[0] != ".git":
+                yield src, rel
 
 
 def run_setup(where: Path, command: str, ending: Ending = UNSTOPPED, log: Path | None = None) -> None:

@@ -176,6 +176,14 @@ class Repo:
             raise fault(("merge-base",), code, err, self.root)
         return code == 0
 
+    def commit_worktree(self, wt: Worktree, message: str, exclude: Sequence[str] = ()) -> str:
+        """Everything changed in `wt` (new, modified, deleted; .gitignore respected; `exclude`d
+        paths left out) committed on top of its HEAD; HEAD itself when nothing changed."""
+        self.in_worktree(wt, "add", "-A", "--", ".", *(f":(exclude,literal,top){p}" for p in exclude))
+        tree = self.in_worktree(wt, "write-tree").strip()
+        head, head_tree = self.in_worktree(wt, "rev-parse", "HEAD", "HEAD^{tree}").split()
+        return head if tree == head_tree else self.commit_tree(tree, [head], message)
+
     def commit_tree(self, tree: str, parents: Sequence[str], message: str) -> str:
         args = ["commit-tree", tree, "-m", message]
         for parent in parents:

@@ -16,7 +16,9 @@ from pathlib import Path
 from novaproc.errors import EnvironmentFault
 from novaproc.isolation.away import place, tidy
 from novaproc.isolation.bundles import make_bundle, take_bundle
+from novaproc.isolation.furnish import included
 from novaproc.isolation.repo import Repo
+from novaproc.isolation.worktree_pool import commit_message
 from novaproc.messages import Delivery, Job, Parcel
 
 _IDENTITY = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
@@ -49,8 +51,7 @@ class Shipper:
         start = self._snapshot() if snapshot else self.repo.git("rev-parse", "HEAD", cwd=folder).strip()
         have = None if complete else self.base
         bundle = None if start == have else make_bundle(self.repo, start, have)
-        label = self.labels.get(job.task_id) or job.task_id
-        message = f"{label}\n\nNova-Run: {self.run_id}\nNova-Task: {job.task_id}"
+        message = commit_message(self.labels.get(job.task_id) or job.task_id, self.run_id, job.task_id)
         return Parcel(self.name, start, bundle, have, self.setup, None, message, self.identity(), snapshot,
                       self.limits)
 
@@ -60,11 +61,9 @@ class Shipper:
             return None
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
-            for pattern in self.include:
-                for src in sorted(self.repo.root.glob(pattern.strip("/"))) if pattern.strip("/") else ():
-                    rel = src.relative_to(self.repo.root).as_posix()
-                    if rel.split("/")[0] != ".git" and not self.repo.tracked(rel):
-                        tar.add(src, arcname=rel)
+            for src, rel in included(self.repo.root, self.include):
+                if not self.repo.tracked(rel):
+                    tar.add(src, arcname=rel)
         return buffer.getvalue()
 
     def unpack(self, job: Job, parcel: Parcel, delivery: Delivery, *, failed: bool = False) -> None:

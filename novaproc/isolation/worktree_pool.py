@@ -37,6 +37,11 @@ def branch_name(run_id: str, task_id: str) -> str:
     return f"nova/{run_id}/{task_id}"
 
 
+def commit_message(label: str, run_id: str, task_id: str) -> str:
+    """A task's result commit says what it is, and of which run and task (for `clean`, and people)."""
+    return f"{label}\n\nNova-Run: {run_id}\nNova-Task: {task_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class TaskResult:
     """What a task changed: its result commit (None when it changed nothing) and the files."""
@@ -126,12 +131,9 @@ class Workspaces:
         included files left out) on its branch, on top of any commits it made itself."""
         slot = self._slot(task_id)
         repo, wt = self._repo, slot.wt
-        text = f"{message or task_id}\n\nNova-Run: {self.run_id}\nNova-Task: {task_id}"
+        text = commit_message(message or task_id, self.run_id, task_id)
         submodules.commit_inside(repo, wt.path, slot.submodules, text)  # writes there: a new commit
-        repo.in_worktree(wt, "add", "-A", "--", ".", *(f":(exclude,literal,top){p}" for p in slot.unignored))
-        tree = repo.in_worktree(wt, "write-tree").strip()
-        head, head_tree = repo.in_worktree(wt, "rev-parse", "HEAD", "HEAD^{tree}").split()
-        result: str | None = head if tree == head_tree else repo.commit_tree(tree, [head], text)
+        result: str | None = repo.commit_worktree(wt, text, slot.unignored)
         if result == slot.start:
             result = None
         else:

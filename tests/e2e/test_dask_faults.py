@@ -37,12 +37,18 @@ def running(mark: str, count: int = 2) -> list[psutil.Process]:
     return wait_until(lambda: len(found := sleepers(mark)) >= count and found, "the task's processes", 30)
 
 
-def test_a_sigkilled_supervisor_ends_the_task_on_the_worker(tmp_path: Path, box: Sandbox,
-                                                            cluster: Cluster) -> None:
+def start_stubborn(tmp_path: Path, box: Sandbox, cluster: Cluster) -> tuple[Spawned, str, str]:
+    """A run of one stubborn task on the cluster, once its processes run there; and its marker."""
     mark = marker()
     repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks_toml({"stuck": {"cmd": stubborn(mark)}})})
-    run, _ = start(box, cluster, repo)
+    run, run_id = start(box, cluster, repo)
     running(mark)
+    return run, run_id, mark
+
+
+def test_a_sigkilled_supervisor_ends_the_task_on_the_worker(tmp_path: Path, box: Sandbox,
+                                                            cluster: Cluster) -> None:
+    run, _, mark = start_stubborn(tmp_path, box, cluster)
 
     os.kill(run.pid, signal.SIGKILL)
 
@@ -51,10 +57,7 @@ def test_a_sigkilled_supervisor_ends_the_task_on_the_worker(tmp_path: Path, box:
 
 def test_ctrl_c_cancels_the_run_and_ends_the_task_on_the_worker(tmp_path: Path, box: Sandbox,
                                                                cluster: Cluster) -> None:
-    mark = marker()
-    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks_toml({"stuck": {"cmd": stubborn(mark)}})})
-    run, run_id = start(box, cluster, repo)
-    running(mark)
+    run, run_id, mark = start_stubborn(tmp_path, box, cluster)
 
     os.kill(run.pid, signal.SIGINT)
 
