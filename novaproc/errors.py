@@ -7,7 +7,6 @@ InternalError: a bug in novaproc; please report it with the message.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from enum import IntEnum
 
@@ -78,6 +77,8 @@ class InternalError(NovaError):
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean "x"?)' suffix when `word` is close to one of `choices`."""
+    import difflib  # not at the top: every command imports this module, few make a typo
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     if not close:
         lowered = {c.lower(): c for c in choices}

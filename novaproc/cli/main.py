@@ -10,7 +10,6 @@ import atexit
 import contextlib
 import os
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -151,7 +150,10 @@ def entry() -> NoReturn:
     reaped by now, so only the flush of stdio and the atexit hooks (multiprocessing's clean-up)
     are kept. With a thread still running, the normal exit waits for it instead."""
     code = main()
-    if threading.active_count() > 1:
+    # a thread is started through `threading`: a command that never imported it (status, plan)
+    # has none, and need not load it (~1 ms) to find that out
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
         sys.exit(code)
     with contextlib.suppress(OSError, ValueError):  # a reader that went away, a closed stream
         sys.stdout.flush()
