@@ -158,7 +158,7 @@ def _capacities(resources: dict[str, int], cwd: str) -> dict[str, int]:
     from novaproc.inputs.settings import load_settings
 
     root, _ = paths.find_root(Path(cwd))
-    declared = load_settings(root).resources
+    declared = load_settings(root, quick=True).resources
     return {name: declared[name] for name in resources if name in declared}
 
 

@@ -112,7 +112,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from novaproc.isolation.clean import clean
 
     root, in_git = find_root(Path.cwd())
-    settings = load_settings(root, config_file=args.config)
+    settings = load_settings(root, config_file=args.config, quick=True)
     if args.runs:
         from novaproc.state.retention import prune_runs
 

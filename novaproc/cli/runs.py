@@ -75,7 +75,7 @@ def state_dir(args: argparse.Namespace) -> Path:
 
     root, _ = find_root(Path.cwd())
     flags = {"state_dir": str(args.state_dir)} if getattr(args, "state_dir", None) else {}
-    return load_settings(root, flags=flags).state_path(root).resolve()
+    return load_settings(root, flags=flags, quick=True).state_path(root).resolve()
 
 
 # --- status -------------------------------------------------------------------------------------

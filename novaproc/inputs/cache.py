@@ -32,7 +32,8 @@ from novaproc.inputs import paths
 from novaproc.inputs.bulk import collector_paused
 from novaproc.inputs.fanout import expand
 from novaproc.inputs.settings import ENV_KEYS, Settings, load_settings
-from novaproc.inputs.taskfile import MAX_FILE_BYTES, Task, TaskFile, load_tasks, read_toml, unchecked_task
+from novaproc.inputs.taskfile import Task, TaskFile, load_tasks, unchecked_task
+from novaproc.inputs.tomlfile import MAX_FILE_BYTES, read_toml
 from novaproc.inputs.trust import check_paths
 
 MAX_ENTRIES = 64

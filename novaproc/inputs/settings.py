@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from novaproc.errors import ConfigError, did_you_mean
-from novaproc.inputs.taskfile import Task, read_toml
+from novaproc.inputs.plain import plain_settings
+from novaproc.inputs.tomlfile import read_toml
 from novaproc.inputs.trust import check_resource_names, check_strings, outside
 
 if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
     from annotated_types import Ge, Gt, Le
+
+    from novaproc.inputs.taskfile import Task
 
 DEFAULT_WORKTREE_DIR = "/tmp/nova-worktrees"
 MAX_SLOTS = 4096
@@ -90,15 +93,20 @@ def load_settings(
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
+    quick: bool = False,
 ) -> Settings:
-    """The settings of a run: each layer overrides the one below it."""
+    """The settings of a run: each layer overrides the one below it.
+
+    `quick`: take plainly valid values (see `plain`) without loading pydantic (~70 ms), as the
+    commands that only read the settings (status, lock, clean) do; the same values pass or fail.
+    Otherwise only text values skip it: a run's reading of its inputs is cached (see `cache`)."""
     merged: dict[str, Any] = {}
     nova_toml = config_file or root / "nova.toml"
     if config_file is not None or nova_toml.is_file():
-        merged |= _layer(str(nova_toml), _checked(nova_toml))
-    merged |= _layer(f"{tasks_file} [run]", dict(run_table or {}))
-    merged |= _layer("environment", _from_env(os.environ if environ is None else environ))
-    merged |= _layer("command line", {k: v for k, v in (flags or {}).items() if v is not None})
+        merged |= _layer(str(nova_toml), _checked(nova_toml), quick)
+    merged |= _layer(f"{tasks_file} [run]", dict(run_table or {}), quick)
+    merged |= _layer("environment", _from_env(os.environ if environ is None else environ), quick)
+    merged |= _layer("command line", {k: v for k, v in (flags or {}).items() if v is not None}, quick)
     if merged.get("executor") == "dask" and not merged.get("scheduler"):  # the one rule of two keys
         raise ConfigError("settings", 'executor = "dask" needs a scheduler: scheduler = "tcp://host:8786" '
                           '(NOVA_SCHEDULER, DASK_SCHEDULER_ADDRESS), or "local:N" for N local workers',
@@ -145,7 +153,7 @@ def _scheduler_ok(address: str) -> bool:
 
 
 def _seconds(source: str, key: str, value: str) -> float:
-    from novaproc.inputs.taskfile import parse_duration
+    from novaproc.inputs.durations import parse_duration
 
     try:
         return 0.0 if value.strip() in ("0", "0s") else parse_duration(value)
@@ -153,7 +161,7 @@ def _seconds(source: str, key: str, value: str) -> float:
         raise ConfigError(source, str(e), field=key) from None
 
 
-def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
+def _layer(source: str, values: dict[str, Any], quick: bool = False) -> dict[str, Any]:
     """`values` checked against the settings' fields, with errors naming `source`."""
     for key in values:
         if key not in KEYS:
@@ -178,6 +186,8 @@ def _layer(source: str, values: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(source, f"{scheduler!r} is not a Dask scheduler address; write "
                           '"tcp://host:8786", "host:8786", or "local:N" (N local worker processes)',
                           field="scheduler")
+    if quick and plain_settings(values):
+        return values
     if all(key in _TEXT_KEYS and isinstance(value, str) for key, value in values.items()):
         return values
     from novaproc.inputs.schema import Invalid, validate

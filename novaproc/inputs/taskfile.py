@@ -10,9 +10,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +18,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from novaproc.errors import ConfigError, did_you_mean
 from novaproc.inputs import paths
+from novaproc.inputs.durations import parse_duration
 from novaproc.inputs.foreach import check_foreach, check_placeholders
 from novaproc.inputs.ids import valid_id
 from novaproc.inputs.kinds import Kind, detect
 from novaproc.inputs.plain import plainly_valid
+from novaproc.inputs.tomlfile import MAX_FILE_BYTES as MAX_FILE_BYTES  # a tasks file's size limit
+from novaproc.inputs.tomlfile import read_toml
 from novaproc.inputs.trust import check_env_names, check_resource_names, check_strings, climbs
 
 if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
@@ -31,29 +32,7 @@ if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docs
 
     from novaproc.inputs.schema import Invalid, Lax
 
-MAX_FILE_BYTES = 8 * 1024 * 1024
 CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
-                       r"(?:(\d+(?:\.\d+)?)s)?")
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from "90s", "10m", "1h30m", "30d" or a number. Raises ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError("a duration cannot be true/false")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())) and any(m.groups()):
-        d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-        seconds = d * 86400 + h * 3600 + mi * 60 + s
-    elif isinstance(value, str) and re.fullmatch(r"\d+(?:\.\d+)?", value.strip()):
-        seconds = float(value)
-    else:
-        raise ValueError(f'invalid duration {value!r}; use seconds or a form like "90s", "10m", '
-                         '"1h30m", "30d"')
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"a duration must be positive, got {value!r}")
-    return seconds
 
 
 @dataclass(frozen=True)
@@ -160,42 +139,6 @@ def load_tasks(path: Path | str, root: Path | None = None) -> TaskFile:
     _check_ids_and_deps(name, tasks)
     return TaskFile(path=path.resolve(), root=root, in_git=in_git, run_table=run_table, tasks=tasks,
                     hashes={t.id: t.definition_hash() for t in tasks})
-
-
-def read_toml(path: Path, name: str) -> dict[str, Any]:
-    """TOML from `path` with every failure (size, encoding, syntax, nesting) as ConfigError."""
-    try:
-        info = path.stat()
-        if stat.S_ISDIR(info.st_mode):
-            raise ConfigError(name, "is a directory; give the path of a .toml file")
-        if not stat.S_ISREG(info.st_mode):  # a FIFO or a terminal would hang the reading
-            raise ConfigError(name, "is not a regular file (a pipe, a device?); write the tasks to a "
-                              "file and give its path")
-        with path.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(name, "no such file") from None
-    except PermissionError:
-        raise ConfigError(name, "cannot be read: permission denied") from None
-    except OSError as e:
-        raise ConfigError(name, f"cannot be read: {e.strerror}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(name, f"is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; "
-                          "a tasks file this big is almost certainly a mistake")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise ConfigError(name, f"is not valid UTF-8 (byte {e.start}, line {line})") from None
-    import tomllib  # not at the top: a cached tasks file is not parsed again (see `inputs`)
-
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        where = "" if "line" in str(e) else f" (line {text.count(chr(10)) + 1})"
-        raise ConfigError(name, f"TOML syntax error: {e}{where}") from None
-    except RecursionError:
-        raise ConfigError(name, "TOML nesting is too deep to be a tasks file") from None
 
 
 def _task(file: str, tid: str, body: object, root: str) -> Task:
