@@ -5,7 +5,7 @@ where events and output go, its clock; and what a resumed run keeps of its earli
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +28,7 @@ class RunParts:
     run_id: str
     executor: Executor
     isolation: Isolation
-    emit: Callable[[Event], None]
+    emit: Callable[[Sequence[Event]], None]  # events in order, written at once
     log_path: Callable[[str], Path]
     gate: Gate | None = None
     throttle: Throttle | None = None  # default: the settings' limits

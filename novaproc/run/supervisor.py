@@ -17,7 +17,7 @@ from novaproc.errors import InternalError, NovaError
 from novaproc.execution.throttle import Throttle
 from novaproc.inputs.settings import Settings
 from novaproc.inputs.taskfile import Task
-from novaproc.isolation.interface import BaseConflict, Finish, Landing
+from novaproc.isolation.interface import BaseConflict, Finish, InPlace, Landing
 from novaproc.messages import (
     ALLOWED_FAILURE,
     Escalated,
@@ -70,6 +70,8 @@ class Supervisor:
         self._stopping = False
         self._kept = dict(earlier.kept)
         self._interrupts = parts.interrupts
+        self._held: list[Event] | None = None  # events kept back during a step of the loop
+        self._cheap_prepare = isinstance(parts.isolation, InPlace)  # no worktree to make
         bell = self.admission.bell()
         self._wake_fds = [self._interrupts.fileno()] + ([bell] if bell is not None else [])
 
@@ -85,12 +87,7 @@ class Supervisor:
         clock, began = self.parts.clock, self.parts.clock()  # the phases' times, on the run's clock
         with self._interrupts:
             try:
-                while True:
-                    self._start_ready()
-                    if self.schedule.finished():  # starting may end tasks (a failed setup)
-                        break
-                    self._check_progress()
-                    self._step(self._next_timeout())
+                self._loop()
                 interrupted = self._interrupts.first is not None
                 self._times["tasks"] = clock() - began
                 landing = self._land(interrupted)
@@ -103,6 +100,23 @@ class Supervisor:
                                round(outcome.task_time, 3), round(outcome.speedup, 2),
                                round(outcome.estimated_speedup, 2)))
         return outcome
+
+    def _loop(self) -> None:
+        """Run the tasks until every one has ended. A step's news (a task ended) is written
+        after the start pass that follows it: the freed slot is handed out first, so a worker
+        is not idle while the journal is written (ninja starts the next edge before it logs)."""
+        self._held = []
+        try:
+            while True:
+                self._start_ready()
+                self._release_events()
+                if self.schedule.finished():  # starting may end tasks (a failed setup)
+                    break
+                self._check_progress()
+                self._step(self._next_timeout())
+        finally:
+            self._release_events()
+            self._held = None
 
     def _keep_earlier_results(self) -> None:
         """A resumed run: what succeeded before, unchanged, counts as done with its result."""
@@ -210,6 +224,8 @@ class Supervisor:
         rec.reason, rec.timed_out, rec.commit = None, False, None
         self.admission.take(task)
         rec.state = TaskState.RUNNING
+        if not self._cheap_prepare:  # a checkout takes a while: what was held is written first
+            self._release_events()
         try:
             folder = self.isolation.prepare(task, [commit for _, commit in parents])
         except BaseConflict as e:
@@ -389,7 +405,16 @@ class Supervisor:
                           else None, wall=wall, times=self._times, estimated=self.plan.estimated_speedup)
 
     def _emit(self, payload: Payload, task_id: str | None = None) -> None:
-        self.parts.emit(Event(self.run_id, time.time(), payload, task_id))
+        event = Event(self.run_id, time.time(), payload, task_id)
+        if self._held is None:
+            self.parts.emit([event])
+        else:
+            self._held.append(event)
+
+    def _release_events(self) -> None:
+        held, self._held = self._held, ([] if self._held is not None else None)
+        if held:
+            self.parts.emit(held)
 
 
 def _gist(reason: str | None) -> str | None:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,15 +115,16 @@ class Run:
         self._consumers.append(consumer)
 
     def _report(self, payload: Payload) -> None:
-        self._emit(Event(self.run_id, time.time(), payload))
+        self._emit([Event(self.run_id, time.time(), payload)])
 
-    def _emit(self, event: Event) -> None:
-        self.journal.record(event)  # durable first: a view that fails must not lose the record
-        for consume in list(self._consumers):
-            try:
-                consume(event)
-            except BrokenPipeError:  # `novaproc run ... | head`: the run goes on, unseen
-                self._consumers.remove(consume)
+    def _emit(self, events: Sequence[Event]) -> None:
+        self.journal.record_all(events)  # durable first: a view that fails must not lose the record
+        for event in events:
+            for consume in list(self._consumers):
+                try:
+                    consume(event)
+                except BrokenPipeError:  # `novaproc run ... | head`: the run goes on, unseen
+                    self._consumers.remove(consume)
 
     def execute(self) -> RunOutcome:
         interrupts = Interrupts()

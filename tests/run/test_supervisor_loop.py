@@ -29,7 +29,7 @@ class Loop:
     def run(self, *tasks: Task, **settings: object) -> RunOutcome:
         config = Settings(**{"cpu_limit": 100.0, "memory_limit": 100.0, **settings})  # type: ignore[arg-type]
         plan = make_plan(list(tasks), root=str(self.tmp_path), slots=config.max_parallel, isolation="none")
-        parts = RunParts("r-loop", self.executor, InPlace(self.tmp_path), self.events.append,
+        parts = RunParts("r-loop", self.executor, InPlace(self.tmp_path), self.events.extend,
                          lambda tid: self.tmp_path / f"{tid}.log", clock=self.clock)
         return Supervisor(plan, config, parts).run()
 
