@@ -24,7 +24,6 @@ or after its owner died; table.lock is never deleted.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import select
 import time
@@ -331,6 +330,8 @@ def run_request(tasks_file: str, run_id: str) -> LockRequest:
     wait for its own run. `acquire(run_request(...), timeout=0)` is --if-busy skip (BusyError,
     exit 75); `acquire(run_request(...))` is --if-busy wait.
     """
+    import hashlib  # not at the top: `novaproc lock` needs no digest, and OpenSSL's loading is ~2 ms
+
     digest = hashlib.sha256(os.path.realpath(tasks_file).encode()).hexdigest()[:16]
     return LockRequest(f"run {run_id}", resources={f"run.{digest}": 1})
 
