@@ -31,6 +31,7 @@ from novaproc.execution.proctree import (
     kill_marked,
     signal_tree,
 )
+from novaproc.execution.tasklog import rescue
 from novaproc.execution.worker import worker_main
 from novaproc.messages import Escalated, Finished, Job, Report
 
@@ -184,6 +185,7 @@ class WorkerPool:
         kill_marked("NOVA_JOB", job.env["NOVA_JOB"])
         if self.adopts_orphans:  # and those that dropped their marks came to us
             kill_adopted()
+        rescue(job.log_path, slot.process.pid)  # what it printed, from the worker's scratch file
         self._slots.remove(slot)
         slot.close()
         return Finished(job.task_id, job.attempt, None, -code if code and code < 0 else None,

@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import select
 import shutil
 import signal
 import sys
@@ -34,7 +36,7 @@ from novaproc.execution.proctree import (
     reap_leftovers,
     spawn,
 )
-from novaproc.fsio import open_private
+from novaproc.execution.tasklog import TaskLog
 from novaproc.messages import Finished, Job, Started
 
 # A task that ends sooner is reported by its Finished alone: one message, one wake-up of the
@@ -68,6 +70,7 @@ def worker_main(conn: multiprocessing.connection.Connection) -> None:
         except OSError:  # the supervisor is gone: nobody to tell, and nothing to print
             break
     reap_leftovers(_Worker.grace)  # cheap when the last task left nothing behind, the usual case
+    TaskLog.drop_scratch()
 
 
 def guard_command(argv: list[str], watch: multiprocessing.connection.Connection, grace: float) -> int:
@@ -92,6 +95,21 @@ def guard_command(argv: list[str], watch: multiprocessing.connection.Connection,
 class _Worker:
     grace = DEFAULT_GRACE
     env: dict[str, str] | None = None  # os.environ copied once: it never changes in a worker
+    programs: dict[tuple[str, str | None], str] = {}  # (name, PATH) -> where it was found
+
+
+def _program(name: str, path: str | None) -> str:
+    """Where `name` is in `path` (the task's PATH, which posix_spawnp would ignore for the
+    worker's); "" if nowhere. Found ones are remembered, as a shell's hash table does: a lookup
+    stats each folder of PATH, a tenth of the cost of running `true`."""
+    if "/" in name:
+        return name
+    found = _Worker.programs.get((name, path))
+    if found is None:
+        found = shutil.which(name, path=path) or ""
+        if found:
+            _Worker.programs[(name, path)] = found
+    return found
 
 
 def _worker_env() -> dict[str, str]:
@@ -102,22 +120,23 @@ def _worker_env() -> dict[str, str]:
 
 def _die_with_tree(signum: int, frame: object) -> None:
     kill_tree(os.getpid(), _Worker.grace)
+    TaskLog.drop_scratch()  # the task's output so far keeps its log's name
     os._exit(128 + signum)
 
 
 def _run_job(job: Job, conn: multiprocessing.connection.Connection) -> Finished:
     started = time.time()
-    with open(open_private(job.log_path), "ab", buffering=0) as log:
-        if os.fstat(log.fileno()).st_size:  # output of an earlier attempt: head this one
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log.write(f"\n=== novaproc: attempt {job.attempt} of {job.task_id}, {stamp} ===\n".encode())
+    log = TaskLog(job.log_path, job.attempt, job.task_id)
+    try:
         if job.call is not None:
             pid, code, sig, error, value = _run_call(job, log, conn, started)
         else:
             pid, code, sig, error = _run_command(job, log, conn, started)
             value = None
-    if pid:
-        reap_leftovers(_Worker.grace)
+        if pid:
+            reap_leftovers(_Worker.grace)
+    finally:
+        log.close()  # after the leftovers: nothing writes to it any more
     return Finished(job.task_id, job.attempt, code, sig, error, value, started, time.time())
 
 
@@ -127,7 +146,7 @@ def _task_env(job: Job) -> dict[str, str]:
     return env
 
 
-def _run_command(job: Job, log: Any, conn: multiprocessing.connection.Connection,
+def _run_command(job: Job, log: TaskLog, conn: multiprocessing.connection.Connection,
                  started: float) -> tuple[int, int | None, int | None, str | None]:
     """Spawn the command in its own session, output to the log, and wait for it.
 
@@ -144,45 +163,53 @@ def _run_command(job: Job, log: Any, conn: multiprocessing.connection.Connection
         program, argv = "/bin/sh", ["/bin/sh", "-c", job.shell]
     else:
         argv = list(job.argv or ())
-        # looked up in the task's PATH, which posix_spawnp would ignore for the worker's
-        program = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH")) or ""
+        program = _program(argv[0], env.get("PATH"))
         if not program:
             log.write(f"novaproc: {argv[0]}: program not found\n".encode())
             return 0, 127, None, f"program not found: {argv[0]}"
     try:
         pid = spawn(program, argv, env, log.fileno())
     except FileNotFoundError:
+        _Worker.programs = {}  # one that was found has gone: look again next time
         log.write(f"novaproc: {program}: program not found\n".encode())
         return 0, 127, None, f"program not found: {program}"
     except OSError as e:
         log.write(f"novaproc: cannot start {program}: {e.strerror}\n".encode())
         return 0, 126, None, f"cannot start {program}: {e.strerror or e}"
-    _wait_child_or_orphaned(pid, conn, Started(job.task_id, job.attempt, pid, started))
+    _wait_child_or_orphaned(pid, conn, Started(job.task_id, job.attempt, pid, started), log=log)
     code, sig = reap(pid)
     return pid, code, sig, None
 
 
 def _wait_child_or_orphaned(pid: int, conn: multiprocessing.connection.Connection,
-                            started: Started | None, output: int | None = None) -> bytes:
+                            started: Started | None, output: int | None = None,
+                            log: TaskLog | None = None) -> bytes:
     """Block until the task process `pid` exits, collecting what it writes to `output` (read
     as it comes, so a big result cannot block the writer); send `started` if it is still
-    running after STARTED_AFTER. If the supervisor dies first (its end of the pipe closes),
-    end the task's whole tree and this worker: nothing outlives novaproc."""
+    running after STARTED_AFTER, and give its `log` its name then. If the supervisor dies
+    first (its end of the pipe closes), end the task's whole tree and this worker: nothing
+    outlives novaproc."""
     pidfd = os.pidfd_open(pid)
     chunks: list[bytes] = []
-    watched: list[Any] = [pidfd, conn] + ([output] if output is not None else [])
+    poller = select.poll()  # not connection.wait: it builds a selector a call, and this runs a task
+    for fd in (pidfd, conn.fileno(), output):
+        if fd is not None:
+            poller.register(fd, select.POLLIN)
     announce_at = time.monotonic() + STARTED_AFTER
     try:
         while True:
-            timeout = None if started is None else max(0.0, announce_at - time.monotonic())
-            ready = multiprocessing.connection.wait(watched, timeout)
+            timeout = None if started is None else max(0, math.ceil((announce_at - time.monotonic()) * 1000))
+            ready = {fd for fd, _ in poller.poll(timeout)}
             if output in ready and not _read_into(output, chunks):
-                watched.remove(output)
+                poller.unregister(output)
+                output = None
             if pidfd in ready:
                 break
-            if conn in ready:  # EOF: the supervisor died; or its shutdown: stop, tree and all
+            if conn.fileno() in ready:  # EOF: the supervisor died; or its shutdown: stop, tree and all
                 _die_with_tree(signal.SIGTERM, None)
             if started is not None and time.monotonic() >= announce_at:
+                if log is not None:
+                    log.name()
                 try:
                     conn.send(started)
                 except OSError:  # the supervisor died just now
@@ -190,7 +217,7 @@ def _wait_child_or_orphaned(pid: int, conn: multiprocessing.connection.Connectio
                 started = None
     finally:
         os.close(pidfd)
-    if output is not None and output in watched:
+    if output is not None:
         os.set_blocking(output, False)
         with contextlib.suppress(BlockingIOError):
             while _read_into(output, chunks):
@@ -205,7 +232,7 @@ def _read_into(fd: int, chunks: list[bytes]) -> bool:
     return bool(data)
 
 
-def _run_call(job: Job, log: Any, conn: multiprocessing.connection.Connection,
+def _run_call(job: Job, log: TaskLog, conn: multiprocessing.connection.Connection,
               started: float) -> tuple[int, int | None, int | None, str | None, Any]:
     """Fork a child to call the function: a crash or a stray import stays in the child."""
     read_fd, write_fd = os.pipe()
@@ -216,7 +243,7 @@ def _run_call(job: Job, log: Any, conn: multiprocessing.connection.Connection,
     os.close(write_fd)
     try:
         payload = _wait_child_or_orphaned(pid, conn, Started(job.task_id, job.attempt, pid, started),
-                                          read_fd)
+                                          read_fd, log)
     finally:
         os.close(read_fd)
     code, sig = reap(pid)
