@@ -21,7 +21,6 @@ from novaproc.isolation.interface import BaseConflict, Finish, InPlace, Landing
 from novaproc.messages import (
     ALLOWED_FAILURE,
     Escalated,
-    Event,
     Finished,
     LandingStarted,
     Level,
@@ -39,6 +38,7 @@ from novaproc.messages import (
 from novaproc.planning.plan import Plan
 from novaproc.run.admission import Admission, WaitKind
 from novaproc.run.bases import BaseRebuilds, job_for, parents_of
+from novaproc.run.outbox import Outbox
 from novaproc.run.outcome import RunOutcome, TaskRecord, outcome_of
 from novaproc.run.parts import Earlier, RunParts
 from novaproc.run.timers import Timers
@@ -70,7 +70,7 @@ class Supervisor:
         self._stopping = False
         self._kept = dict(earlier.kept)
         self._interrupts = parts.interrupts
-        self._held: list[Event] | None = None  # events kept back during a step of the loop
+        self._outbox = Outbox(self.run_id, parts.emit)
         self._cheap_prepare = isinstance(parts.isolation, InPlace)  # no worktree to make
         bell = self.admission.bell()
         self._wake_fds = [self._interrupts.fileno()] + ([bell] if bell is not None else [])
@@ -105,18 +105,17 @@ class Supervisor:
         """Run the tasks until every one has ended. A step's news (a task ended) is written
         after the start pass that follows it: the freed slot is handed out first, so a worker
         is not idle while the journal is written (ninja starts the next edge before it logs)."""
-        self._held = []
+        self._outbox.hold()
         try:
             while True:
                 self._start_ready()
-                self._release_events()
+                self._outbox.release()
                 if self.schedule.finished():  # starting may end tasks (a failed setup)
                     break
                 self._check_progress()
                 self._step(self._next_timeout())
         finally:
-            self._release_events()
-            self._held = None
+            self._outbox.release(hold=False)
 
     def _keep_earlier_results(self) -> None:
         """A resumed run: what succeeded before, unchanged, counts as done with its result."""
@@ -225,7 +224,7 @@ class Supervisor:
         self.admission.take(task)
         rec.state = TaskState.RUNNING
         if not self._cheap_prepare:  # a checkout takes a while: what was held is written first
-            self._release_events()
+            self._outbox.release()
         try:
             folder = self.isolation.prepare(task, [commit for _, commit in parents])
         except BaseConflict as e:
@@ -405,16 +404,7 @@ class Supervisor:
                           else None, wall=wall, times=self._times, estimated=self.plan.estimated_speedup)
 
     def _emit(self, payload: Payload, task_id: str | None = None) -> None:
-        event = Event(self.run_id, time.time(), payload, task_id)
-        if self._held is None:
-            self.parts.emit([event])
-        else:
-            self._held.append(event)
-
-    def _release_events(self) -> None:
-        held, self._held = self._held, ([] if self._held is not None else None)
-        if held:
-            self.parts.emit(held)
+        self._outbox.emit(payload, task_id)
 
 
 def _gist(reason: str | None) -> str | None:
