@@ -99,11 +99,12 @@ class Repo:
             raise fault(args, code, err, cwd or self.root)
         return out
 
-    def in_worktree(self, wt: Worktree, *args: str, env: dict[str, str] | None = None) -> str:
+    def in_worktree(self, wt: Worktree, *args: str, env: dict[str, str] | None = None,
+                    stdin: str | None = None) -> str:
         """`git args` bound to `wt` by explicit paths, so a task that broke its .git file
         can never redirect a destructive command to another repository."""
         return self.git("--git-dir", str(wt.admin), "--work-tree", str(wt.path), *args,
-                        cwd=wt.path, env={**_NO_SMUDGE, **(env or {})})
+                        cwd=wt.path, env={**_NO_SMUDGE, **(env or {})}, stdin=stdin)
 
     def fill_lfs(self, path: Path) -> None:
         """LFS files in the worktree at `path` as the user's checkout has them: the content of
@@ -180,6 +181,10 @@ class Repo:
         """Everything changed in `wt` (new, modified, deleted; .gitignore respected; `exclude`d
         paths left out) committed on top of its HEAD; HEAD itself when nothing changed."""
         self.in_worktree(wt, "add", "-A", "--", ".", *(f":(exclude,literal,top){p}" for p in exclude))
+        return self.commit_index(wt, message)
+
+    def commit_index(self, wt: Worktree, message: str) -> str:
+        """The index of `wt` committed on top of its HEAD; HEAD itself when they hold the same tree."""
         tree = self.in_worktree(wt, "write-tree").strip()
         head, head_tree = self.in_worktree(wt, "rev-parse", "HEAD", "HEAD^{tree}").split()
         return head if tree == head_tree else self.commit_tree(tree, [head], message)

@@ -4,10 +4,12 @@ Owns the layout (`<worktree_dir>/<run>-<task>` on branch `nova/<run>/<task>`), a
 worktrees reused from task to task so that isolation costs what changes rather than the size
 of the repository (clean.py removes what finished or crashed runs left behind).
 
-    prepare(task)  spare worktree moved to <run>-<task>, switched to the task's base (a checkout
-                   touches only the files that differ), included files brought in, setup run
+    prepare(task)  spare worktree moved to <run>-<task>, switched to the task's base (touching
+                   only the files that differ), its folders stat'ed (changes.py), included files
+                   brought in, setup run
     commit(task)   everything the task changed, committed on nova/<run>/<task>
-    release(task)  kept for inspection, or cleaned (git clean -ffdx) and parked as a spare
+    release(task)  kept for inspection, or cleaned (as git clean -ffdx, where the task could
+                   have left something) and parked as a spare
     close()        spares removed; kept worktrees returned
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from novaproc.errors import EnvironmentFault, InternalError
 from novaproc.execution.guard import UNSTOPPED, Ending
 from novaproc.inputs.paths import GLOB_CHARS
-from novaproc.isolation import submodules
+from novaproc.isolation import changes, submodules
 from novaproc.isolation.furnish import bring_in, ensure_private_dir, run_setup
 from novaproc.isolation.interface import BaseConflict
 from novaproc.isolation.records import Worktree
@@ -63,6 +65,8 @@ class _PooledWorktree:
     committed: bool = False
     unignored: tuple[str, ...] = ()  # included or setup-made paths `git add -A` would commit
     submodules: submodules.Populated = ()  # checked out by populate, for commit and depopulate
+    snapshot: changes.Snapshot | None = None  # the folders at the task's start
+    found: changes.Found | None = None  # what the commit staged, so release cleans only there
 
 
 class Workspaces:
@@ -89,6 +93,7 @@ class Workspaces:
         self._kept: dict[str, _PooledWorktree] = {}
         self._spares: list[_PooledWorktree] = []
         self._spare_names = 0
+        self._layouts: dict[str, changes.Layout] = {}  # by commit: most tasks share a few starts
         self._closed = False
         self._stack = ExitStack()
         self._stack.enter_context(self._repo.hold_run(run_id))  # tells `clean` this run is live
@@ -133,7 +138,9 @@ class Workspaces:
         repo, wt = self._repo, slot.wt
         text = commit_message(message or task_id, self.run_id, task_id)
         submodules.commit_inside(repo, wt.path, slot.submodules, text)  # writes there: a new commit
-        result: str | None = repo.commit_worktree(wt, text, slot.unignored)
+        slot.found = changes.find(repo, wt, slot.snapshot, slot.unignored)
+        changes.stage(repo, wt, slot.found, slot.unignored)
+        result: str | None = repo.commit_index(wt, text)
         if result == slot.start:
             result = None
         else:
@@ -198,13 +205,34 @@ class Workspaces:
             if slot is None:
                 slot = _PooledWorktree(self._repo.add_worktree(path, start, branch), start)
         if not slot.start:
-            # -f also resets tracked files a failed task left modified
-            self._repo.in_worktree(slot.wt, "checkout", "-q", "-f", "--no-track", "-B", branch, start)
-            slot.start = start
+            self._switch(slot, branch, start)
         self._active[task_id] = slot
         self._repo.fill_lfs(path)
         slot.submodules = submodules.populate(self._repo, path)
+        # before anything is brought in or set up: that is for the clean-up to find
+        slot.snapshot = changes.Snapshot.take(slot.wt, self._layout(start))
         return slot
+
+    def _switch(self, slot: _PooledWorktree, branch: str, start: str) -> None:
+        """Move a spare (clean: `_recycle` made it so) to `start` on `branch`. `reset --keep`
+        compares trees through the index's cache-tree and rewrites only the files that differ;
+        a checkout would first lstat every file of the repository."""
+        repo, wt = self._repo, slot.wt
+        try:
+            repo.in_worktree(wt, "reset", "-q", "--keep", start)
+            repo.in_worktree(wt, "update-ref", "-m", f"novaproc: {branch}", f"refs/heads/{branch}", start)
+            repo.in_worktree(wt, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
+        except EnvironmentFault:  # whatever stood in its way, a forced checkout overwrites
+            repo.in_worktree(wt, "checkout", "-q", "-f", "--no-track", "-B", branch, start)
+        slot.start = start
+
+    def _layout(self, commit: str) -> changes.Layout:
+        layout = self._layouts.get(commit)
+        if layout is None:
+            if len(self._layouts) >= 8:
+                del self._layouts[next(iter(self._layouts))]
+            layout = self._layouts[commit] = changes.Layout.of(self._repo, commit)
+        return layout
 
     def _reuse(self, path: Path) -> _PooledWorktree | None:
         while self._spares:
@@ -238,7 +266,7 @@ class Workspaces:
             submodules.depopulate(repo, wt.path, slot.submodules)  # git moves no worktree holding one
             if not slot.committed:
                 repo.in_worktree(wt, "reset", "-q", "--hard")
-            repo.in_worktree(wt, "clean", "-q", "-ffdx")
+            changes.clean(repo, wt, slot.found if slot.committed else None)
             repo.in_worktree(wt, "update-ref", "--no-deref", "HEAD", "HEAD")  # frees the branch
             self._spare_names += 1
             with repo.worktree_lock():
