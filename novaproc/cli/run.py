@@ -199,14 +199,10 @@ def executor_line(settings: Settings, plan: Plan) -> str | None:
 def cmd_run(args: argparse.Namespace, background_argv: list[str] | None = None) -> int:
     """`run`; `each` calls it with the file it wrote and the arguments of a background run."""
     tasks_file(args)
-    if not (args.dry_run or args.background):
-        from novaproc.execution.pool import start_forkserver
-
-        # before anything else: the first task waits for the forkserver's interpreter to start,
-        # which it does on another core while this one loads the tasks file
-        start_forkserver()
     taskfile, settings, plan, checked = load_plan(args.tasks, args, run_flags(args), strict=not args.dry_run,
                                                   root=args.root)
+    if not (args.dry_run or args.background):
+        _fork_workers(settings, plan)
     if args.dry_run:
         print_plan(settings, plan, as_json=args.json)
         return ExitCode.OK
@@ -243,6 +239,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     taskfile, settings, plan, checked = load_plan(  # the file read once, its templates expanded once
         Path(record.tasks_file), argparse.Namespace(config=None), {}, root=Path(record.meta.root),
         recorded=[t.id for t in record.tasks])
+    _fork_workers(settings, plan)
     run = resume_run(record, taskfile, settings, plan, checked, finished)
     try:
         holder = run.try_hold_tasks_file("wait")
@@ -250,6 +247,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
         run.close()
         raise
     return _execute(run, args, busy=holder)
+
+
+def _fork_workers(settings: Settings, plan: Plan) -> None:
+    """The run's workers, forked now: before its journal, locks and threads exist, nothing of
+    them can reach a worker (a cluster's run forks none: its local pool is seldom used)."""
+    if settings.executor == "local":
+        from novaproc.execution.pool import prefork
+
+        prefork(min(settings.max_parallel, len(plan.tasks)))
 
 
 def _execute(run, args: argparse.Namespace, busy: str | None = None) -> int:  # type: ignore[no-untyped-def]

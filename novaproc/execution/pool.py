@@ -7,8 +7,11 @@ to an idle worker, wait for reports, stop a task's whole tree.
       wait() ◀── sentinel ── a dead worker fails the one task it held; it is replaced
       terminate(task) ── SIGTERM, then SIGKILL after grace ─▶ every descendant of the worker
 
-Workers start from a forkserver: the supervisor may run threads (the live view, the journal's
-flusher) and forking a threaded process is unsafe.
+A run's workers are forked at the supervisor's start (`prefork`), before any thread, lock file
+or pipe exists, as make and ninja fork: no interpreter to wait for. Later ones (a replacement
+for a dead worker; a pool nobody forked for) come from a forkserver, since by then the
+supervisor runs threads (the live view, the journal's flusher) and forking a threaded process is
+unsafe.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import multiprocessing.connection
 import os
 import select
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
@@ -36,6 +40,52 @@ from novaproc.execution.worker import worker_main
 from novaproc.messages import Escalated, Finished, Job, Report
 
 MAX_WAIT = 3600.0  # seconds: the longest single wait; waking once an hour costs nothing
+
+
+def prefork(count: int) -> int:
+    """Fork `count` workers now, for the next WorkerPool to take; how many were forked. None
+    while this process runs another thread: a fork copies only the caller's, and a lock another
+    held would stay held in the child for ever. Each worker closes every descriptor but its pipe
+    and stdio: no lock, file or pipe of the supervisor's stays open in it."""
+    import threading
+
+    if threading.active_count() != 1:
+        return 0
+    ctx = multiprocessing.get_context("fork")
+    for _ in range(count):
+        parent, child = ctx.Pipe(duplex=True)
+        process = ctx.Process(target=_forked_worker, args=(child,), daemon=True, name="novaproc-worker")
+        process.start()
+        child.close()
+        _spares.append((process, parent))
+    return count
+
+
+_spares: list[tuple[multiprocessing.process.BaseProcess, multiprocessing.connection.Connection]] = []
+
+
+def _forked_worker(conn: multiprocessing.connection.Connection) -> None:
+    keep = conn.fileno()
+    os.closerange(3, keep)  # close_range(2) on Linux: one call, however many are open
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+    null = os.open(os.devnull, os.O_RDONLY)  # the supervisor's input (a terminal, a pipe) is not ours
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 (stdin, for the worker's life)
+    worker_main(conn)
+
+
+def end_spares() -> None:
+    """End the workers forked for a pool that never took them (a run with fewer tasks)."""
+    while _spares:
+        process, conn = _spares.pop()
+        with contextlib.suppress(OSError):
+            conn.send(None)
+        conn.close()
+        process.join(2)
+        if process.is_alive():
+            process.kill()
+            process.join(1)
 
 
 def start_forkserver() -> None:
@@ -60,6 +110,7 @@ class _WorkerSlot:
     kill_at: float | None = None  # when SIGKILL follows a SIGTERM already sent
     escalated: bool = False  # that SIGKILL was sent, and reported
     pidfd: int | None = None  # watched instead of the sentinel once the forkserver is gone
+    ours: bool = False  # forked here (prefork): its death is watched by a pidfd, its exit reaped here
 
     @property
     def death_fd(self) -> int:
@@ -80,6 +131,11 @@ class _WorkerSlot:
             return False
         self.pidfd = fd
         return True
+
+    @property
+    def reaped_here(self) -> bool:
+        """Its exit code can be had here: it is our child, or its forkserver still watches it."""
+        return self.ours or self.pidfd is None
 
     def close(self) -> None:
         self.conn.close()
@@ -102,7 +158,8 @@ class WorkerPool:
         self.size, self.kill_grace, self.adopts_orphans = size, kill_grace, adopt_orphans
         self._subreaper = False  # made one after the first job is handed over: it costs ctypes' import
         self._ctx = multiprocessing.get_context("forkserver")
-        start_forkserver()
+        if not _spares:  # else the run forked its workers; a replacement may wait for the forkserver
+            start_forkserver()  # now, while the caller goes on: a worker needed later waits less
         self._slots: list[_WorkerSlot] = []
         self._token, self._jobs = f"{os.getpid()}-{os.urandom(4).hex()}", 0
 
@@ -129,12 +186,18 @@ class WorkerPool:
     def _spawn(self) -> _WorkerSlot:
         if len(self._slots) >= self.size:
             raise RuntimeError("no idle worker: the caller must check idle() first")
-        parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=worker_main, args=(child,), daemon=True,
-                                    name="novaproc-worker")
-        process.start()
-        child.close()
-        slot = _WorkerSlot(process, parent)
+        if _spares:
+            process, parent = _spares.pop(0)
+            assert process.pid is not None
+            # its sentinel's other end closed with the descriptors it did not need: a pidfd
+            slot = _WorkerSlot(process, parent, pidfd=os.pidfd_open(process.pid), ours=True)
+        else:
+            parent, child = self._ctx.Pipe(duplex=True)
+            process = self._ctx.Process(target=worker_main, args=(child,), daemon=True,
+                                        name="novaproc-worker")
+            process.start()
+            child.close()
+            slot = _WorkerSlot(process, parent)
         self._slots.append(slot)
         return slot
 
@@ -178,13 +241,13 @@ class WorkerPool:
         job = slot.job
         assert job is not None
         slot.process.join(0.1)
-        code = slot.process.exitcode if slot.pidfd is None else None  # else nobody reaped it for us
+        code = slot.process.exitcode if slot.reaped_here else None  # else nobody reaped it for us
         how = f"signal {signal.Signals(-code).name}" if code and code < 0 else \
             f"exit code {code}" if code is not None else "its exit status is unknown"
         # its task lost its guardian: its processes now hang below init, found by their mark
         kill_marked("NOVA_JOB", job.env["NOVA_JOB"])
         if self.adopts_orphans:  # and those that dropped their marks came to us
-            kill_adopted()
+            kill_adopted(keep=self._worker_pids(but=slot))
         rescue(job.log_path, slot.process.pid)  # what it printed, from the worker's scratch file
         self._slots.remove(slot)
         slot.close()
@@ -238,8 +301,14 @@ class WorkerPool:
             _end_worker(slot, 2 + (self.kill_grace if slot.job is not None else 0))
             slot.close()
         self._slots.clear()
+        end_spares()
         if self.adopts_orphans:
             kill_adopted()
+
+    def _worker_pids(self, but: _WorkerSlot) -> set[int]:
+        """The pids of our workers but one: forked ones are our children, as adopted orphans are."""
+        return {s.process.pid for s in self._slots if s is not but and s.process.pid is not None} | \
+            {process.pid for process, _ in _spares if process.pid is not None}
 
 
 def until_due(timeout: float | None, due: list[float]) -> float | None:
@@ -252,7 +321,7 @@ def until_due(timeout: float | None, due: list[float]) -> float | None:
 
 def _end_worker(slot: _WorkerSlot, timeout: float) -> None:
     """Wait up to `timeout` for a worker told to stop, then kill it."""
-    if slot.pidfd is None:
+    if slot.reaped_here:
         slot.process.join(timeout)
         if slot.process.is_alive():
             slot.process.kill()

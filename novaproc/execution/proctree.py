@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Collection
 from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -107,12 +108,13 @@ def signal_tree(root: int, group: int | None, sig: int) -> None:
             p.send_signal(sig)
 
 
-def kill_adopted() -> int:
+def kill_adopted(keep: Collection[int] = ()) -> int:
     """SIGKILL every child of this process (a subreaper) that is not one of multiprocessing's
-    helpers (the forkserver, the resource tracker): orphans adopted from a killed worker, and
-    all below them. Call only while this process runs no child of its own (git, a guardian)."""
+    helpers (the forkserver, the resource tracker) nor in `keep` (workers forked here): orphans
+    adopted from a killed worker, and all below them. Call only while this process runs no
+    child of its own (git, a guardian)."""
     helpers = {_helper_pid("forkserver", "_forkserver", "_forkserver_pid"),
-               _helper_pid("resource_tracker", "_resource_tracker", "_pid")}
+               _helper_pid("resource_tracker", "_resource_tracker", "_pid"), *keep}
     if not _children() - helpers:
         return 0  # the usual case, without psutil's import
     import psutil

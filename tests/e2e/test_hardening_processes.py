@@ -34,6 +34,11 @@ def tasks_in_place(folder: Path, *tasks: str, **run: object) -> Path:
     return write_tasks(folder, run_table(**NO_THROTTLE, isolation="none", **run) + "".join(tasks))
 
 
+def open_files(pid: int) -> dict[int, str]:
+    """What process `pid` holds open: descriptor -> what it points to (a path, pipe:[inode] ...)."""
+    return {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+
+
 def python_ancestor(proc: psutil.Process) -> psutil.Process:
     """The nearest ancestor of a task's process that is a Python interpreter: its worker."""
     parent = proc.parent()
@@ -41,12 +46,6 @@ def python_ancestor(proc: psutil.Process) -> psutil.Process:
         parent = parent.parent()
     assert parent is not None, f"no Python process above {proc.cmdline()}"
     return parent
-
-
-def forkservers(supervisor: int) -> list[psutil.Process]:
-    """The supervisor's multiprocessing forkserver (the workers, forked from it, sit below it)."""
-    return [p for p in psutil.Process(supervisor).children()
-            if "forkserver" in " ".join(p.cmdline())]
 
 
 class Background:
@@ -174,41 +173,36 @@ def test_a_task_handed_out_as_the_supervisor_fails_does_not_outlive_it(tmp_path)
     assert not late.exists(), "the task ran on after its supervisor had exited"
 
 
-# ---------------------------------------------------------------- a killed forkserver (4a3af03)
+# ---------------------------------------------------------------- where a run's workers come from
 
 
-def test_a_killed_forkserver_fails_no_running_task(tmp_path, background):
-    """4a3af03: the workers' sentinels are the forkserver's pipes, so its death looked like
-    every worker's ('worker process died (exit code 255)') and the workers printed a
-    BrokenPipeError traceback."""
-    ready = [tmp_path / f"ready-{i}" for i in range(3)]
-    tasks = tasks_in_place(tmp_path, *(task(f"t{i}", f"touch {r}; sleep 2") for i, r in enumerate(ready)),
-                           max_parallel=3)
+def test_a_runs_workers_are_forked_at_its_start_and_hold_nothing_of_the_supervisor(tmp_path, background):
+    """The run's workers are the supervisor's own children, forked before its journal, locks
+    and threads existed (no forkserver to lose: 4a3af03 was its loss); each holds its pipe and
+    its task's log, not the journal, a lock or another pipe of the supervisor's."""
+    ready = [tmp_path / f"ready-{i}" for i in range(2)]
+    gate = tmp_path / "gate"
+    tasks = tasks_in_place(tmp_path, *(task(f"t{i}", f"touch {r}; while [ ! -e {gate} ]; do sleep 0.05; done")
+                                       for i, r in enumerate(ready)), max_parallel=2)
     run = background("run", tasks, "--json")
-    for r in ready:
-        wait_for_file(r)
-    (server,) = forkservers(run.pid)
-    server.kill()
+    try:
+        for r in ready:
+            wait_for_file(r)
+        children = psutil.Process(run.pid).children()
+        assert not [p for p in children if "multiprocessing.forkserver" in " ".join(p.cmdline())]
+        workers = [p for p in children if p.children()]  # those running a task
+        assert len(workers) == 2, [p.cmdline() for p in children]
+        supervisors = {link for link in open_files(run.pid).values() if link.startswith(("pipe:", "/"))}
+        for worker in workers:
+            held = open_files(worker.pid)
+            stdio = {held.pop(fd) for fd in (0, 1, 2)}
+            assert all("/logs/" in link for link in held.values() if link.startswith("/")), held
+            assert not (supervisors - stdio) & set(held.values()), held  # no journal, lock or pipe
+    finally:
+        gate.touch()
     ran = run.finish(timeout=30)
     assert ran.code == 0, ran
-    assert ran.states() == {"t0": "done", "t1": "done", "t2": "done"}
-    assert "Traceback" not in ran.err and "BrokenPipeError" not in ran.err, ran.err
-
-
-def test_after_a_killed_forkserver_new_workers_still_start(tmp_path, background):
-    """4a3af03: the tasks after the loss need workers the dead forkserver can no longer fork."""
-    ready = tmp_path / "ready"
-    tasks = tasks_in_place(tmp_path, task("first", f"touch {ready}; sleep 1"),
-                           task("second", "true", depends_on=["first"]),
-                           task("third", "true", depends_on=["first"]), max_parallel=3)
-    run = background("run", tasks, "--json")
-    wait_for_file(ready)
-    (server,) = forkservers(run.pid)
-    server.kill()
-    ran = run.finish(timeout=30)
-    assert ran.code == 0, ran
-    assert ran.states() == {"first": "done", "second": "done", "third": "done"}
-    assert "Traceback" not in ran.err, ran.err
+    assert ran.states() == {"t0": "done", "t1": "done"}
 
 
 # ---------------------------------------------------------------- SIGHUP (1340f1e)
