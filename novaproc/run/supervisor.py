@@ -104,7 +104,7 @@ class Supervisor:
     def _loop(self) -> None:
         """Run the tasks until every one has ended. A step's news (a task ended) is written
         after the start pass that follows it: the freed slot is handed out first, so a worker
-        is not idle while the journal is written (ninja starts the next edge before it logs)."""
+        is not idle while the journal is written."""
         self._outbox.hold()
         try:
             while True:
