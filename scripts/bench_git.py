@@ -4,21 +4,29 @@ Measures, on the same repository and disk:
   - the average isolation cost per task (Workspaces.prepare + commit + release) over 50 small
     tasks run 4 at a time, counting the pool's creation and removal (close) too;
   - a plain `git worktree add` + `git worktree remove` per task, for comparison;
+  - the same 50 tasks as a shell loop in 4 plain worktrees made beforehand (checkout -B, the
+    edit, add -A, commit): what plain git costs a task at best;
+  - git's own CPU per task and git command (rusage of the git children), which is less
+    sensitive than wall time to other work on the machine;
   - merge_results on 50 disjoint results (merge-tree + commit-tree + compare-and-swap).
-Targets: the first at most 1/5 of the second; the merges under 1 s.
+Targets: the first at most 1/5 of the second; steady state at most 0.1 s and within 2x of the
+shell loop; the merges under 1 s.
 
     python scripts/bench_git.py          # the repository is generated once under /tmp and reused
 """
 
 from __future__ import annotations
 
+import collections
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from novaproc.isolation import repo as repo_module
 from novaproc.isolation.merge import merge_results
 from novaproc.isolation.policy import MergePolicy
 from novaproc.isolation.repo import Repo
@@ -108,6 +116,68 @@ def bench_pool(base: str) -> tuple[list[Row], list[tuple[str, str | None]]]:
     return rows, results
 
 
+def bench_shell(base: str) -> Row:
+    """The same tasks run by a shell loop in 4 worktrees made beforehand (not timed)."""
+    paths = [WORKTREES / f"bench-shell-{os.getpid()}-{k}" for k in range(SLOTS)]
+    for path in paths:
+        git("worktree", "add", "-q", "--detach", str(path), base)
+    script = "".join(f"cd {paths[i % SLOTS]} && git checkout -q -B bench-shell-{os.getpid()}-{i} {base} && "
+                     f"echo 'changed by t{i}' > {path_of(i * 997 % FILES)} && git add -A && "
+                     f"git commit -q -m t{i} && git checkout -q --detach\n" for i in range(TASKS))
+    os.sync()
+    t0 = time.perf_counter()
+    subprocess.run(["bash", "-e"], input=script, text=True, check=True, capture_output=True)
+    took = (time.perf_counter() - t0) / TASKS
+    for path in paths:
+        git("worktree", "remove", "--force", str(path))
+    for i in range(TASKS):
+        git("branch", "-q", "-D", f"bench-shell-{os.getpid()}-{i}")
+    return f"shell loop: checkout -B + add -A + commit per task, {SLOTS} worktrees", took, "s/task"
+
+
+class GitCalls:
+    """Wall and CPU (rusage of the git child) per git command run through Repo."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0])
+        self._execute = repo_module.Repo._execute
+
+    def __enter__(self) -> GitCalls:
+        execute, calls = self._execute, self.calls
+
+        def timed(repo: Repo, command: list[str], env: dict[str, str] | None, stdin: str | None) -> object:
+            r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+            try:
+                return execute(repo, command, env, stdin)
+            finally:
+                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                entry = calls[command_name(command)]
+                entry[0] += 1
+                entry[1] += time.perf_counter() - t0
+                entry[2] += r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+
+        repo_module.Repo._execute = timed  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        repo_module.Repo._execute = self._execute  # type: ignore[method-assign]
+
+    def rows(self) -> list[Row]:
+        ranked = sorted(self.calls.items(), key=lambda kv: -kv[1][2])
+        return [(f"  git {name} ({int(n)} calls)", cpu / TASKS, f"s/task git CPU, wall {wall / TASKS:.3f}")
+                for name, (n, wall, cpu) in ranked if cpu / TASKS >= 0.0005]
+
+
+def command_name(command: list[str]) -> str:
+    """`git -C x -c k=v --git-dir d --work-tree w reset -q --keep` -> "reset --keep"."""
+    args = command[3:]
+    while args and args[0] in ("-c", "--git-dir", "--work-tree", "-C"):
+        args = args[2:]
+    words = [args[0]] if args else ["?"]
+    words += [a for a in args[1:3] if a.startswith("--") or a in ("add", "move", "remove", "prune")][:1]
+    return " ".join(words)
+
+
 def bench_fresh(base: str) -> Row:
     """A plain `git worktree add` (full checkout) + `git worktree remove` per task."""
     times = []
@@ -138,10 +208,14 @@ def bench_merge(base: str, results: list[tuple[str, str | None]]) -> Row:
 def run() -> list[Row]:
     base = ensure_repo()
     WORKTREES.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pool_rows, results = bench_pool(base)
+    with GitCalls() as calls:
+        pool_rows, results = bench_pool(base)
+    shell = bench_shell(base)
     fresh = bench_fresh(base)
     ratio = pool_rows[0][1] / fresh[1]
-    return [*pool_rows, fresh, ("ratio pool / fresh", ratio, "target <= 0.20"), bench_merge(base, results)]
+    return [*pool_rows, *calls.rows(), shell,
+            ("ratio pool steady state / shell loop", pool_rows[1][1] / shell[1], "target <= 2"),
+            fresh, ("ratio pool / fresh", ratio, "target <= 0.20"), bench_merge(base, results)]
 
 
 def main() -> None:
