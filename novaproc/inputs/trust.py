@@ -8,10 +8,10 @@ at every run (a symlink can appear after the file was read and cached).
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -79,38 +79,61 @@ def outside(entry: str) -> bool:
         return True
 
 
-def escapes(normalized: str, root: Path, real_dir: Callable[[str], str] = os.path.realpath) -> str | None:
+def escapes(normalized: str, root: Path) -> str | None:
     """Where a repository-relative path really leads when a symlink on its way takes it out of
-    `root`; None when it stays inside (or is absolute: shared files name outside paths).
-    `real_dir`: realpath, or a cache of it (a fan-out names thousands of files in few folders)."""
-    if os.path.isabs(normalized):
-        return None
-    real_root = real_dir(str(root))
-    folder, name = os.path.split(os.path.join(root, normalized))
-    real = os.path.join(real_dir(folder), name)
-    if os.path.islink(real):
-        real = os.path.realpath(real)
-    real = os.path.normpath(real)
-    return None if real == real_root or real.startswith(real_root + os.sep) else real
+    `root`; None when it stays inside (or is absolute: shared files name outside paths)."""
+    return _Leads(str(root))(normalized)
 
 
-def check_paths(file: str, root: Path, tasks: Any, include: tuple[str, ...]) -> None:
+class _Leads:
+    """`escapes` for many paths of one repository, with what the disk says of each folder kept:
+    100,000 tasks name thousands of files in few folders. A folder that is no folder on disk
+    (yet) holds no symlink, so its files need no lstat of their own; a plain name in a folder
+    that stays in the repository stays in it too, unless it is a symlink."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.real_root = os.path.realpath(root)
+        self.folders: dict[str, tuple[str, bool, bool]] = {}  # -> (realpath, a folder there, inside)
+
+    def __call__(self, normalized: str) -> str | None:
+        if os.path.isabs(normalized):
+            return None
+        folder, _, name = normalized.rpartition("/")
+        known = self.folders.get(folder)
+        if known is None:
+            real_folder = os.path.realpath(os.path.join(self.root, folder))
+            known = (real_folder, os.path.isdir(real_folder), self._inside(real_folder))
+            self.folders[folder] = known
+        real_folder, is_dir, inside = known
+        real = os.path.join(real_folder, name)
+        if is_dir and os.path.islink(real):
+            real = os.path.realpath(real)
+        elif inside and name not in ("", ".", ".."):
+            return None
+        real = os.path.normpath(real)
+        return None if self._inside(real) else real
+
+    def _inside(self, real: str) -> bool:
+        return real == self.real_root or real.startswith(self.real_root + os.sep)
+
+
+def check_paths(file: str, root: Path, tasks: Sequence[Any], include: tuple[str, ...]) -> None:
     """No declared path, cwd or worktree_include entry leads out of the repository through a
     symlink. ConfigError (exit 2) names the task and field."""
-    real_dir = functools.lru_cache(maxsize=4096)(os.path.realpath)
-    safe: set[str] = set()  # paths checked already: 100,000 tasks name far fewer
-    for task in tasks:
+    leads = _Leads(str(root))
+    # each path once (100,000 tasks name far fewer), then the first task naming a bad one
+    named = {*chain.from_iterable(t.writes for t in tasks), *chain.from_iterable(t.reads for t in tasks),
+             *(t.cwd for t in tasks if t.cwd)}
+    bad = {declared: real for declared in named if (real := leads(declared)) is not None}
+    for task in tasks if bad else ():
         for field, declared in (*(("writes", p) for p in task.writes), *(("reads", p) for p in task.reads),
                                 *((("cwd", task.cwd),) if task.cwd else ())):
-            if declared in safe:
-                continue
-            if (real := escapes(declared, root, real_dir)) is None:
-                safe.add(declared)
-            else:
-                raise ConfigError(file, f"{declared!r} leads out of the repository {root} (to {real}, "
-                                  "through a symlink); name a path inside it, or the outside one as "
-                                  "an absolute path", task=task.id, field=field)
+            if declared in bad:
+                raise ConfigError(file, f"{declared!r} leads out of the repository {root} (to "
+                                  f"{bad[declared]}, through a symlink); name a path inside it, or the "
+                                  "outside one as an absolute path", task=task.id, field=field)
     for entry in include:
-        if (real := escapes(paths.fixed_prefix(entry.strip("/")) or ".", root)) is not None:
+        if (real := leads(paths.fixed_prefix(entry.strip("/")) or ".")) is not None:
             raise ConfigError(file, f"worktree_include {entry!r} leads out of the repository {root} "
                               f"(to {real}, through a symlink)", field="worktree_include")
