@@ -24,7 +24,7 @@ class TaskLog:
     """Where one attempt's output goes; `fileno()` for the task, `write()` for novaproc's own
     lines. `name()` makes it visible at its path; `close()` after the task and its leftovers."""
 
-    _scratch: dict[str, int] = {}  # folder -> this process's empty scratch file there
+    _scratch: dict[str, int] = {}  # folder -> this process's empty scratch file there (one at most)
     current: TaskLog | None = None  # the log of the attempt under way, for a worker that must die
 
     def __init__(self, path: str, attempt: int, task_id: str) -> None:
@@ -73,6 +73,7 @@ class TaskLog:
     def _take_scratch(self) -> int:
         fd = self._scratch.get(self.folder)
         if fd is None:
+            _drop_scratches()  # one at a time: a worker on a cluster gets a new folder a job
             fd = self._scratch[self.folder] = open_private(scratch_path(self.folder, os.getpid()))
         return fd
 
@@ -87,11 +88,15 @@ class TaskLog:
         """A worker's end: its scratch files go (each is empty: a task's output was named)."""
         if cls.current is not None:
             cls.current.close()
-        for folder, fd in list(cls._scratch.items()):
-            with contextlib.suppress(OSError):
-                os.unlink(scratch_path(folder, os.getpid()))
-            os.close(fd)
-        cls._scratch.clear()
+        _drop_scratches()
+
+
+def _drop_scratches() -> None:
+    for folder, fd in list(TaskLog._scratch.items()):
+        with contextlib.suppress(OSError):
+            os.unlink(scratch_path(folder, os.getpid()))
+        os.close(fd)
+    TaskLog._scratch.clear()
 
 
 def scratch_path(folder: str, pid: int) -> str:

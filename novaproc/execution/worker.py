@@ -120,7 +120,8 @@ def _worker_env() -> dict[str, str]:
 
 def _die_with_tree(signum: int, frame: object) -> None:
     kill_tree(os.getpid(), _Worker.grace)
-    TaskLog.drop_scratch()  # the task's output so far keeps its log's name
+    with contextlib.suppress(Exception):  # a signal may come mid-way through the log's own steps
+        TaskLog.drop_scratch()  # the task's output so far keeps its log's name
     os._exit(128 + signum)
 
 

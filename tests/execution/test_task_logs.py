@@ -88,3 +88,20 @@ def test_rescue_moves_a_dead_workers_scratch_output_to_the_tasks_log(tmp_path):
     rescue(str(tmp_path / "v.log"), 4323)  # no scratch file at all
     assert (tmp_path / "t.log").read_text() == "attempt 1\nattempt 2\n"
     assert sorted(os.listdir(tmp_path)) == ["t.log"]
+
+
+def test_a_worker_keeps_one_scratch_file_however_many_folders_its_jobs_use(tmp_path, pool):
+    """A worker on a cluster gets a new folder for each job: one scratch file (and descriptor)
+    at a time, not one a folder for ever."""
+    p, reports = pool(1)
+    folders = [tmp_path / f"job{i}" for i in range(5)]
+    for i, folder in enumerate(folders):
+        folder.mkdir()
+        p.submit(make_job(folder, f"q{i}", shell="echo $PPID > ../worker.pid"))
+        assert reports.until_finished(f"q{i}").ok
+        p.submit(make_job(folder, f"quiet{i}", shell="true"))
+        assert reports.until_finished(f"quiet{i}").ok
+    worker = int((tmp_path / "worker.pid").read_text())
+    held = [os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")]
+    assert len([link for link in held if link.endswith(".scratch")]) == 1, held
+    assert [len(scratches(folder)) for folder in folders] == [0, 0, 0, 0, 1]
