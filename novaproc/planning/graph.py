@@ -31,13 +31,16 @@ class TaskGraph:
         self.succs: dict[str, tuple[str, ...]] = dict.fromkeys(self.ids, ())
         self._add(edges)
         self.order = self._stable_topological_order()
+        self._position: dict[str, int] | None = None
         self._layers: list[list[str]] | None = None
 
     def add_ordering(self, edges: Iterable[tuple[str, str]]) -> None:
         """Add edges that each go forward in `order`. The order stays the stable one without
         sorting again: each step of Kahn's algorithm picks among fewer ready tasks, and the
         earliest-declared of the old ones is still ready (its new predecessors came before it)."""
-        position = {tid: i for i, tid in enumerate(self.order)}
+        position = self._position
+        if position is None:  # the order stays: its positions are found once
+            position = self._position = {tid: i for i, tid in enumerate(self.order)}
         edges = list(edges)
         for before, after in edges:
             if position[before] >= position[after]:
@@ -46,20 +49,37 @@ class TaskGraph:
         self._layers = None
 
     def _add(self, edges: Iterable[tuple[str, str]]) -> None:
-        """Group the edges by task, then give each task it touches its new tuples once. An
-        unknown id is a KeyError."""
-        grouped: tuple[dict[str, set[str]], dict[str, set[str]]] = ({}, {})
+        """Group the edges by the task that waits, then give each task it touches its new tuples
+        once. An unknown id is a KeyError.
+
+        The waiting tasks are taken in declared order, so each task's new successors come in
+        that order: only a task that had successors already needs them sorted (edges given in
+        a set's order made a sort, and a walk all over memory, per task of 100,000)."""
+        preds, succs, key = self.preds, self.succs, self.index.__getitem__
+        grouped: dict[str, list[str]] = {}
         for before, after in edges:
-            for table, new, tid, other in ((self.preds, grouped[0], after, before),
-                                           (self.succs, grouped[1], before, after)):
-                linked = new.get(tid)
-                if linked is None:
-                    linked = new[tid] = set(table[tid])
-                linked.add(other)
-        key = self.index.__getitem__
-        for table, new in zip((self.preds, self.succs), grouped, strict=True):
-            for tid, linked in new.items():
-                table[tid] = tuple(sorted(linked, key=key))
+            linked = grouped.get(after)
+            if linked is None:
+                grouped[after] = [before]
+            else:
+                linked.append(before)
+        gained: dict[str, list[str]] = {}  # a task -> its new successors, in declared order
+        for after in sorted(grouped, key=key):
+            old, new = preds[after], grouped[after]
+            if len(new) == 1 and not old:  # most tasks: one predecessor, the first
+                preds[after] = tuple(new)
+            else:
+                new = set(new).difference(old)  # repeats, and edges it had, once
+                preds[after] = tuple(sorted(new.union(old), key=key))
+            for before in new:
+                got = gained.get(before)
+                if got is None:
+                    gained[before] = [after]
+                else:
+                    got.append(after)
+        for before, afters in gained.items():
+            old = succs[before]
+            succs[before] = tuple(afters) if not old else tuple(sorted({*old, *afters}, key=key))
 
     def _stable_topological_order(self) -> tuple[str, ...]:
         """Kahn's algorithm, always taking the earliest-declared ready task."""
@@ -96,8 +116,11 @@ class TaskGraph:
 
     def _grouped(self) -> list[list[str]]:
         depth: dict[str, int] = {}
+        preds = self.preds
         for tid in self.order:
-            depth[tid] = 1 + max((depth[p] for p in self.preds[tid]), default=-1)
+            before = preds[tid]  # no generator for the many with one predecessor or none
+            depth[tid] = (0 if not before else 1 + depth[before[0]] if len(before) == 1
+                          else 1 + max([depth[p] for p in before]))
         grouped: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
         for tid in self.ids:
             grouped[depth[tid]].append(tid)
@@ -106,8 +129,11 @@ class TaskGraph:
     def critical_paths(self, durations: Mapping[str, float]) -> dict[str, float]:
         """For each task, its duration plus the longest chain of work that waits on it."""
         remaining: dict[str, float] = {}
+        succs = self.succs
         for tid in reversed(self.order):
-            remaining[tid] = durations[tid] + max((remaining[s] for s in self.succs[tid]), default=0.0)
+            after = succs[tid]  # no generator for the many with one successor or none
+            remaining[tid] = durations[tid] + (0.0 if not after else remaining[after[0]] if len(after) == 1
+                                               else max([remaining[s] for s in after]))
         return remaining
 
     def ancestors(self, roots: Iterable[str]) -> set[str]:

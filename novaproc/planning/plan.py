@@ -100,7 +100,8 @@ def _make_plan(tasks: Sequence[Task], root: str, slots: int, isolation: str, his
                resources: Mapping[str, int]) -> Plan:
     ids = [t.id for t in tasks]
     hard = {(dep, t.id) for t in tasks for dep in t.depends_on}
-    graph = TaskGraph(ids, hard)  # raises CycleFound
+    # the edges in the tasks' order, not the set's: the graph then finds them grouped by task
+    graph = TaskGraph(ids, ((dep, t.id) for t in tasks for dep in t.depends_on))  # raises CycleFound
     conflicts = find_conflicts(tasks, root, graph.order)
     graph.add_ordering((c.first, c.second) for c in conflicts)
     durations = _durations(ids, history)
@@ -117,7 +118,7 @@ def _make_plan(tasks: Sequence[Task], root: str, slots: int, isolation: str, his
 
 def select(tasks: Sequence[Task], only: Iterable[str]) -> list[Task]:
     """The tasks named in `only` and everything they depend on, in declared order."""
-    graph = TaskGraph([t.id for t in tasks], {(d, t.id) for t in tasks for d in t.depends_on})
+    graph = TaskGraph([t.id for t in tasks], ((d, t.id) for t in tasks for d in t.depends_on))
     keep = graph.ancestors(only)
     return [t for t in tasks if t.id in keep]
 
