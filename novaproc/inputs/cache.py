@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import operator
 import os
 import pickle
 import stat
@@ -32,7 +33,7 @@ from novaproc.inputs import paths
 from novaproc.inputs.bulk import collector_paused
 from novaproc.inputs.fanout import expand
 from novaproc.inputs.settings import ENV_KEYS, Settings, load_settings
-from novaproc.inputs.taskfile import Task, TaskFile, load_tasks, unchecked_task
+from novaproc.inputs.taskfile import Task, TaskFile, load_tasks, tasks_of_rows
 from novaproc.inputs.tomlfile import MAX_FILE_BYTES, read_toml
 from novaproc.inputs.trust import check_paths
 
@@ -168,7 +169,7 @@ def _read(entry: Path) -> tuple[TaskFile, Settings] | None:
         shell, names, rows, settings = value
         if not (isinstance(shell, TaskFile) and isinstance(settings, Settings) and names == _FIELDS):
             return None  # another layout of the classes
-        tasks = tuple(unchecked_task(dict(zip(names, row, strict=True))) for row in rows)
+        tasks = tasks_of_rows(rows)  # in the order of `names`, which is _FIELDS
     except Exception:  # missing, damaged, or from an older layout of the classes
         return None
     return dataclasses.replace(shell, tasks=tasks), settings
@@ -178,7 +179,7 @@ def _write(entry: Path, value: tuple[TaskFile, Settings]) -> None:
     taskfile, settings = value
     # a row of values a task: pickling 100,000 objects, their field names each time, took 2.4
     # times as long to read back
-    rows = [tuple(t.__dict__[name] for name in _FIELDS) for t in taskfile.tasks]
+    rows = list(map(_ROW, taskfile.tasks))
     try:
         blob = pickle.dumps((dataclasses.replace(taskfile, tasks=()), _FIELDS, rows, settings),
                             protocol=pickle.HIGHEST_PROTOCOL)
@@ -191,6 +192,7 @@ def _write(entry: Path, value: tuple[TaskFile, Settings]) -> None:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Task))
+_ROW = operator.attrgetter(*_FIELDS)  # a task's values in that order, as one tuple
 
 
 def _prune(folder: Path) -> None:

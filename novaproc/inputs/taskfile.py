@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -194,6 +194,21 @@ def unchecked_task(values: Mapping[str, Any]) -> Task:
     for name in _FIELD_NAMES:  # one at a time, in the class's order: the instances then share
         attrs[name] = values[name]  # one table of keys (dict.update made each a whole dict, 3x the size)
     return task
+
+
+def tasks_of_rows(rows: Iterable[Sequence[Any]]) -> tuple[Task, ...]:
+    """`unchecked_task` of each row of values, in the order of the fields (the cache's form):
+    without a dict of each first, half the time of 100,000. ValueError for a row too short or
+    too long."""
+    tasks = []
+    new = object.__new__
+    for row in rows:
+        task = new(Task)
+        attrs = task.__dict__
+        for name, value in zip(_FIELD_NAMES, row, strict=True):  # in order, as unchecked_task
+            attrs[name] = value
+        tasks.append(task)
+    return tuple(tasks)
 
 
 # many tasks share a command ("true", "make test"): its kind is found once
