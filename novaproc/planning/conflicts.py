@@ -10,8 +10,9 @@ together), so k readers of what m writers touch remain k * m edges: that many ar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from novaproc.inputs import paths
 from novaproc.inputs.kinds import SERIAL_KINDS, Kind
@@ -34,17 +35,22 @@ class Conflict:
 _Found = dict[tuple[int, int], list]
 
 
+_NO_CHILDREN: Mapping[str, _Node] = MappingProxyType({})  # shared by the leaves: a dict each was most
+# of the trie's allocations
+
+
 class _Node:
     """A path component in the trie of accesses: the last writer of exactly this path, the
     readers since, and how many writers there are at or below it (so a read of a folder walks
     only the branches where something was written). Tasks are their positions in the order."""
 
-    __slots__ = ("children", "readers", "writer", "writers_below")
+    __slots__ = ("children", "readers", "spelled", "writer", "writers_below")
 
     def __init__(self) -> None:
-        self.children: dict[str, _Node] = {}
-        self.writer: tuple[int, str] | None = None  # (task, path as declared)
-        self.readers: list[tuple[int, str]] = []
+        self.children: Mapping[str, _Node] = _NO_CHILDREN  # a dict once it has one
+        self.writer = -1  # the task, or -1 for none
+        self.spelled = ""  # the path as that writer declared it
+        self.readers: Sequence[tuple[int, str]] = ()  # (task, path as declared); a list once one reads
         self.writers_below = 0
 
 
@@ -106,23 +112,23 @@ class _Trie:
         where missing."""
         parts = path.split("/")
         if path[:1] != "/" and "" not in parts and "." not in parts and ".." not in parts:
-            return self._walk(self._root_line(), parts)  # what paths.key gives, without its
-        key = paths.key(path, self.root)  # join and normpath
+            return _walk(self._root_line(), parts)  # what paths.key gives, without its join and
+        key = paths.key(path, self.root)  # normpath
         depth = len(self._root_key)
         if key[:depth] == self._root_key:  # the root or in it
-            return self._walk(self._root_line(), key[depth:])
+            return _walk(self._root_line(), key[depth:])
         if not paths.overlaps(key, self._root_key):  # beside the root: its line is not crossed
-            return self._walk([self.top], key[1:])
+            return _walk([self.top], key[1:])
         self._reach_above_root()
         if write:  # the write is about to replace a folder above the root, and the root's node
             self._line = None
-        return self._walk([self.top], key[1:])
+        return _walk([self.top], key[1:])
 
     def _root_line(self) -> list[_Node]:
         """A new copy of the root's line: from the file-system root once an absolute path has
         reached above it, else the root's node alone."""
         if self._line is None:
-            self._line = self._walk([self.top], self._root_key[1:])
+            self._line = _walk([self.top], self._root_key[1:])
             if not self._above_root:
                 del self._line[:-1]
         return self._line.copy()
@@ -133,21 +139,10 @@ class _Trie:
         if self._above_root:
             return
         self._above_root = True
-        line = self._walk([self.top], self._root_key[1:])
+        line = _walk([self.top], self._root_key[1:])
         for above in line[:-1]:
             above.writers_below += line[-1].writers_below
         self._line = None
-
-    @staticmethod
-    def _walk(line: list[_Node], parts: Sequence[str]) -> list[_Node]:
-        node = line[-1]
-        for part in parts:
-            child = node.children.get(part)
-            if child is None:
-                child = node.children[part] = _Node()
-            line.append(child)
-            node = child
-        return line
 
     def visit(self, tid: int, path: str, write: bool, found: _Found) -> None:
         """Record `tid`'s access to `path`, and in `found` each earlier access it must wait for
@@ -156,14 +151,14 @@ class _Trie:
         node = line.pop()
         why = WW if write else WR
         for above in line:  # a folder above: the path itself is the more specific one
-            if above.writer is not None and above.writer[0] != tid:
-                _record(found, (above.writer[0], tid), (path,), why)
+            if above.writer >= 0 and above.writer != tid:
+                _record(found, (above.writer, tid), (path,), why)
             if write:
                 for reader, _ in above.readers:
                     if reader != tid:
                         _record(found, (reader, tid), (path,), WR)
-        if node.writer is not None and node.writer[0] != tid:  # the same path: two names of one
-            _record(found, (node.writer[0], tid), (path, node.writer[1]), why)
+        if node.writer >= 0 and node.writer != tid:  # the same path: two names of one
+            _record(found, (node.writer, tid), (path, node.spelled), why)
         if write:
             for reader, spelled in node.readers:
                 if reader != tid:
@@ -171,17 +166,34 @@ class _Trie:
         for child in node.children.values():
             _below(child, tid, write, found)
         if not write:
-            node.readers.append((tid, path))
+            if node.readers:
+                node.readers.append((tid, path))  # type: ignore[attr-defined]
+            else:
+                node.readers = [(tid, path)]
             return
         # everything at and below the path now waits for this writer, and whatever comes later
         # meets it on its way down: what it replaces needs no edge of its own any more
         change = 1 - node.writers_below  # the writers it replaces, against itself
-        node.children.clear()
-        node.readers = []
-        node.writer = (tid, path)
+        node.children = _NO_CHILDREN
+        node.readers = ()
+        node.writer, node.spelled = tid, path
         node.writers_below = 1
         for above in line:
             above.writers_below += change
+
+
+def _walk(line: list[_Node], parts: Sequence[str]) -> list[_Node]:
+    """`line` continued down `parts`, with the nodes missing made."""
+    node = line[-1]
+    for part in parts:
+        child = node.children.get(part)
+        if child is None:
+            if node.children is _NO_CHILDREN:
+                node.children = {}
+            child = node.children[part] = _Node()  # type: ignore[index]
+        line.append(child)
+        node = child
+    return line
 
 
 def _below(node: _Node, tid: int, write: bool, found: _Found) -> None:
@@ -193,8 +205,8 @@ def _below(node: _Node, tid: int, write: bool, found: _Found) -> None:
         current = stack.pop()
         if not write and current.writers_below == 0:
             continue
-        if current.writer is not None and current.writer[0] != tid:
-            _record(found, (current.writer[0], tid), (current.writer[1],), why)
+        if current.writer >= 0 and current.writer != tid:
+            _record(found, (current.writer, tid), (current.spelled,), why)
         if write:
             for reader, spelled in current.readers:
                 if reader != tid:
