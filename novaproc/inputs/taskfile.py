@@ -109,6 +109,7 @@ def _json_value(value: object) -> str:
 
 
 TASK_FIELDS = sorted({f.name for f in dataclasses.fields(Task)} - {"id", "kind_reason", "template", "item"})
+_TASK_FIELD_SET = frozenset(TASK_FIELDS)
 
 
 def load_tasks(path: Path | str, root: Path | None = None) -> TaskFile:
@@ -146,12 +147,13 @@ def _task(file: str, tid: str, body: object, root: str) -> Task:
         raise ConfigError(file, f"must be a table like [tasks.{tid}] with a cmd or call", task=tid)
     _check_id(file, tid)
     for key in body:
-        if key not in TASK_FIELDS:
+        if key not in _TASK_FIELD_SET:
             raise ConfigError(file, f"unknown field{did_you_mean(key, TASK_FIELDS)}; valid fields: "
                               + ", ".join(TASK_FIELDS), task=tid, field=key)
     fields = dict(body)
     _check_command(file, tid, fields)
-    check_env_names(file, tid, fields.get("env"))
+    if "env" in fields:
+        check_env_names(file, tid, fields["env"])
     if "foreach" in fields:  # a template: its paths are checked once filled, task by task
         fields["foreach"] = check_foreach(file, tid, fields["foreach"])
         check_placeholders(file, tid, fields, fields["foreach"])
@@ -159,7 +161,8 @@ def _task(file: str, tid: str, body: object, root: str) -> Task:
             fields[field] = _path_list(file, tid, field, fields.get(field, []))
     else:
         _normalize_paths(file, tid, fields, root)
-    fields["resources"] = _resources(file, tid, fields.get("resources", {}))
+    if "resources" in fields:  # else the default, {}, as _resources would make it
+        fields["resources"] = _resources(file, tid, fields["resources"])
     if "timeout" in fields:
         try:
             fields["timeout"] = parse_duration(fields["timeout"])
@@ -250,7 +253,8 @@ def _check_command(file: str, tid: str, fields: dict[str, Any]) -> None:
 
 def _normalize_paths(file: str, tid: str, fields: dict[str, Any], root: str) -> None:
     for field in ("writes", "reads"):
-        fields[field] = declared_paths(file, tid, field, fields.get(field, []), root)
+        if field in fields:  # else the default, ()
+            fields[field] = declared_paths(file, tid, field, fields[field], root)
     if isinstance(fields.get("cwd"), str):
         fields["cwd"] = workspace_folder(file, tid, fields["cwd"], root)
 
