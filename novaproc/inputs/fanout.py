@@ -68,9 +68,22 @@ def expand(taskfile: TaskFile, own: str | None = None) -> TaskFile:
 def _filled(file: str, root: str, template: Task, ids: Sequence[str],
             items: Sequence[tuple[str, dict[str, str]]], deps: tuple[str, ...]) -> list[Task]:
     fill = _Filler(template)
-    return [_copy(template, id=tid, foreach=None, template=template.id, item=text, depends_on=deps,
-                  **filled_paths(file, root, f"{tid} (item {text!r})", fill(values)))
-            for tid, (text, values) in zip(ids, items, strict=True)]
+    # the paths of many items are the same (a folder, or none filled in): each spelling is
+    # checked once, at the first item that has it, which is where its error would be raised
+    checked: dict[tuple[Any, ...], dict[str, Any]] = {}
+    tasks = []
+    for tid, (text, values) in zip(ids, items, strict=True):
+        fields = fill(values)
+        declared = (fields["writes"], fields["reads"], fields["cwd"])
+        normal = checked.get(declared)
+        if normal is None:
+            normal = checked[declared] = filled_paths(file, root, f"{tid} (item {text!r})",
+                                                      {"writes": declared[0], "reads": declared[1],
+                                                       "cwd": declared[2]})
+        fields.update(normal)
+        tasks.append(_copy(template, **fields, id=tid, foreach=None, template=template.id, item=text,
+                           depends_on=deps))
+    return tasks
 
 
 def _copy(original: Task, **changes: Any) -> Task:
