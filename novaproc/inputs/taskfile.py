@@ -186,7 +186,7 @@ def _task(file: str, tid: str, body: object, root: str) -> Task:
             raise ConfigError(file, str(e), task=tid, field="timeout") from None
     values = {"id": tid, **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}}
     if plainly_valid(values):  # most tables: no pydantic (see `plain`)
-        values = {**_DEFAULTS, "args": (), "kwargs": {}, "resources": {}, "env": {}, **values}
+        values = {**_DEFAULTS, "args": (), "kwargs": _NONE, "resources": _NONE, "env": _NONE, **values}
     else:
         values = dict(_validated(file, tid, values).__dict__)
     kind = Kind(values["kind"])
@@ -234,6 +234,10 @@ def tasks_of_rows(rows: Iterable[Sequence[Any]]) -> tuple[Task, ...]:
 _detect = functools.lru_cache(maxsize=4096)(detect)
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Task))
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Task) if f.default is not dataclasses.MISSING}
+# the kwargs, resources and env of every task that sets none: one empty table, never changed (a
+# Task is frozen, and nothing changes its tables), rather than three each: 19 MB of 100,000 tasks,
+# and as many objects fewer to pickle and read back from the cache
+_NONE: dict[str, Any] = {}
 
 
 def _check_id(file: str, tid: str) -> None:
