@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -97,7 +97,20 @@ def supervisor_alive(meta: RunMeta) -> bool:
 
 
 def run_json(run_id: str, meta: RunMeta) -> str:
-    return json.dumps({"novaproc_journal": JOURNAL_VERSION, "id": run_id, **asdict(meta)}, indent=1)
+    """run.json: the run's fields a line each, its tasks on one line after them. Built directly
+    and the tasks written by json's C encoder (which `indent` turns off): `asdict` and an
+    indented dump of 100,000 tasks took 0.77 s of a run's start, this 0.15 s."""
+    head = {"novaproc_journal": JOURNAL_VERSION, "id": run_id,
+            **{name: getattr(meta, name) for name in meta.__dataclass_fields__ if name != "tasks"}}
+    text = json.dumps(head, indent=1)
+    tasks = json.dumps([task_json(t) for t in meta.tasks], separators=(",", ":"))
+    return f'{text[:-2]},\n "tasks": {tasks}\n}}'
+
+
+def task_json(task: TaskMeta) -> dict[str, Any]:
+    """A declared task as run.json and the journal hold it (what `asdict` gives, faster)."""
+    return {"id": task.id, "description": task.description, "hash": task.hash, "kind": task.kind,
+            "env": list(task.env)}
 
 
 

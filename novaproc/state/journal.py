@@ -15,7 +15,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from novaproc.state.format import (
     parse_events,
     process_start_time,
     run_json,
+    task_json,
     task_log_path,
 )
 from novaproc.state.replay import Replay
@@ -135,7 +136,7 @@ class Journal:
         journal = cls(folder, run_id, fd, meta, _folded(meta, parsed.events))
         if parsed.torn:
             journal.note(Level.WARNING, f"dropped a torn last line ({parsed.torn} bytes) of the journal")
-        declared = tuple(asdict(t) for t in meta.tasks) if tasks is not None else None
+        declared = tuple(task_json(t) for t in meta.tasks) if tasks is not None else None
         journal.record(Event(run_id, time.time(), RunResumed(pid, meta.pid_start, str(previous), declared)))
         return journal
 
