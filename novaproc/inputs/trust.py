@@ -133,6 +133,8 @@ class _Leads:
             known = (real_folder, os.path.isdir(real_folder), self._inside(real_folder))
             self.folders[folder] = known
         real_folder, is_dir, inside = known
+        if inside and not is_dir and name not in ("", ".", ".."):
+            return None  # nothing on disk there, and a plain name stays in the folder
         real = os.path.join(real_folder, name)
         if is_dir and os.path.islink(real):
             real = os.path.realpath(real)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import graphlib
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 
 class CycleFound(ValueError):
@@ -24,15 +24,49 @@ class TaskGraph:
     order, no repeats); checked acyclic on creation."""
 
     def __init__(self, ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> None:
+        self._start(ids)
+        self._add(edges)
+        self.order = self._stable_topological_order()
+
+    @classmethod
+    def of_dependencies(cls, waits_for: Mapping[str, Sequence[str]]) -> TaskGraph:
+        """TaskGraph(the keys, an edge from each dependency to its task), from each task's own
+        list: no edges to group, and a task's one dependency keeps its tuple."""
+        graph = cls.__new__(cls)
+        graph._start(waits_for)
+        graph._link(waits_for)
+        graph.order = graph._stable_topological_order()
+        return graph
+
+    def _start(self, ids: Iterable[str]) -> None:
         self.ids: tuple[str, ...] = tuple(ids)
         self.index = {tid: i for i, tid in enumerate(self.ids)}
         # tuples, the empty one shared: a set per task was 48 MB of 100,000 tasks' plan
         self.preds: dict[str, tuple[str, ...]] = dict.fromkeys(self.ids, ())
         self.succs: dict[str, tuple[str, ...]] = dict.fromkeys(self.ids, ())
-        self._add(edges)
-        self.order = self._stable_topological_order()
         self._position: dict[str, int] | None = None
         self._layers: list[list[str]] | None = None
+
+    def _link(self, waits_for: Mapping[str, Sequence[str]]) -> None:
+        """Each task's predecessors from its list, and the successors of each as the tasks come,
+        in declared order, so in that order too. An unknown id is a KeyError."""
+        preds, key = self.preds, self.index.__getitem__
+        gained: dict[str, list[str]] = {}
+        for after in self.ids:
+            before = waits_for[after]
+            if not before:
+                continue
+            before = tuple(before) if len(before) == 1 else tuple(sorted(set(before), key=key))
+            preds[after] = before
+            for tid in before:
+                got = gained.get(tid)
+                if got is None:
+                    key(tid)  # a task of the graph
+                    gained[tid] = [after]
+                else:
+                    got.append(after)
+        for tid, afters in gained.items():
+            self.succs[tid] = tuple(afters)
 
     def add_ordering(self, edges: Iterable[tuple[str, str]]) -> None:
         """Add edges that each go forward in `order`. The order stays the stable one without

@@ -100,8 +100,7 @@ def _make_plan(tasks: Sequence[Task], root: str, slots: int, isolation: str, his
                resources: Mapping[str, int]) -> Plan:
     ids = [t.id for t in tasks]
     hard = {(dep, t.id) for t in tasks for dep in t.depends_on}
-    # the edges in the tasks' order, not the set's: the graph then finds them grouped by task
-    graph = TaskGraph(ids, ((dep, t.id) for t in tasks for dep in t.depends_on))  # raises CycleFound
+    graph = _graph(tasks)  # raises CycleFound
     conflicts = find_conflicts(tasks, root, graph.order)
     graph.add_ordering((c.first, c.second) for c in conflicts)
     durations = _durations(ids, history)
@@ -118,9 +117,17 @@ def _make_plan(tasks: Sequence[Task], root: str, slots: int, isolation: str, his
 
 def select(tasks: Sequence[Task], only: Iterable[str]) -> list[Task]:
     """The tasks named in `only` and everything they depend on, in declared order."""
-    graph = TaskGraph([t.id for t in tasks], ((d, t.id) for t in tasks for d in t.depends_on))
+    graph = _graph(tasks)
     keep = graph.ancestors(only)
     return [t for t in tasks if t.id in keep]
+
+
+def _graph(tasks: Sequence[Task]) -> TaskGraph:
+    """The graph of the tasks' declared dependencies."""
+    waits_for = {t.id: t.depends_on for t in tasks}
+    if len(waits_for) < len(tasks):  # an id twice: as TaskGraph takes them
+        return TaskGraph([t.id for t in tasks], ((d, t.id) for t in tasks for d in t.depends_on))
+    return TaskGraph.of_dependencies(waits_for)
 
 
 def _durations(ids: Sequence[str], history: Mapping[str, float]) -> dict[str, float]:

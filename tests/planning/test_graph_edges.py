@@ -65,3 +65,23 @@ def test_a_cycle_is_found_also_through_a_self_edge():
     with pytest.raises(CycleFound) as caught:
         TaskGraph(["a", "b", "c"], [("a", "b"), ("b", "c"), ("c", "a")])
     assert caught.value.cycle[0] == caught.value.cycle[-1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(graphs(), st.data())
+def test_a_graph_of_each_task_s_own_dependencies_is_the_graph_of_their_edges(case, data):
+    ids, edges, _ = case
+    waits_for = {t: [a for a, b in edges if b == t] for t in ids}  # in any order, repeats kept
+    waits_for = {t: tuple(data.draw(st.permutations(deps))) for t, deps in waits_for.items()}
+    graph, declared = TaskGraph(ids, edges), TaskGraph.of_dependencies(waits_for)
+    assert (declared.ids, declared.preds, declared.succs, declared.order) == (
+        graph.ids, graph.preds, graph.succs, graph.order)
+
+
+def test_of_dependencies_refuses_an_unknown_task_and_finds_a_cycle():
+    with pytest.raises(KeyError):
+        TaskGraph.of_dependencies({"a": (), "b": ("zz",)})
+    with pytest.raises(KeyError):
+        TaskGraph.of_dependencies({"a": (), "b": ("a", "zz")})
+    with pytest.raises(CycleFound):
+        TaskGraph.of_dependencies({"a": ("b",), "b": ("a",)})
