@@ -99,7 +99,7 @@ def make_plan(
 def _make_plan(tasks: Sequence[Task], root: str, slots: int, isolation: str, history: Mapping[str, float],
                resources: Mapping[str, int]) -> Plan:
     ids = [t.id for t in tasks]
-    hard = {(dep, t.id) for t in tasks for dep in t.depends_on}
+    hard = frozenset((dep, t.id) for t in tasks for dep in t.depends_on)
     graph = _graph(tasks)  # raises CycleFound
     conflicts = find_conflicts(tasks, root, graph.order)
     graph.add_ordering((c.first, c.second) for c in conflicts)
@@ -111,7 +111,7 @@ def _make_plan(tasks: Sequence[Task], root: str, slots: int, isolation: str, his
     strategy, reason, forced = _strategy(tasks, graph, conflicts, slots)
     warnings = _warnings(tasks, isolation, strategy)
     safety = "SAFE (forced sequential)" if forced else ("WARNING" if warnings else "SAFE")
-    return Plan(strategy, reason, safety, speedup, slots, tuple(tasks), graph, frozenset(hard),
+    return Plan(strategy, reason, safety, speedup, slots, tuple(tasks), graph, hard,
                 conflicts, durations, isolation, warnings, priority)
 
 
@@ -131,6 +131,8 @@ def _graph(tasks: Sequence[Task]) -> TaskGraph:
 
 
 def _durations(ids: Sequence[str], history: Mapping[str, float]) -> dict[str, float]:
+    if not history:  # a first plan: every task the default, 1.0, without a look-up each
+        return dict.fromkeys(ids, 1.0)
     known = [history[t] for t in ids if t in history]
     default = sum(known) / len(known) if known else 1.0
     return {t: max(float(history.get(t, default)), 0.0) for t in ids}
