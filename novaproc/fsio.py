@@ -8,16 +8,20 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: str | bytes, *, durable: bool = True, mode: int = 0o666) -> None:
-    """Replace `path` with `data` (text as UTF-8): readers see the old file or the new one, never
+def write_atomic(path: Path, data: str | bytes | Iterable[str], *, durable: bool = True,
+                 mode: int = 0o666) -> None:
+    """Replace `path` with `data` (text as UTF-8; pieces of text are written as they come, so
+    a large file need not be in memory whole): readers see the old file or the new one, never
     a part. `durable`: on disk on return, even across a crash (two fsyncs); `mode` less the umask."""
     tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")  # os, not secrets: a start-up cost
     try:
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            for piece in [data] if isinstance(data, (str, bytes)) else data:
+                f.write(piece.encode() if isinstance(piece, str) else piece)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())

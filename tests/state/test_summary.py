@@ -15,7 +15,7 @@ from novaproc.state import reader
 from novaproc.state.format import EVENTS_FILE, RunMeta, TaskMeta
 from novaproc.state.journal import Journal
 from novaproc.state.reader import list_runs, load_run
-from novaproc.state.summary import SUMMARY_FILE
+from novaproc.state.summary import SUMMARY_FILE, _rows_json
 
 __all__ = ["dead_pid"]  # a fixture, shared with the journal's tests
 
@@ -93,3 +93,9 @@ def test_a_crashed_run_has_no_summary_and_is_replayed(tmp_path: Path, dead_pid: 
     assert not (j.folder / SUMMARY_FILE).exists()
     record = load_run(tmp_path, j.run_id, to_show=True)
     assert record.status is RunState.CRASHED and record.task("build").state is TaskState.RUNNING
+
+
+@pytest.mark.parametrize("n", [0, 1, 999, 1000, 1001, 2500])
+def test_the_rows_written_a_chunk_at_a_time_are_one_json_array(n: int) -> None:
+    rows = [[i, "x, y", None, 1.5, {"a": [1]}] for i in range(n)]
+    assert json.loads("".join(_rows_json(iter(rows)))) == rows
