@@ -8,7 +8,7 @@ to an idle worker, wait for reports, stop a task's whole tree.
       terminate(task) ── SIGTERM, then SIGKILL after grace ─▶ every descendant of the worker
 
 A run's workers are forked at the supervisor's start (`prefork`), before any thread, lock file
-or pipe exists, as make and ninja fork: no interpreter to wait for. Later ones (a replacement
+or pipe exists: no interpreter to start and wait for. Later ones (a replacement
 for a dead worker; a pool nobody forked for) come from a forkserver, since by then the
 supervisor runs threads (the live view, the journal's flusher) and forking a threaded process is
 unsafe.
@@ -43,10 +43,10 @@ MAX_WAIT = 3600.0  # seconds: the longest single wait; waking once an hour costs
 
 
 def prefork(count: int) -> int:
-    """Fork `count` workers now, for the next WorkerPool to take; how many were forked. None
-    while this process runs another thread: a fork copies only the caller's, and a lock another
-    held would stay held in the child for ever. Each worker closes every descriptor but its pipe
-    and stdio: no lock, file or pipe of the supervisor's stays open in it."""
+    """Fork `count` workers now, for the next WorkerPool to take; how many were forked: none
+    while this process runs another thread (a fork copies only the caller's, and a lock another
+    held would stay held in the child for ever). Each worker closes every descriptor but its
+    pipe and stdio: no lock, file or pipe of the supervisor's stays open in it."""
     import threading
 
     if threading.active_count() != 1:
@@ -61,6 +61,7 @@ def prefork(count: int) -> int:
     return count
 
 
+# the workers prefork made and no pool took yet: the process's own, as its forkserver is
 _spares: list[tuple[multiprocessing.process.BaseProcess, multiprocessing.connection.Connection]] = []
 
 
