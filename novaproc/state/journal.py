@@ -57,7 +57,8 @@ class Journal:
     """
 
     def __init__(self, folder: Path, run_id: str, fd: int, meta: RunMeta, fold: Replay | None) -> None:
-        self.folder, self.run_id, self.meta = folder, run_id, meta
+        # the declared tasks are in run.json and the fold: not kept a third time (100,000 of them)
+        self.folder, self.run_id, self.meta = folder, run_id, replace(meta, tasks=())
         # what status will show, folded as the events are written: their summary at the end
         # (None: an event could not be folded, so no summary; readers replay the journal)
         self._fold = fold
