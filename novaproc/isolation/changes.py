@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from novaproc.errors import EnvironmentFault
 from novaproc.isolation.records import Worktree
 from novaproc.isolation.repo import Repo
 
@@ -41,13 +42,14 @@ class Layout:
 
     @classmethod
     def of(cls, repo: Repo, commit: str) -> Layout:
-        out = repo.git("ls-tree", "-r", "-t", "-z", "--format=%(objecttype) %(path)", commit)
+        # the default format ("<mode> <type> <object>\t<path>"): --format needs git 2.36
+        out = repo.git("ls-tree", "-r", "-t", "-z", commit)
         names, dirs = [], [""]
         for entry in out.split("\0"):
             if entry:
-                kind, _, path = entry.partition(" ")
+                meta, _, path = entry.partition("\t")
                 names.append(path)
-                if kind == "tree":
+                if meta.split(" ", 2)[1] == "tree":
                     dirs.append(path)
         return cls(tuple(dirs), frozenset(names), frozenset(dirs))
 
@@ -177,13 +179,20 @@ def untracked_files(repo: Repo, wt: Worktree, entries: Sequence[str]) -> list[st
     return [p.rstrip("/") for p in out.split("\0") if p]
 
 
-def stage(repo: Repo, wt: Worktree, found: Found, exclude: Sequence[str]) -> None:
-    """Bring the index of `wt` to what the task left: `found`'s paths, or everything."""
+def stage(repo: Repo, wt: Worktree, found: Found, exclude: Sequence[str]) -> Found:
+    """Bring the index of `wt` to what the task left: `found`'s paths, or everything; what was
+    done. What update-index refuses (a tracked folder replaced by a symlink: its old files lie
+    "beyond a symbolic link") goes the whole-tree way, as `add -A` stages it."""
+    if found.stage:
+        try:
+            repo.in_worktree(wt, "update-index", "-z", "--add", "--remove", "--replace", "--stdin",
+                             stdin="\0".join(found.stage) + "\0")
+            return found
+        except EnvironmentFault:
+            found = WHOLE_TREE
     if found.stage is None:
         repo.in_worktree(wt, "add", "-A", "--", ".", *(f":(exclude,literal,top){p}" for p in exclude))
-    elif found.stage:
-        repo.in_worktree(wt, "update-index", "-z", "--add", "--remove", "--replace", "--stdin",
-                         stdin="\0".join(found.stage) + "\0")
+    return found
 
 
 def clean(repo: Repo, wt: Worktree, found: Found | None) -> None:

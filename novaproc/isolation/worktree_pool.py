@@ -138,8 +138,8 @@ class Workspaces:
         repo, wt = self._repo, slot.wt
         text = commit_message(message or task_id, self.run_id, task_id)
         submodules.commit_inside(repo, wt.path, slot.submodules, text)  # writes there: a new commit
-        slot.found = changes.find(repo, wt, slot.snapshot, slot.unignored)
-        changes.stage(repo, wt, slot.found, slot.unignored)
+        slot.found = changes.stage(repo, wt, changes.find(repo, wt, slot.snapshot, slot.unignored),
+                                   slot.unignored)
         result: str | None = repo.commit_index(wt, text)
         if result == slot.start:
             result = None

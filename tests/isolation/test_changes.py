@@ -88,10 +88,20 @@ def nested_repository(wt: Path) -> None:
     shutil.copytree(template, wt / "vendor/lib", symlinks=True)
 
 
+def folder_to_symlink(wt: Path) -> None:
+    """A tracked folder replaced by a link (its files now lie "beyond a symbolic link"), and
+    another by a dangling one."""
+    shutil.rmtree(wt / "src/deep")
+    os.symlink("../keep", wt / "src/deep")
+    shutil.rmtree(wt / "d2")
+    os.symlink("nowhere", wt / "d2")
+
+
 SCENARIOS: dict[str, Callable[[Path], None]] = {
     "same-size rewrite": same_size_rewrite, "new files": new_files,
     "deletions and renames": deletions_and_renames, "modes and links": modes_and_links,
     "file to folder": file_to_folder, "ignored": ignored, "nested repository": nested_repository,
+    "folder to symlink": folder_to_symlink,
     "all at once": lambda wt: [f(wt) for f in (same_size_rewrite, new_files, deletions_and_renames,
                                                modes_and_links, ignored)],
 }
