@@ -83,10 +83,13 @@ def end_spares() -> None:
         with contextlib.suppress(OSError):
             conn.send(None)
         conn.close()
-        process.join(2)
-        if process.is_alive():
-            process.kill()
-            process.join(1)
+        assert process.pid is not None
+        fd = os.pidfd_open(process.pid)
+        try:
+            if _wait_or_kill(fd, 2):
+                process.join()  # gone: reap it
+        finally:
+            os.close(fd)
 
 
 def start_forkserver() -> None:
@@ -322,11 +325,23 @@ def until_due(timeout: float | None, due: list[float]) -> float | None:
 
 def _end_worker(slot: _WorkerSlot, timeout: float) -> None:
     """Wait up to `timeout` for a worker told to stop, then kill it."""
-    if slot.reaped_here:
+    if slot.pidfd is None:  # the forkserver's child: its sentinel says when it ends
         slot.process.join(timeout)
         if slot.process.is_alive():
             slot.process.kill()
             slot.process.join(1)
-    elif not select.select([slot.pidfd], [], [], timeout)[0]:
-        with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(slot.pidfd, signal.SIGKILL)
+        return
+    if _wait_or_kill(slot.pidfd, timeout) and slot.ours:
+        slot.process.join()  # our child, gone: reap it
+
+
+def _wait_or_kill(pidfd: int, timeout: float) -> bool:
+    """Wait up to `timeout` for the process of `pidfd` to end, then SIGKILL it and wait a
+    second more; whether it ended. (A forked worker's multiprocessing sentinel is of no use:
+    the worker closed its other end at its start, so `join(timeout)` would wait without end
+    for one that does not stop.)"""
+    if select.select([pidfd], [], [], timeout)[0]:
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    return bool(select.select([pidfd], [], [], 1)[0])

@@ -57,9 +57,9 @@ class TaskLog:
     def close(self) -> None:
         """The task and what it left are gone: its output keeps its log's name, or takes it; a
         log that stayed empty goes (a task that printed nothing has none)."""
-        TaskLog.current = None
         size = os.fstat(self.fd).st_size
         if not self.named and not size:
+            TaskLog.current = None
             return  # the scratch file, empty, serves the next task
         if not self.named:
             with contextlib.suppress(OSError):
@@ -68,6 +68,8 @@ class TaskLog:
         elif not size:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+        # only now: a worker told to die meanwhile closes it again, rather than drop its output
+        TaskLog.current = None
         os.close(self.fd)
 
     def _take_scratch(self) -> int:

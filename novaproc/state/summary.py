@@ -39,7 +39,8 @@ def write_summary(folder: Path, meta: RunMeta, replay: Replay) -> None:
         size = (folder / EVENTS_FILE).stat().st_size
         text = json.dumps({"novaproc_summary": SUMMARY_VERSION, "events_size": size, "meta": run, **head},
                           default=str, separators=(",", ":"))
-        write_atomic(folder / SUMMARY_FILE, [text, "\n", *_rows_json(rows), "\n"], durable=False, mode=0o600)
+        pieces = itertools.chain((text, "\n"), _rows_json(rows), ("\n",))  # made as they are written
+        write_atomic(folder / SUMMARY_FILE, pieces, durable=False, mode=0o600)
     except (OSError, TypeError, ValueError):
         pass  # a shortcut lost: status replays the events
 

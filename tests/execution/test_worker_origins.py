@@ -4,6 +4,7 @@ process is a fresh interpreter, as a supervisor is, since a test process runs th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -163,3 +164,39 @@ def test_a_dead_forked_worker_is_replaced_and_its_orphans_killed_but_not_its_sib
     assert "died" in errors["victim"] and errors["sibling"] is None and errors["next"] is None, errors
     assert (tmp_path / "next.log").read_text() == "next\n"
     assert_gone(mark)
+
+
+def test_a_stopped_forked_worker_is_killed_at_the_pools_end_not_waited_for(tmp_path):
+    """A worker that does not end when told (stopped, stuck) is SIGKILLed after the wait, as a
+    forkserver's is: its multiprocessing sentinel cannot say it ended, since it closed it."""
+    script = tmp_path / "stopped.py"
+    script.write_text(textwrap.dedent("""
+        import os, signal, sys, time
+        from novaproc.execution.pool import WorkerPool, prefork
+        from novaproc.messages import Finished, Job
+
+
+        def main(folder):
+            assert prefork(2) == 2
+            pool = WorkerPool(1, 0.5)  # takes one: the other stays a spare
+            pool.submit(Job("t", 1, folder + "/t.log", folder, shell="echo $PPID > worker.pid"))
+            while not [r for r in pool.wait(1.0) if isinstance(r, Finished)]:
+                pass
+            worker = int(open(folder + "/worker.pid").read())
+            os.kill(worker, signal.SIGSTOP)
+            began = time.monotonic()
+            pool.shutdown()
+            print(round(time.monotonic() - began, 1), flush=True)
+
+
+        if __name__ == "__main__":
+            main(sys.argv[1])
+    """))
+    try:
+        proc = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, text=True,
+                              capture_output=True, timeout=DEADLINE)
+    finally:  # a stopped worker left behind would stay so for ever
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((tmp_path / "worker.pid").read_text()), signal.SIGKILL)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.strip()) < 2 + 0.5 + 1 + 2  # wait, grace, the kill's second, slack
