@@ -9,12 +9,15 @@ holds (ninja's .ninja_log, in spirit). Losing it loses estimates, nothing else.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from novaproc.fsio import write_atomic
+from novaproc.state.format import json_pieces
 
 HISTORY_DIR, HISTORY_KEEP = "history", 3
 
@@ -30,9 +33,18 @@ def read_history(path: Path) -> dict[str, tuple[str, list[float]]]:
     an estimate is never worth failing a run for."""
     try:
         tasks = json.loads(path.read_text(encoding="utf-8"))["tasks"]
-        return {tid: (str(t["hash"]), [float(d) for d in t["recent"]]) for tid, t in tasks.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {tid: _entry(t) for tid, t in tasks.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return {}
+
+
+def _entry(kept: Any) -> tuple[str, list[float]]:
+    """[hash, seconds...] as written now (a list parses to a third of a {"hash", "recent"}
+    table's memory: 100,000 of those were the largest thing at a long run's end), or that
+    table, as written before."""
+    if isinstance(kept, list):
+        return str(kept[0]), [float(d) for d in kept[1:]]
+    return str(kept["hash"]), [float(d) for d in kept["recent"]]
 
 
 def save_durations(state_dir: Path, tasks_file: str | Path, durations: Mapping[str, float],
@@ -48,9 +60,10 @@ def save_durations(state_dir: Path, tasks_file: str | Path, durations: Mapping[s
     for tid, seconds in durations.items():
         known[tid] = (current[tid], [round(seconds, 3), *known.get(tid, ("", []))[1]][:HISTORY_KEEP])
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_atomic(path, json.dumps({"tasks_file": os.path.realpath(tasks_file), "tasks": {
-        tid: {"hash": digest, "recent": recent} for tid, (digest, recent) in known.items()}}),
-        durable=False, mode=0o600)  # estimates only: not worth two fsyncs at the end of every run
+    head = f'{{"tasks_file": {json.dumps(os.path.realpath(tasks_file))}, "tasks": '
+    tasks = ((tid, [digest, *recent]) for tid, (digest, recent) in known.items())
+    write_atomic(path, itertools.chain((head,), json_pieces(tasks, pairs=True), ("}",)),
+                 durable=False, mode=0o600)  # estimates only: not worth two fsyncs at the end of every run
 
 
 def typical_durations(state_dir: Path, tasks_file: Path, hashes: Mapping[str, str], *,

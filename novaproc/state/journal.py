@@ -199,6 +199,9 @@ class Journal:
             return
         if kind == EventKind.RUN_FINISHED:
             write_summary(self.folder, self.meta, self._fold)
+            # written: a later event (a note) makes the summary stale anyway, and the fold of
+            # 100,000 tasks is tens of MB the run's last steps can use
+            self._fold = None
 
     def _drop_if_empty(self, task_id: str) -> None:
         """A task that printed nothing leaves no log: a run of 100,000 quiet tasks would

@@ -17,13 +17,12 @@ import dataclasses
 import itertools
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from novaproc.fsio import write_atomic
 from novaproc.inputs.bulk import collector_paused
-from novaproc.state.format import EVENTS_FILE, RunMeta
+from novaproc.state.format import EVENTS_FILE, RunMeta, json_pieces
 from novaproc.state.replay import Replay
 
 SUMMARY_FILE = "summary.jsonl"
@@ -39,21 +38,10 @@ def write_summary(folder: Path, meta: RunMeta, replay: Replay) -> None:
         size = (folder / EVENTS_FILE).stat().st_size
         text = json.dumps({"novaproc_summary": SUMMARY_VERSION, "events_size": size, "meta": run, **head},
                           default=str, separators=(",", ":"))
-        pieces = itertools.chain((text, "\n"), _rows_json(rows), ("\n",))  # made as they are written
+        pieces = itertools.chain((text, "\n"), json_pieces(rows), ("\n",))  # made as they are written
         write_atomic(folder / SUMMARY_FILE, pieces, durable=False, mode=0o600)
     except (OSError, TypeError, ValueError):
         pass  # a shortcut lost: status replays the events
-
-
-def _rows_json(rows: Iterator[list[Any]], chunk: int = 1000) -> Iterator[str]:
-    """The rows as one JSON array, made a chunk at a time by json's C encoder: the whole array,
-    its text and that text's bytes at once were some 60 MB at the end of a 100,000-task run."""
-    yield "["
-    first = True
-    while block := list(itertools.islice(rows, chunk)):
-        yield ("" if first else ",") + json.dumps(block, default=str, separators=(",", ":"))[1:-1]
-        first = False
-    yield "]"
 
 
 def drop_summary(folder: Path) -> None:

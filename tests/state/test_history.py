@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from novaproc.state.history import history_file, save_durations, typical_durations
+from novaproc.state.history import history_file, read_history, save_durations, typical_durations
 
 
 def test_history_keeps_recent_successes_per_tasks_file_and_definition(tmp_path: Path) -> None:
@@ -46,3 +46,16 @@ def test_history_forgets_tasks_gone_from_the_file_so_generated_ids_do_not_pile_u
     assert sorted(kept) == ["lint", "slow"]  # the 30 fix-N are gone; lint, not run last time, stays
     save_durations(tmp_path, tasks, {}, {"lint": "h-lint-edited", "slow": "h-slow"})
     assert sorted(json.loads(history_file(tmp_path, tasks).read_text())["tasks"]) == ["slow"]
+
+
+def test_a_history_written_in_the_earlier_form_is_still_read(tmp_path: Path) -> None:
+    """Before, each task was {"hash", "recent"}; now [hash, seconds...]: both read the same."""
+    tasks_file = tmp_path / "tasks.toml"
+    path = history_file(tmp_path, tasks_file)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"tasks_file": str(tasks_file),
+                                "tasks": {"a": {"hash": "h1", "recent": [3.0, 1.0, 2.0]}}}))
+    assert typical_durations(tmp_path, tasks_file, {"a": "h1"}) == {"a": 2.0}
+    save_durations(tmp_path, tasks_file, {"a": 5.0}, {"a": "h1"})
+    assert json.loads(path.read_text())["tasks"] == {"a": ["h1", 5.0, 3.0, 1.0]}  # the last 3
+    assert read_history(path) == {"a": ("h1", [5.0, 3.0, 1.0])}

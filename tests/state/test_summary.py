@@ -12,10 +12,10 @@ from test_journal import TASKS, dead_pid, emit, finished_run, meta, reopen
 
 from novaproc.messages import RunState, TaskState
 from novaproc.state import reader
-from novaproc.state.format import EVENTS_FILE, RunMeta, TaskMeta
+from novaproc.state.format import EVENTS_FILE, RunMeta, TaskMeta, json_pieces
 from novaproc.state.journal import Journal
 from novaproc.state.reader import list_runs, load_run
-from novaproc.state.summary import SUMMARY_FILE, _rows_json
+from novaproc.state.summary import SUMMARY_FILE
 
 __all__ = ["dead_pid"]  # a fixture, shared with the journal's tests
 
@@ -96,6 +96,8 @@ def test_a_crashed_run_has_no_summary_and_is_replayed(tmp_path: Path, dead_pid: 
 
 
 @pytest.mark.parametrize("n", [0, 1, 999, 1000, 1001, 2500])
-def test_the_rows_written_a_chunk_at_a_time_are_one_json_array(n: int) -> None:
+def test_what_is_written_a_chunk_at_a_time_is_one_json_array_or_object(n: int) -> None:
     rows = [[i, "x, y", None, 1.5, {"a": [1]}] for i in range(n)]
-    assert json.loads("".join(_rows_json(iter(rows)))) == rows
+    assert json.loads("".join(json_pieces(iter(rows)))) == rows
+    pairs = {f"t{i}": {"hash": "h,}", "recent": [1.5, i]} for i in range(n)}
+    assert json.loads("".join(json_pieces(pairs.items(), pairs=True))) == pairs
