@@ -32,6 +32,7 @@ from typing import Any
 
 from novaproc.errors import ObjectsMissing
 from novaproc.execution.proctree import signal_tree
+from novaproc.execution.tasklog import rescue
 from novaproc.execution.throttle import Throttle
 from novaproc.messages import Delivery, Finished, Job, Parcel, Started
 
@@ -125,6 +126,7 @@ class _Attempt:
                         self._say("started", pid=report.pid, task=True)
             except (EOFError, OSError):
                 _hosts.host = None
+                rescue(self.job.log_path, host.pid)  # what it printed before it ran 0.1 s
                 return Finished(self.job.task_id, self.job.attempt, None,
                                 error=f"its process on {self.worker.address} died", ended_at=time.time())
             self._stream()

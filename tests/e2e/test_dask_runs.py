@@ -259,3 +259,17 @@ def test_plan_says_where_tasks_run(tmp_path: Path, box: Sandbox) -> None:
                                                                       ["pinned", "machine"])
     box.env["NOVA_EXECUTOR"] = "local"
     assert "Executor:" not in box.cli("plan", "tasks.toml", cwd=repo).out
+
+
+def test_what_a_task_printed_before_its_process_on_the_worker_died_reaches_its_log(
+        tmp_path: Path, box: Sandbox, cluster: Cluster) -> None:
+    """The task kills the novaproc process that runs it on the worker at once, before its output
+    would have been given its log's name there: it comes back all the same."""
+    tasks = tasks_toml({"doomed": {"cmd": "echo last words; kill -9 $PPID; sleep 5", "writes": ["x"]}})
+    repo = make_repo(tmp_path / "repo", {"tasks.toml": tasks})
+
+    ran = on(cluster, box).run(repo / "tasks.toml")
+
+    assert ran.code == 1, ran
+    assert "died" in errors(ran)["doomed"], errors(ran)
+    assert "last words" in box.cli("logs", ran.run_id, "doomed").out
