@@ -57,12 +57,13 @@ def prefork(count: int) -> int:
         process = ctx.Process(target=_forked_worker, args=(child,), daemon=True, name="novaproc-worker")
         process.start()
         child.close()
-        _spares.append((process, parent))
+        assert process.pid is not None
+        # its sentinel's other end closes with the descriptors it does not need: a pidfd
+        _spares.append(_WorkerSlot(process, parent, pidfd=os.pidfd_open(process.pid), ours=True))
     return count
 
 
-# the workers prefork made and no pool took yet: the process's own, as its forkserver is
-_spares: list[tuple[multiprocessing.process.BaseProcess, multiprocessing.connection.Connection]] = []
+_spares: list[_WorkerSlot] = []  # the workers prefork made and no pool took yet: this process's own
 
 
 def _forked_worker(conn: multiprocessing.connection.Connection) -> None:
@@ -79,17 +80,11 @@ def _forked_worker(conn: multiprocessing.connection.Connection) -> None:
 def end_spares() -> None:
     """End the workers forked for a pool that never took them (a run with fewer tasks)."""
     while _spares:
-        process, conn = _spares.pop()
+        slot = _spares.pop()
         with contextlib.suppress(OSError):
-            conn.send(None)
-        conn.close()
-        assert process.pid is not None
-        fd = os.pidfd_open(process.pid)
-        try:
-            if _wait_or_kill(fd, 2):
-                process.join()  # gone: reap it
-        finally:
-            os.close(fd)
+            slot.conn.send(None)
+        _end_worker(slot, 2)
+        slot.close()
 
 
 def start_forkserver() -> None:
@@ -191,10 +186,7 @@ class WorkerPool:
         if len(self._slots) >= self.size:
             raise RuntimeError("no idle worker: the caller must check idle() first")
         if _spares:
-            process, parent = _spares.pop(0)
-            assert process.pid is not None
-            # its sentinel's other end closed with the descriptors it did not need: a pidfd
-            slot = _WorkerSlot(process, parent, pidfd=os.pidfd_open(process.pid), ours=True)
+            slot = _spares.pop(0)
         else:
             parent, child = self._ctx.Pipe(duplex=True)
             process = self._ctx.Process(target=worker_main, args=(child,), daemon=True,
@@ -312,7 +304,7 @@ class WorkerPool:
     def _worker_pids(self, but: _WorkerSlot) -> set[int]:
         """The pids of our workers but one: forked ones are our children, as adopted orphans are."""
         return {s.process.pid for s in self._slots if s is not but and s.process.pid is not None} | \
-            {process.pid for process, _ in _spares if process.pid is not None}
+            {s.process.pid for s in _spares if s.process.pid is not None}
 
 
 def until_due(timeout: float | None, due: list[float]) -> float | None:

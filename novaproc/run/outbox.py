@@ -24,7 +24,8 @@ class Outbox:
             self._held.append(event)
 
     def hold(self) -> None:
-        self._held = self._held if self._held is not None else []
+        if self._held is None:
+            self._held = []
 
     def release(self, *, hold: bool = True) -> None:
         """Send what was kept, in order, at once; go on holding unless told not to."""
