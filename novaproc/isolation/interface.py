@@ -15,7 +15,12 @@ from novaproc.messages import LandingStarted, MergeDone, Phase
 
 
 class Isolation(Protocol):
-    """Where a task runs and what becomes of its changes (in place, or a git worktree)."""
+    """Where a task runs and what becomes of its changes (in place, or a git worktree).
+
+    When `blocking`, prepare, finish and abandon take a while (git) and may be called from
+    several threads at once, each for a different task; otherwise they are instant."""
+
+    blocking: bool
 
     def prepare(self, task: Task, parents: list[str]) -> Path:
         """The folder `task` runs in, holding the results `parents` (commits, in dependency
@@ -25,6 +30,10 @@ class Isolation(Protocol):
     def finish(self, task: Task, ok: bool, exit_code: int | None = None) -> Finish:
         """After an attempt: keep its result (ok) or its folder for inspection (not ok), and
         say what may explain a failure (`exit_code`) that has to do with where it ran."""
+
+    def abandon(self, task: Task) -> None:
+        """A prepared folder whose task will not run (the run stopped meanwhile): given back,
+        with nothing in it to keep."""
 
     def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None],
              announce: Callable[[LandingStarted | Phase], None]) -> Landing:
@@ -63,6 +72,8 @@ class Landing:
 class InPlace:
     """Tasks run in the repository itself (isolation "none"): nothing to keep or merge."""
 
+    blocking = False
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
@@ -71,6 +82,9 @@ class InPlace:
 
     def finish(self, task: Task, ok: bool, exit_code: int | None = None) -> Finish:
         return Finish()
+
+    def abandon(self, task: Task) -> None:
+        pass
 
     def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None],
              announce: Callable[[LandingStarted | Phase], None]) -> Landing:

@@ -293,9 +293,12 @@ class Repo:
                                            "prunable" in fields))
         return found
 
-    def add_worktree(self, path: Path, commit: str, branch: str | None = None) -> Worktree:
-        """A new worktree at `path` checked out at `commit`, on `branch` (reset if it exists)."""
-        args = ["worktree", "add", "-q", *(["--no-track", "-B", branch] if branch else ["--detach"])]
+    def add_worktree(self, path: Path, commit: str, branch: str | None = None, *,
+                     checkout: bool = True) -> Worktree:
+        """A new worktree at `path` checked out at `commit` (unless not `checkout`: its index and
+        files are then the caller's to fill), on `branch` (reset if it exists)."""
+        args = ["worktree", "add", "-q", *(["--no-track", "-B", branch] if branch else ["--detach"]),
+                *([] if checkout else ["--no-checkout"])]
         code, _, err = self.run(*args, str(path), commit, env=_NO_SMUDGE)
         if code != 0 and any(stale in err for stale in _STALE_RECORD):
             self.git("worktree", "prune")  # a record left by a crash, its folder gone

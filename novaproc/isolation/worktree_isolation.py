@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +27,10 @@ from novaproc.messages import LandingStarted, MergeDone, Phase
 
 
 class WorktreeIsolation:
-    """Tasks with isolation "worktree" run in worktrees; tasks with "none" in the checkout."""
+    """Tasks with isolation "worktree" run in worktrees; tasks with "none" in the checkout.
+    Different tasks may be prepared, finished and abandoned at once, on threads."""
+
+    blocking = True
 
     def __init__(self, checked: Preflight, settings: Settings, run_id: str, log_dir: Path, *,
                  resumed: bool = False, stop: Callable[[], bool] | None = None) -> None:
@@ -42,6 +46,7 @@ class WorktreeIsolation:
                              by_file=settings.conflict_check == "file", setup_log=log_dir / "setup.log")
         self.ending = ending
         self._undeclared: dict[str, list[str]] = {}  # file edited outside writes -> the tasks
+        self._told = threading.Lock()  # guards _undeclared, which tasks finishing at once add to
 
     def _isolated(self, task: Task) -> bool:
         return (task.isolation or "worktree") == "worktree"
@@ -62,9 +67,10 @@ class WorktreeIsolation:
         if not result.undeclared:
             self.ws.release(task.id, keep=False)
             return Finish(result.commit)
-        new = [f for f in result.undeclared if f not in self._undeclared]
-        for f in result.undeclared:  # told once a file; a file many tasks edit, once at the end
-            self._undeclared.setdefault(f, []).append(task.id)
+        with self._told:
+            new = [f for f in result.undeclared if f not in self._undeclared]
+            for f in result.undeclared:  # told once a file; a file many tasks edit, once at the end
+                self._undeclared.setdefault(f, []).append(task.id)
         files = ", ".join(result.undeclared[:5]) + (" ..." if len(result.undeclared) > 5 else "")
         text = f"{task.id} changed files outside its writes: {files}"
         if self.settings.undeclared_writes == "fail":
@@ -72,6 +78,10 @@ class WorktreeIsolation:
             return Finish(problem=text + ' (undeclared_writes = "fail")')
         self.ws.release(task.id, keep=False)
         return Finish(result.commit, warning=text if new else None)
+
+    def abandon(self, task: Task) -> None:
+        if self._isolated(task):
+            self.ws.release(task.id, keep=False)
 
     def land(self, results: list[tuple[str, str]], rerun: Callable[[str, str], str | None],
              announce: Callable[[LandingStarted | Phase], None]) -> Landing:

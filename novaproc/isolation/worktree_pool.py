@@ -16,6 +16,7 @@ of the repository (clean.py removes what finished or crashed runs left behind).
 from __future__ import annotations
 
 import fnmatch
+import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -70,10 +71,11 @@ class _PooledWorktree:
 
 
 class Workspaces:
-    """The worktrees of one run. Not thread-safe: one caller (the supervisor) drives it.
+    """The worktrees of one run. Different tasks may be prepared, committed and released at
+    once, on threads; one task's steps come one after another.
 
-    Creation, moves and removals of worktrees are serialised per repository, across processes,
-    by an flock on a file in the repository's git common dir.
+    Creation, moves and removals of worktrees are serialised per repository, across processes
+    and threads, by an flock on a file in the repository's git common dir; checkouts are not.
     """
 
     def __init__(self, repo: Repo, *, run_id: str, worktree_dir: Path, base: str,
@@ -94,6 +96,7 @@ class Workspaces:
         self._spares: list[_PooledWorktree] = []
         self._spare_names = 0
         self._layouts: dict[str, changes.Layout] = {}  # by commit: most tasks share a few starts
+        self._mutex = threading.Lock()  # guards the dicts and lists above, not the git work
         self._closed = False
         self._stack = ExitStack()
         self._stack.enter_context(self._repo.hold_run(run_id))  # tells `clean` this run is live
@@ -117,8 +120,10 @@ class Workspaces:
         when the setup fails (the worktree is then the task's: release it)."""
         if self._closed:
             raise InternalError(f"prepare({task_id!r}) after the run's workspaces were closed")
-        if task_id in self._active or task_id in self._kept:
-            self._recycle(self._active.pop(task_id, None) or self._kept.pop(task_id))  # a retry
+        with self._mutex:
+            earlier = self._active.pop(task_id, None) or self._kept.pop(task_id, None)
+        if earlier is not None:  # a retry
+            self._recycle(earlier)
         start = self._start(task_id, parents)
         slot = self._take(task_id, start)
         if not furnish:
@@ -152,11 +157,11 @@ class Workspaces:
     def release(self, task_id: str, *, keep: bool) -> None:
         """Done with the task's worktree: keep it for inspection, or clean it for the next task.
         The branch stays when it holds a result (or the worktree is kept), else it is deleted."""
-        slot = self._active.pop(task_id, None)
-        if slot is None:
-            return
-        if keep:
-            self._kept[task_id] = slot
+        with self._mutex:
+            slot = self._active.pop(task_id, None)
+            if slot is not None and keep:
+                self._kept[task_id] = slot
+        if slot is None or keep:
             return
         self._recycle(slot)
         if slot.result is None:
@@ -197,16 +202,21 @@ class Workspaces:
         return start
 
     def _take(self, task_id: str, start: str) -> _PooledWorktree:
-        """A spare worktree (or a new one) at the task's path, switched to `start`."""
+        """A spare worktree (or a new one) at the task's path, switched to `start`; the task's
+        from then on, so that one that fails here is kept for inspection."""
         path, branch = self.path_of(task_id), self.branch_of(task_id)
         with self._repo.worktree_lock():
             self._clear(path)
             slot = self._reuse(path)
-            if slot is None:
-                slot = _PooledWorktree(self._repo.add_worktree(path, start, branch), start)
-        if not slot.start:
+            if slot is None:  # its record alone under the lock: the pool's first checkouts run side by side
+                slot = _PooledWorktree(self._repo.add_worktree(path, start, branch, checkout=False))
+                slot.start = start
+        with self._mutex:
+            self._active[task_id] = slot
+        if slot.start:
+            self._repo.in_worktree(slot.wt, "reset", "-q", "--hard")  # as `worktree add` checks out
+        else:
             self._switch(slot, branch, start)
-        self._active[task_id] = slot
         self._repo.fill_lfs(path)
         slot.submodules = submodules.populate(self._repo, path)
         # before anything is brought in or set up: that is for the clean-up to find
@@ -227,22 +237,27 @@ class Workspaces:
         slot.start = start
 
     def _layout(self, commit: str) -> changes.Layout:
-        layout = self._layouts.get(commit)
-        if layout is None:
-            if len(self._layouts) >= 8:
-                del self._layouts[next(iter(self._layouts))]
-            layout = self._layouts[commit] = changes.Layout.of(self._repo, commit)
+        with self._mutex:
+            layout = self._layouts.get(commit)
+        if layout is None:  # two tasks starting together may both make it: the same, once kept
+            layout = changes.Layout.of(self._repo, commit)
+            with self._mutex:
+                if len(self._layouts) >= 8:
+                    del self._layouts[next(iter(self._layouts))]
+                self._layouts[commit] = layout
         return layout
 
     def _reuse(self, path: Path) -> _PooledWorktree | None:
-        while self._spares:
-            slot = self._spares.pop()
+        while True:
+            with self._mutex:
+                if not self._spares:
+                    return None
+                slot = self._spares.pop()
             try:
                 slot.wt = self._repo.move_worktree(slot.wt, path)
                 return _PooledWorktree(slot.wt)
             except EnvironmentFault:
                 self._repo.remove_worktree(slot.wt.path)
-        return None
 
     def _clear(self, path: Path) -> None:
         """Make room at `path`: a leftover worktree of this repository (a crashed attempt of
@@ -268,10 +283,13 @@ class Workspaces:
                 repo.in_worktree(wt, "reset", "-q", "--hard")
             changes.clean(repo, wt, slot.found if slot.committed else None)
             repo.in_worktree(wt, "update-ref", "--no-deref", "HEAD", "HEAD")  # frees the branch
-            self._spare_names += 1
+            with self._mutex:
+                self._spare_names += 1
+                spare = self.dir / f"{self.run_id}-.spare-{self._spare_names}"
             with repo.worktree_lock():
-                slot.wt = repo.move_worktree(wt, self.dir / f"{self.run_id}-.spare-{self._spare_names}")
-            self._spares.append(_PooledWorktree(slot.wt))
+                slot.wt = repo.move_worktree(wt, spare)
+            with self._mutex:
+                self._spares.append(_PooledWorktree(slot.wt))
         except EnvironmentFault:
             with repo.worktree_lock():
                 repo.remove_worktree(wt.path)

@@ -2,8 +2,9 @@
 record it, repeat until every task has ended.
 
 What may start is the plan's Schedule; Admission (slots, resources, load, locks) decides
-when; an Executor runs it; Timers hold retries and timeouts. Every change is emitted as an
-Event for the views and the journal. Nothing here prints.
+when; the Isolation prepares its folder and keeps its result, beside the loop (Groundwork); an
+Executor runs it; Timers hold retries and timeouts. Every change is emitted as an Event for the
+views and the journal. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import itertools
 import os
 import signal
 import time
+from functools import partial
+from pathlib import Path
 
 from novaproc.errors import InternalError, NovaError
 from novaproc.execution.throttle import Throttle
 from novaproc.inputs.settings import Settings
 from novaproc.inputs.taskfile import Task
-from novaproc.isolation.interface import BaseConflict, Finish, InPlace, Landing
+from novaproc.isolation.interface import BaseConflict, Finish, Landing
 from novaproc.messages import (
     ALLOWED_FAILURE,
     Escalated,
@@ -38,6 +41,7 @@ from novaproc.messages import (
 from novaproc.planning.plan import Plan
 from novaproc.run.admission import Admission, WaitKind
 from novaproc.run.bases import BaseRebuilds, job_for, parents_of
+from novaproc.run.groundwork import Groundwork, Outcome
 from novaproc.run.outbox import Outbox
 from novaproc.run.outcome import RunOutcome, TaskRecord, outcome_of
 from novaproc.run.parts import Earlier, RunParts
@@ -71,9 +75,11 @@ class Supervisor:
         self._kept = dict(earlier.kept)
         self._interrupts = parts.interrupts
         self._outbox = Outbox(self.run_id, parts.emit)
-        self._cheap_prepare = isinstance(parts.isolation, InPlace)  # no worktree to make
-        bell = self.admission.bell()
-        self._wake_fds = [self._interrupts.fileno()] + ([bell] if bell is not None else [])
+        # worktrees made and results committed beside the loop, a slot's worth at once
+        self._groundwork = Groundwork(self.slots if parts.isolation.blocking else 0)
+        bell, done = self.admission.bell(), self._groundwork.fileno()
+        self._wake_fds = [self._interrupts.fileno(), *([done] if done is not None else [])]
+        self._bell = [bell] if bell is not None else []
 
     # ------------------------------------------------------------ the loop
 
@@ -93,6 +99,7 @@ class Supervisor:
                 landing = self._land(interrupted)
                 self._times["landing"] = clock() - began - self._times["tasks"]
             finally:
+                self._groundwork.close()
                 self.pool.shutdown()
                 notes = [*self.isolation.close(), *self.admission.notes()]
         outcome = self._outcome(time.time() - started, landing, notes, interrupted or landing.stopped)
@@ -130,9 +137,10 @@ class Supervisor:
     def _step(self, timeout: float | None) -> None:
         """Wait for the next reports (or timer) and act on them."""
         # the lock bell only while a task waits: nobody would drain it otherwise
-        wake = self._wake_fds if self._waiting else self._wake_fds[:1]
+        wake = [*self._wake_fds, *self._bell] if self._waiting else self._wake_fds
         for report in self.pool.wait(timeout, wake=wake):
             self._on_report(report)
+        self._groundwork.settle()
         self._on_timers()
 
     def _land(self, interrupted: bool) -> Landing:
@@ -162,9 +170,9 @@ class Supervisor:
             self._wait_for(task_id, wait.reason)
             self._step(LOCK_RETRY)
         self._waiting.discard(task_id)
-        if self._launch(rec, [("", base)]):  # a base commit, no parent task
-            while task_id in self.pool.busy():
-                self._step(self._next_timeout())
+        self._launch(rec, [("", base)])  # a base commit, no parent task
+        while task_id in self.pool.busy() or self._groundwork.busy(task_id):
+            self._step(self._next_timeout())
         return (rec.commit or base) if rec.state == TaskState.DONE else None  # no change: `base`
 
     def _start_ready(self) -> None:
@@ -191,7 +199,7 @@ class Supervisor:
                     return
                 continue
             self._start(task)
-            if self._stopping:  # a signal during its worktree_setup
+            if self._stopping:  # it failed as it started, and fail_fast stops the run
                 return
 
     def _check_progress(self) -> None:
@@ -216,26 +224,33 @@ class Supervisor:
         self._waiting.discard(task.id)
         self._launch(rec, self._parents(task.id))
 
-    def _launch(self, rec: TaskRecord, parents: list[tuple[str, str]]) -> bool:
-        """Prepare the task's folder and hand an attempt to a worker; False if it could not."""
+    def _launch(self, rec: TaskRecord, parents: list[tuple[str, str]]) -> None:
+        """Take a slot for an attempt and have its folder prepared; a worker runs it then."""
         task = rec.task
         rec.attempts += 1
         rec.reason, rec.timed_out, rec.commit = None, False, None
         self.admission.take(task)
         rec.state = TaskState.RUNNING
-        if not self._cheap_prepare:  # a checkout takes a while: what was held is written first
-            self._outbox.release()
+        self._groundwork.do(task.id, partial(self.isolation.prepare, task, [commit for _, commit in parents]),
+                            partial(self._prepared, rec, parents))
+
+    def _prepared(self, rec: TaskRecord, parents: list[tuple[str, str]], preparing: Outcome[Path]) -> None:
+        """Its folder is ready (or could not be made): hand the attempt to a worker."""
+        task = rec.task
         try:
-            folder = self.isolation.prepare(task, [commit for _, commit in parents])
+            folder = preparing.result()
         except BaseConflict as e:
             self._rebuild_base(rec, parents[e.index][0], e)
-            return False
+            return
         except NovaError as e:
             if self._interrupts.first is not None:  # a Ctrl-C ended its worktree_setup
                 self._terminated.add(task.id)
                 self._on_interrupt()  # stop now: no retry, no further launch
             self._on_report(Finished(task.id, rec.attempts, None, error=str(e), ended_at=time.time()))
-            return False
+            return
+        if self._interrupts.first is not None or (self._stopping and task.id not in self._rerunning):
+            self._groundwork.do(task.id, partial(self.isolation.abandon, task), partial(self._abandoned, rec))
+            return
         self.pool.submit(job_for(task, rec.attempts, folder, self.run_id, self.parts.log_path(task.id),
                                  self.settings))
         if rec.started_at is None:
@@ -243,7 +258,14 @@ class Supervisor:
         self._emit(TaskChanged(TaskState.RUNNING, attempt=rec.attempts, rerun=task.id in self._rerunning),
                    task.id)
         self.timers.start_deadline(task.id, task.timeout)
-        return True
+
+    def _abandoned(self, rec: TaskRecord, abandoning: Outcome[None]) -> None:
+        """The run stopped while the task's folder was made: it ends without having run."""
+        rec.attempts -= 1
+        self.admission.release(rec.task)
+        rec.error = "the run stopped before it started"
+        self._end(rec, TaskState.CANCELLED, time.time())
+        abandoning.result()  # a fault giving the folder back is the run's, as any other
 
     def _parents(self, tid: str) -> list[tuple[str, str]]:
         return parents_of(self.plan.graph, tid, lambda t: self.records[t].commit, self._order)
@@ -297,14 +319,20 @@ class Supervisor:
             rec.pid = report.pid
             self._emit(TaskPid(rec.attempts, report.pid), rec.task.id)
             return
-        self.admission.release(rec.task)
         self.timers.clear_deadline(rec.task.id)
         rec.exit_code, rec.signal, rec.value = report.exit_code, report.signal, report.value
         rec.error = f"timed out after {rec.task.timeout:g}s" if rec.timed_out else report.error
         if report.started_at:
             rec.run_time += max(0.0, report.ended_at - report.started_at)
         ok = report.ok and not rec.timed_out
-        ok = self._keep_result(rec, ok)
+        # its slot and locks are held until its result is kept
+        self._groundwork.do(rec.task.id, partial(self.isolation.finish, rec.task, ok, rec.exit_code),
+                            partial(self._finished, rec, ok, report.ended_at))
+
+    def _finished(self, rec: TaskRecord, ok: bool, ended_at: float, finishing: Outcome[Finish]) -> None:
+        """Its result is kept (or its folder): retry, end, or tell whoever waits for a rerun."""
+        self.admission.release(rec.task)
+        ok = self._keep_result(rec, ok, finishing)
         if rec.task.id in self._rerunning:  # the merge protocol or a task's base waits for it
             self._rerunning.discard(rec.task.id)
             rec.state = TaskState.DONE if ok else TaskState.FAILED
@@ -318,12 +346,12 @@ class Supervisor:
             return
         stopped = rec.task.id in self._terminated  # ended by _stop, not by its own failure
         state = TaskState.DONE if ok else TaskState.CANCELLED if stopped else TaskState.FAILED
-        self._end(rec, state, report.ended_at or time.time())
+        self._end(rec, state, ended_at or time.time())
 
-    def _keep_result(self, rec: TaskRecord, ok: bool) -> bool:
-        """Commit what a successful attempt changed (or keep a failed one's folder)."""
+    def _keep_result(self, rec: TaskRecord, ok: bool, finishing: Outcome[Finish]) -> bool:
+        """What became of the attempt's result: committed if it succeeded (its folder kept if not)."""
         try:
-            finish = self.isolation.finish(rec.task, ok, rec.exit_code)
+            finish = finishing.result()
         except NovaError as e:
             finish = Finish(problem=f"novaproc could not keep its result: {e}")
         if finish.warning:
