@@ -8,7 +8,10 @@ Measures, on the same repository and disk:
     edit, add -A, commit): what plain git costs a task at best;
   - git's own CPU per task and git command (rusage of the git children), which is less
     sensitive than wall time to other work on the machine;
-  - merge_results on 50 disjoint results (merge-tree + commit-tree + compare-and-swap).
+  - merge_results on 50 disjoint results (merge-tree + commit-tree + compare-and-swap);
+  - the same 50 tasks as a real `novaproc run -j 4` (its worktrees made and committed beside
+    the loop, 4 at once), merge off as the shell loop merges nothing; with NOVA_BENCH_OTHER set
+    to another novaproc's folder, that one too, alternated, for a before/after in one run.
 Targets: the first at most 1/5 of the second; steady state at most 0.1 s and within 2x of the
 shell loop; the merges under 1 s.
 
@@ -205,16 +208,45 @@ def bench_merge(base: str, results: list[tuple[str, str | None]]) -> Row:
             f"exit {int(outcome.exit_code)}, {len(outcome.merged)} merged (target < 1 s)")
 
 
+def bench_run(pythonpath: str | None, label: str) -> Row:
+    """The 50 tasks of bench_pool as a `novaproc run -j 4` from a clean start (no spare worktrees)."""
+    tasks, run_dir = REPO / "bench-tasks.toml", WORKTREES.parent / f"nova-bench-state-{os.getpid()}"
+    exclude = REPO / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(exist_ok=True)
+    if "bench-tasks.toml" not in (exclude.read_text() if exclude.exists() else ""):
+        with exclude.open("a") as out:
+            out.write("bench-tasks.toml\n")
+    tasks.write_text('[run]\nmerge = "off"\ncpu_limit = 100\nmemory_limit = 100\n\n' + "".join(
+        f'[tasks.t{i}]\ncmd = "echo changed by t{i} > {path_of(i * 997 % FILES)}"\n'
+        f'writes = ["{path_of(i * 997 % FILES)}"]\n\n' for i in range(TASKS)))
+    env = {**os.environ, "NOVA_STATE_DIR": str(run_dir), "NOVA_WORKTREE_DIR": str(WORKTREES)}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    os.sync()
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "novaproc", "run", str(tasks), "-j", str(SLOTS), "--quiet"],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    took = (time.perf_counter() - t0) / TASKS
+    branches = git("for-each-ref", "--format=%(refname:short)", "refs/heads/nova/").split()
+    if branches:
+        git("branch", "-q", "-D", *branches)
+    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    return f"novaproc run -j {SLOTS}, merge off ({label})", took, f"s/task, exit {done.returncode}"
+
+
 def run() -> list[Row]:
     base = ensure_repo()
     WORKTREES.mkdir(mode=0o700, parents=True, exist_ok=True)
     with GitCalls() as calls:
         pool_rows, results = bench_pool(base)
     shell = bench_shell(base)
+    other = os.environ.get("NOVA_BENCH_OTHER")
+    ran = [bench_run(None, "this"), *([bench_run(other, "other")] if other else [])]
     fresh = bench_fresh(base)
     ratio = pool_rows[0][1] / fresh[1]
     return [*pool_rows, *calls.rows(), shell,
             ("ratio pool steady state / shell loop", pool_rows[1][1] / shell[1], "target <= 2"),
+            *ran, ("ratio run / shell loop", ran[0][1] / shell[1], "target <= 2"),
             fresh, ("ratio pool / fresh", ratio, "target <= 0.20"), bench_merge(base, results)]
 
 

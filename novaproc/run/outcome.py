@@ -15,6 +15,7 @@ from novaproc.messages import MergeDone, RunState, TaskState
 if TYPE_CHECKING:  # status and logs format through here: they must not load pydantic
     from novaproc.inputs.taskfile import Task
     from novaproc.isolation.interface import Landing
+    from novaproc.messages import Finished
 
 
 @dataclass(slots=True)  # one per task: no __dict__ each (a run of 100,000 holds them all)
@@ -36,6 +37,27 @@ class TaskRecord:
     pid: int | None = None
     commit: str | None = None  # its result, in worktree isolation
     earlier_attempts: int = 0  # made before a resume, by an earlier supervisor of the run
+
+    def begin(self) -> None:
+        """A new attempt: what the last one left is forgotten."""
+        self.attempts += 1
+        self.reason, self.timed_out, self.commit = None, False, None
+        self.state = TaskState.RUNNING
+
+    def heard(self, report: Finished) -> bool:
+        """How its attempt ended, as its worker says; whether it succeeded."""
+        self.exit_code, self.signal, self.value = report.exit_code, report.signal, report.value
+        self.error = f"timed out after {self.task.timeout:g}s" if self.timed_out else report.error
+        if report.started_at:
+            self.run_time += max(0.0, report.ended_at - report.started_at)
+        return report.ok and not self.timed_out
+
+    def wait(self, reason: str) -> bool:
+        """It waits, for `reason`; whether that is news (a load drifting from 96% to 97% is not)."""
+        if _gist(self.reason) == _gist(reason):
+            return False
+        self.state, self.reason = TaskState.WAITING, reason
+        return True
 
     @property
     def failure(self) -> str:
@@ -108,3 +130,8 @@ def _signal_name(signum: int) -> str:
         return signal_module.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def _gist(reason: str | None) -> str | None:
+    """A waiting reason without its figures."""
+    return None if reason is None else "".join(c for c in reason if not c.isdigit())

@@ -2,9 +2,9 @@
 record it, repeat until every task has ended.
 
 What may start is the plan's Schedule; Admission (slots, resources, load, locks) decides
-when; the Isolation prepares its folder and keeps its result, beside the loop (Groundwork); an
-Executor runs it; Timers hold retries and timeouts. Every change is emitted as an Event for the
-views and the journal. Nothing here prints.
+when; Attempts run it (its folder prepared, its job run by an Executor, its result kept) and
+tell the supervisor how it went, as its Verdicts; Timers hold retries and timeouts. Every change
+is emitted as an Event for the views and the journal. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -13,18 +13,15 @@ import itertools
 import os
 import signal
 import time
-from functools import partial
-from pathlib import Path
 
-from novaproc.errors import InternalError, NovaError
+from novaproc.errors import InternalError
 from novaproc.execution.throttle import Throttle
 from novaproc.inputs.settings import Settings
 from novaproc.inputs.taskfile import Task
-from novaproc.isolation.interface import BaseConflict, Finish, Landing
+from novaproc.isolation.interface import BaseConflict, Landing
 from novaproc.messages import (
     ALLOWED_FAILURE,
     Escalated,
-    Finished,
     LandingStarted,
     Level,
     Message,
@@ -40,8 +37,8 @@ from novaproc.messages import (
 )
 from novaproc.planning.plan import Plan
 from novaproc.run.admission import Admission, WaitKind
-from novaproc.run.bases import BaseRebuilds, job_for, parents_of
-from novaproc.run.groundwork import Groundwork, Outcome
+from novaproc.run.attempts import Attempts
+from novaproc.run.bases import BaseRebuilds, parents_of
 from novaproc.run.outbox import Outbox
 from novaproc.run.outcome import RunOutcome, TaskRecord, outcome_of
 from novaproc.run.parts import Earlier, RunParts
@@ -51,7 +48,8 @@ LOCK_RETRY = 0.05  # seconds between tries of a lock held by another process
 
 
 class Supervisor:
-    """Drives one run of a plan to its end; `run()` returns how it went."""
+    """Drives one run of a plan to its end; `run()` returns how it went. Its public methods
+    beside `run` are its Verdicts on attempts (attempts.py)."""
 
     def __init__(self, plan: Plan, settings: Settings, parts: RunParts,
                  earlier: Earlier | None = None) -> None:
@@ -75,9 +73,8 @@ class Supervisor:
         self._kept = dict(earlier.kept)
         self._interrupts = parts.interrupts
         self._outbox = Outbox(self.run_id, parts.emit)
-        # worktrees made and results committed beside the loop, a slot's worth at once
-        self._groundwork = Groundwork(self.slots if parts.isolation.blocking else 0)
-        bell, done = self.admission.bell(), self._groundwork.fileno()
+        self._attempts = Attempts(parts, settings, self.timers, self._emit, self)
+        bell, done = self.admission.bell(), self._attempts.fileno()
         self._wake_fds = [self._interrupts.fileno(), *([done] if done is not None else [])]
         self._bell = [bell] if bell is not None else []
 
@@ -99,7 +96,7 @@ class Supervisor:
                 landing = self._land(interrupted)
                 self._times["landing"] = clock() - began - self._times["tasks"]
             finally:
-                self._groundwork.close()
+                self._attempts.close()
                 self.pool.shutdown()
                 notes = [*self.isolation.close(), *self.admission.notes()]
         outcome = self._outcome(time.time() - started, landing, notes, interrupted or landing.stopped)
@@ -140,7 +137,7 @@ class Supervisor:
         wake = [*self._wake_fds, *self._bell] if self._waiting else self._wake_fds
         for report in self.pool.wait(timeout, wake=wake):
             self._on_report(report)
-        self._groundwork.settle()
+        self._attempts.settle()
         self._on_timers()
 
     def _land(self, interrupted: bool) -> Landing:
@@ -171,7 +168,7 @@ class Supervisor:
             self._step(LOCK_RETRY)
         self._waiting.discard(task_id)
         self._launch(rec, [("", base)])  # a base commit, no parent task
-        while task_id in self.pool.busy() or self._groundwork.busy(task_id):
+        while self._attempts.busy(task_id):
             self._step(self._next_timeout())
         return (rec.commit or base) if rec.state == TaskState.DONE else None  # no change: `base`
 
@@ -225,55 +222,15 @@ class Supervisor:
         self._launch(rec, self._parents(task.id))
 
     def _launch(self, rec: TaskRecord, parents: list[tuple[str, str]]) -> None:
-        """Take a slot for an attempt and have its folder prepared; a worker runs it then."""
-        task = rec.task
-        rec.attempts += 1
-        rec.reason, rec.timed_out, rec.commit = None, False, None
-        self.admission.take(task)
-        rec.state = TaskState.RUNNING
-        self._groundwork.do(task.id, partial(self.isolation.prepare, task, [commit for _, commit in parents]),
-                            partial(self._prepared, rec, parents))
-
-    def _prepared(self, rec: TaskRecord, parents: list[tuple[str, str]], preparing: Outcome[Path]) -> None:
-        """Its folder is ready (or could not be made): hand the attempt to a worker."""
-        task = rec.task
-        try:
-            folder = preparing.result()
-        except BaseConflict as e:
-            self._rebuild_base(rec, parents[e.index][0], e)
-            return
-        except NovaError as e:
-            if self._interrupts.first is not None:  # a Ctrl-C ended its worktree_setup
-                self._terminated.add(task.id)
-                self._on_interrupt()  # stop now: no retry, no further launch
-            self._on_report(Finished(task.id, rec.attempts, None, error=str(e), ended_at=time.time()))
-            return
-        if self._interrupts.first is not None or (self._stopping and task.id not in self._rerunning):
-            self._groundwork.do(task.id, partial(self.isolation.abandon, task), partial(self._abandoned, rec))
-            return
-        self.pool.submit(job_for(task, rec.attempts, folder, self.run_id, self.parts.log_path(task.id),
-                                 self.settings))
-        if rec.started_at is None:
-            rec.started_at = time.time()
-        self._emit(TaskChanged(TaskState.RUNNING, attempt=rec.attempts, rerun=task.id in self._rerunning),
-                   task.id)
-        self.timers.start_deadline(task.id, task.timeout)
-
-    def _abandoned(self, rec: TaskRecord, abandoning: Outcome[None]) -> None:
-        """The run stopped while the task's folder was made: it ends without having run."""
-        rec.attempts -= 1
-        self.admission.release(rec.task)
-        rec.error = "the run stopped before it started"
-        self._end(rec, TaskState.CANCELLED, time.time())
-        abandoning.result()  # a fault giving the folder back is the run's, as any other
+        self.admission.take(rec.task)
+        self._attempts.begin(rec, parents, rerun=rec.task.id in self._rerunning)
 
     def _parents(self, tid: str) -> list[tuple[str, str]]:
         return parents_of(self.plan.graph, tid, lambda t: self.records[t].commit, self._order)
 
-    def _rebuild_base(self, rec: TaskRecord, parent: str, conflict: BaseConflict) -> None:
+    def base_conflict(self, rec: TaskRecord, parent: str, conflict: BaseConflict) -> None:
         """`rec`'s parents conflict: it gives back its slot and locks and waits while `parent`
         runs again on the results before it (bases.py), then starts from that."""
-        rec.attempts -= 1  # it never ran
         self.admission.release(rec.task)
         self._rebuilds.ask(rec.task.id, parent, conflict.merged)
         self._wait_for(rec.task.id, f"its base waits for {parent} to run again on the results it "
@@ -319,20 +276,25 @@ class Supervisor:
             rec.pid = report.pid
             self._emit(TaskPid(rec.attempts, report.pid), rec.task.id)
             return
-        self.timers.clear_deadline(rec.task.id)
-        rec.exit_code, rec.signal, rec.value = report.exit_code, report.signal, report.value
-        rec.error = f"timed out after {rec.task.timeout:g}s" if rec.timed_out else report.error
-        if report.started_at:
-            rec.run_time += max(0.0, report.ended_at - report.started_at)
-        ok = report.ok and not rec.timed_out
-        # its slot and locks are held until its result is kept
-        self._groundwork.do(rec.task.id, partial(self.isolation.finish, rec.task, ok, rec.exit_code),
-                            partial(self._finished, rec, ok, report.ended_at))
+        self._attempts.heard(rec, report)  # its slot and locks are held until what it left is kept
 
-    def _finished(self, rec: TaskRecord, ok: bool, ended_at: float, finishing: Outcome[Finish]) -> None:
-        """Its result is kept (or its folder): retry, end, or tell whoever waits for a rerun."""
+    # ------------------------------------------------------------ verdicts on attempts
+
+    def go_ahead(self, rec: TaskRecord) -> bool:
+        return self._interrupts.first is None and (not self._stopping or rec.task.id in self._rerunning)
+
+    def not_prepared(self, rec: TaskRecord) -> None:
+        if self._interrupts.first is not None:  # a Ctrl-C ended its worktree_setup
+            self._terminated.add(rec.task.id)
+            self._on_interrupt()  # stop now: no retry, no further launch
+
+    def abandoned(self, rec: TaskRecord) -> None:
         self.admission.release(rec.task)
-        ok = self._keep_result(rec, ok, finishing)
+        self._end(rec, TaskState.CANCELLED, time.time())
+
+    def ended(self, rec: TaskRecord, ok: bool, ended_at: float) -> None:
+        """Retry it, end it, or tell whoever waits for it to run again."""
+        self.admission.release(rec.task)
         if rec.task.id in self._rerunning:  # the merge protocol or a task's base waits for it
             self._rerunning.discard(rec.task.id)
             rec.state = TaskState.DONE if ok else TaskState.FAILED
@@ -347,20 +309,6 @@ class Supervisor:
         stopped = rec.task.id in self._terminated  # ended by _stop, not by its own failure
         state = TaskState.DONE if ok else TaskState.CANCELLED if stopped else TaskState.FAILED
         self._end(rec, state, ended_at or time.time())
-
-    def _keep_result(self, rec: TaskRecord, ok: bool, finishing: Outcome[Finish]) -> bool:
-        """What became of the attempt's result: committed if it succeeded (its folder kept if not)."""
-        try:
-            finish = finishing.result()
-        except NovaError as e:
-            finish = Finish(problem=f"novaproc could not keep its result: {e}")
-        if finish.warning:
-            self._emit(Message(Level.WARNING, finish.warning), rec.task.id)
-        if finish.problem:
-            rec.error = finish.problem
-            return False
-        rec.commit = finish.commit
-        return ok
 
     def _retry(self, rec: TaskRecord) -> None:
         backoff = self.timers.retry_later(rec.task.id, rec.attempts)
@@ -382,10 +330,8 @@ class Supervisor:
             self._stop(f"fail_fast: {rec.task.id} failed")
 
     def _wait_for(self, tid: str, reason: str) -> None:
-        rec = self.records[tid]
         self._waiting.add(tid)
-        if _gist(rec.reason) != _gist(reason):  # a load that drifts from 96% to 97% is no news
-            rec.state, rec.reason = TaskState.WAITING, reason
+        if self.records[tid].wait(reason):
             self._emit(TaskChanged(TaskState.WAITING, reason=reason), tid)
 
     # ------------------------------------------------------------ stopping
@@ -433,8 +379,3 @@ class Supervisor:
 
     def _emit(self, payload: Payload, task_id: str | None = None) -> None:
         self._outbox.emit(payload, task_id)
-
-
-def _gist(reason: str | None) -> str | None:
-    """A waiting reason without its figures."""
-    return None if reason is None else "".join(c for c in reason if not c.isdigit())
