@@ -19,7 +19,8 @@ from novaproc.errors import ConfigError, ExitCode, UsageError
 
 if TYPE_CHECKING:
     from novaproc.inputs.settings import Settings
-    from novaproc.planning.plan import Plan
+    from novaproc.inputs.taskfile import TaskFile
+    from novaproc.planning.plan import Memo, Ordering, Plan
 
 
 def add_plan(sub: Any) -> None:
@@ -106,8 +107,10 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
     tasks = list(taskfile.tasks)
     if recorded is not None:
         args.only = [tid for tid in recorded if tid in taskfile.hashes] or None
+    memo: Memo[Ordering] | None = _memo(taskfile)
     try:
         if getattr(args, "only", None):
+            memo = None  # a selection's graph is not the file's
             ids = taskfile.by_id()
             for tid in args.only:
                 if tid not in ids and tid not in taskfile.templates:
@@ -125,7 +128,7 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
         else:
             fallback = ()
         plan = make_plan(tasks, root=str(taskfile.root), slots=settings.max_parallel,
-                         isolation=isolation, history=past, resources=settings.resources)
+                         isolation=isolation, history=past, resources=settings.resources, memo=memo)
         checked, notes = None, fallback
         if isolation == "worktree":
             checked, notes = _check_repository(taskfile.root, settings, strict)
@@ -135,6 +138,17 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
         raise ConfigError(str(tasks_path), f"dependency cycle: {e}; remove one of these "
                           "dependencies", field="depends_on", task=e.cycle[0]) from None
     return taskfile, settings, plan, checked
+
+
+def _memo(taskfile: TaskFile) -> Memo[Ordering]:
+    """The plan's graph and conflicts kept in the input cache beside the file's tasks, keyed
+    also by the planning code."""
+    from functools import partial
+
+    from novaproc import planning
+    from novaproc.inputs.cache import remember
+
+    return partial(remember, taskfile, code=sorted(Path(planning.__file__).parent.glob("*.py")))
 
 
 def _check_repository(root: Path, settings, strict: bool):  # type: ignore[no-untyped-def]

@@ -112,6 +112,10 @@ class TaskFile:
     tasks: tuple[Task, ...]
     hashes: dict[str, str]  # task id -> definition_hash(), computed once at load
     templates: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # -> its tasks
+    # its entry in the input cache, when read from there and its tasks are all the entry's (none
+    # a glob's, expanded afresh each run): what derives from them alone is kept beside it
+    # (cache.remember)
+    cache_entry: Path | None = dataclasses.field(default=None, compare=False)
 
     def by_id(self) -> dict[str, Task]:
         return {t.id: t for t in self.tasks}

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 from novaproc.inputs.bulk import collector_paused
 from novaproc.inputs.kinds import SERIAL_KINDS, Kind
@@ -82,6 +84,12 @@ class Plan:
         }
 
 
+T = TypeVar("T")
+# keeps what `make` derives from the tasks alone under a name, for the next plan of the same tasks
+Memo = Callable[[str, Callable[[], T]], T]
+Ordering = tuple[TaskGraph, tuple[Conflict, ...]]  # the graph with its ordering edges, the conflicts
+
+
 def make_plan(
     tasks: Sequence[Task],
     *,
@@ -90,19 +98,20 @@ def make_plan(
     isolation: str,
     history: Mapping[str, float] | None = None,
     resources: Mapping[str, int] | None = None,
+    memo: Memo[Ordering] | None = None,
 ) -> Plan:
-    """The plan for `tasks` (already selected, in declared order) on `slots` slots."""
+    """The plan for `tasks` (already selected, in declared order) on `slots` slots. `memo`
+    may keep the graph and conflicts, which depend on the tasks and `root` alone."""
     with collector_paused():
-        return _make_plan(tasks, root, slots, isolation, history or {}, resources or {})
+        return _make_plan(tasks, root, slots, isolation, history or {}, resources or {}, memo)
 
 
 def _make_plan(tasks: Sequence[Task], root: str, slots: int, isolation: str, history: Mapping[str, float],
-               resources: Mapping[str, int]) -> Plan:
+               resources: Mapping[str, int], memo: Memo[Ordering] | None) -> Plan:
     ids = [t.id for t in tasks]
     hard = frozenset((dep, t.id) for t in tasks for dep in t.depends_on)
-    graph = _graph(tasks)  # raises CycleFound
-    conflicts = find_conflicts(tasks, root, graph.order)
-    graph.add_ordering((c.first, c.second) for c in conflicts)
+    ordering = partial(_ordering, tasks, root)
+    graph, conflicts = memo("ordering", ordering) if memo is not None else ordering()
     durations = _durations(ids, history)
     priority = graph.critical_paths(durations)
     makespan = simulate(graph, tasks, durations, priority, slots, resources)
@@ -113,6 +122,15 @@ def _make_plan(tasks: Sequence[Task], root: str, slots: int, isolation: str, his
     safety = "SAFE (forced sequential)" if forced else ("WARNING" if warnings else "SAFE")
     return Plan(strategy, reason, safety, speedup, slots, tuple(tasks), graph, hard,
                 conflicts, durations, isolation, warnings, priority)
+
+
+def _ordering(tasks: Sequence[Task], root: str) -> Ordering:
+    """The graph of the dependencies and of the conflicts' ordering edges, and the conflicts."""
+    graph = _graph(tasks)  # raises CycleFound
+    conflicts = find_conflicts(tasks, root, graph.order)
+    graph.add_ordering((c.first, c.second) for c in conflicts)
+    graph.layers()  # found now, they are kept with it
+    return graph, conflicts
 
 
 def select(tasks: Sequence[Task], only: Iterable[str]) -> list[Task]:
