@@ -29,16 +29,13 @@ class Verdicts(Protocol):
     """What the supervisor decides as an attempt goes; called on the loop."""
 
     def go_ahead(self, rec: TaskRecord) -> bool:
-        """Its folder is ready: does it still run (not if the run stopped meanwhile)?"""
+        """Its folder is made (or failed): does it still run (not if the run stopped meanwhile)?"""
 
     def base_conflict(self, rec: TaskRecord, parent: str, conflict: BaseConflict) -> None:
         """The results it starts from conflict: `parent` is to run again on those before it."""
 
-    def not_prepared(self, rec: TaskRecord) -> None:
-        """Its folder could not be made; it then ends failed, through `ended`."""
-
     def abandoned(self, rec: TaskRecord) -> None:
-        """It did not run after all; its folder was given back."""
+        """It did not run after all, the run having stopped; its folder was given back."""
 
     def ended(self, rec: TaskRecord, ok: bool, ended_at: float) -> None:
         """Its attempt ended and what it left is kept: `ok` if it succeeded and so did that."""
@@ -67,6 +64,10 @@ class Attempts:
     def busy(self, tid: str) -> bool:
         return tid in self.pool.busy() or self._groundwork.busy(tid)
 
+    def idle(self) -> bool:
+        """No attempt under way (a task run again may be, its task having ended before)."""
+        return not self.pool.busy() and not self._groundwork.working()
+
     def begin(self, rec: TaskRecord, parents: list[tuple[str, str]], *, rerun: bool = False) -> None:
         """A new attempt, its slot taken: its folder is made on the (task, commit) `parents`."""
         rec.begin()
@@ -85,18 +86,22 @@ class Attempts:
                   preparing: Outcome[Path]) -> None:
         task = rec.task
         try:
-            folder = preparing.result()
+            folder: Path | None = preparing.result()
         except BaseConflict as e:
             rec.attempts -= 1  # it never ran
             self._verdicts.base_conflict(rec, parents[e.index][0], e)
             return
         except NovaError as e:
-            self._verdicts.not_prepared(rec)
-            self.heard(rec, Finished(task.id, rec.attempts, None, error=str(e), ended_at=time.time()))
-            return
-        if not self._verdicts.go_ahead(rec):
+            folder, error = None, str(e)
+        if not self._verdicts.go_ahead(rec):  # the run stopped meanwhile, its setup maybe with it
             self._groundwork.do(task.id, partial(self.isolation.abandon, task), partial(self._abandoned, rec))
-            return
+        elif folder is None:  # it fails, its folder kept for inspection
+            self.heard(rec, Finished(task.id, rec.attempts, None, error=error, ended_at=time.time()))
+        else:
+            self._run(rec, folder, rerun)
+
+    def _run(self, rec: TaskRecord, folder: Path, rerun: bool) -> None:
+        task = rec.task
         log = self.parts.log_path(task.id)
         self.pool.submit(job_for(task, rec.attempts, folder, self.parts.run_id, log, self.settings))
         if rec.started_at is None:
@@ -106,9 +111,11 @@ class Attempts:
 
     def _abandoned(self, rec: TaskRecord, abandoning: Outcome[None]) -> None:
         rec.attempts -= 1
-        rec.error = "the run stopped before it started"
+        try:
+            abandoning.result()
+        except NovaError as e:  # the run stops anyway: said, not raised
+            self._emit(Message(Level.WARNING, f"novaproc could not give back its folder: {e}"), rec.task.id)
         self._verdicts.abandoned(rec)
-        abandoning.result()  # a fault giving the folder back is the run's, as any other
 
     def _kept(self, rec: TaskRecord, ok: bool, ended_at: float, finishing: Outcome[Finish]) -> None:
         """What became of what it left: its result committed if it succeeded, else its folder kept."""

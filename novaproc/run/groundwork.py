@@ -61,6 +61,9 @@ class Groundwork:
     def busy(self, key: str) -> bool:
         return self._busy[key] > 0
 
+    def working(self) -> bool:
+        return bool(self._busy)
+
     def settle(self) -> None:
         """On the loop: continue every call that has finished."""
         if self._threads is None:

@@ -4,6 +4,7 @@ where events and output go, its clock; and what a resumed run keeps of its earli
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ class RunParts:
     throttle: Throttle | None = None  # default: the settings' limits
     interrupts: Interrupts = field(default_factory=Interrupts)
     clock: Callable[[], float] = time.monotonic
+    # set while the run's tasks are being stopped (fail_fast, a signal): a worktree_setup under
+    # way for a task that will not run ends then; cleared for the landing, whose verify it is not
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(frozen=True)

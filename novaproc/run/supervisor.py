@@ -91,6 +91,7 @@ class Supervisor:
         with self._interrupts:
             try:
                 self._loop()
+                self.parts.stopping.clear()  # a landing after fail_fast verifies
                 interrupted = self._interrupts.first is not None
                 self._times["tasks"] = clock() - began
                 landing = self._land(interrupted)
@@ -114,7 +115,8 @@ class Supervisor:
             while True:
                 self._start_ready()
                 self._outbox.release()
-                if self.schedule.finished():  # starting may end tasks (a failed setup)
+                # starting may end tasks (a failed setup); a task run again may outlast them all
+                if self.schedule.finished() and self._attempts.idle():
                     break
                 self._check_progress()
                 self._step(self._next_timeout())
@@ -231,6 +233,9 @@ class Supervisor:
     def base_conflict(self, rec: TaskRecord, parent: str, conflict: BaseConflict) -> None:
         """`rec`'s parents conflict: it gives back its slot and locks and waits while `parent`
         runs again on the results before it (bases.py), then starts from that."""
+        if self._stopping:  # nothing runs again now: it ends with the run
+            self.abandoned(rec)
+            return
         self.admission.release(rec.task)
         self._rebuilds.ask(rec.task.id, parent, conflict.merged)
         self._wait_for(rec.task.id, f"its base waits for {parent} to run again on the results it "
@@ -283,12 +288,11 @@ class Supervisor:
     def go_ahead(self, rec: TaskRecord) -> bool:
         return self._interrupts.first is None and (not self._stopping or rec.task.id in self._rerunning)
 
-    def not_prepared(self, rec: TaskRecord) -> None:
-        if self._interrupts.first is not None:  # a Ctrl-C ended its worktree_setup
-            self._terminated.add(rec.task.id)
-            self._on_interrupt()  # stop now: no retry, no further launch
-
     def abandoned(self, rec: TaskRecord) -> None:
+        rec.error = rec.error or "the run stopped before it started"  # an earlier attempt's says more
+        if rec.task.id in self._rerunning:  # as a run again that failed: it ended before, and stays so
+            self.ended(rec, False, time.time())
+            return
         self.admission.release(rec.task)
         self._end(rec, TaskState.CANCELLED, time.time())
 
@@ -350,6 +354,7 @@ class Supervisor:
         if not self._stopping:
             self._emit(Message(Level.WARNING, f"stopping: {why}"))
         self._stopping = True
+        self.parts.stopping.set()  # worktree_setups under way end
         for tid in [*self.timers.drop_retries(), *self._rebuilds.drop()]:
             self._end(self.records[tid], TaskState.CANCELLED, time.time())
         for tid in self._waiting:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -127,20 +128,20 @@ class Run:
                     self._consumers.remove(consume)
 
     def execute(self) -> RunOutcome:
-        interrupts = Interrupts()
+        interrupts, stopping = Interrupts(), threading.Event()
         isolation: Isolation = InPlace(self.taskfile.root)
         if self.checked is not None:
             from novaproc.isolation.worktree_isolation import WorktreeIsolation
 
-            # a Ctrl-C also ends a worktree_setup or verify the supervisor is waiting for
+            # a Ctrl-C also ends a worktree_setup or verify under way; fail_fast, a setup
             isolation = WorktreeIsolation(self.checked, self.settings, self.run_id,
                                           self.journal.folder, resumed=self.resumed,
-                                          stop=lambda: interrupts.first is not None)
+                                          stop=lambda: interrupts.first is not None or stopping.is_set())
         gate = LockGate(self.locks, self.taskfile.root, self.run_id, self.settings.resources)
         # on a cluster, the load that matters is each worker machine's: its tasks wait there
         throttle = Throttle(100, 100) if self.settings.executor == "dask" else None
         parts = RunParts(self.run_id, self.executor, isolation, self._emit, self.journal.log_path,
-                         gate=gate, throttle=throttle, interrupts=interrupts)
+                         gate=gate, throttle=throttle, interrupts=interrupts, stopping=stopping)
         supervisor = Supervisor(self.plan, self.settings, parts, Earlier(self.kept, self.earlier_attempts))
         outcome = supervisor.run()
         try:

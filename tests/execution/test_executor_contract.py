@@ -18,7 +18,7 @@ from novaproc.execution.fake import FakeClock, FakeExecutor
 from novaproc.execution.interface import Executor
 from novaproc.execution.pool import WorkerPool
 from novaproc.isolation.shipping import Shipper
-from novaproc.messages import Escalated, Finished, Job, Report
+from novaproc.messages import Escalated, Finished, Job, Report, Started
 
 GRACE = 0.5
 DEADLINE = 30.0  # seconds of real time: an executor that takes longer has hung
@@ -105,7 +105,13 @@ def test_terminate_ends_a_job_that_stops_on_sigterm(executor, tmp_path):
 
 def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_and_it_is_said(executor, tmp_path):
     executor.submit(job(tmp_path, "t", "trap '' TERM; sleep 30"))
-    executor.wait(0.2)
+    seen = executor.wait(0.2)
+    if isinstance(executor, DaskExecutor):  # a loaded cluster's worker may not have started it yet
+        deadline = time.monotonic() + DEADLINE
+        while not any(isinstance(r, Started) for r in seen):
+            assert time.monotonic() < deadline, "never started"
+            seen = executor.wait(0.5)
+        time.sleep(0.2)  # its shell sets the trap
     executor.terminate("t")
     finished, seen = until_finished(executor, {"t"})
     assert finished["t"].signal == signal.SIGKILL or finished["t"].exit_code == 128 + signal.SIGKILL
