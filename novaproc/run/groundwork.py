@@ -29,7 +29,6 @@ class Outcome(Protocol[T_co]):
     def result(self) -> T_co: ...
 
 
-
 class Groundwork:
     """Calls made for a task and continued on the loop: at once (`threads` 0), or on a thread."""
 

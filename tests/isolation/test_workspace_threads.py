@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from support.repo import commit_all, git, nova_branches, worktree_paths
+from support.stamps import meeting_cmd, met
 
 from novaproc.isolation.repo import Repo
 from novaproc.isolation.worktree_pool import Workspaces
@@ -72,10 +73,10 @@ def test_tasks_prepared_committed_and_released_from_many_threads(repo: Path, tmp
 
 
 def test_the_pools_first_checkouts_run_side_by_side(repo: Path, tmp_path: Path) -> None:
-    """A smudge filter stands for a slow checkout: it writes when it starts and ends."""
+    """A smudge filter stands for a slow checkout: it writes when it starts and ends, and waits
+    for the other two in between."""
     log = tmp_path / "smudge.log"
-    git(repo, "config", "filter.slow.smudge",
-        f'echo "start $(date +%s.%N)" >> "{log}"; sleep 1; echo "end $(date +%s.%N)" >> "{log}"; cat')
+    git(repo, "config", "filter.slow.smudge", f"{meeting_cmd(log, 3)}; cat")
     (repo / ".gitattributes").write_text("a.txt filter=slow\n")
     commit_all(repo, "slow checkouts")
     ws = workspaces(repo, tmp_path)
@@ -84,11 +85,7 @@ def test_the_pools_first_checkouts_run_side_by_side(repo: Path, tmp_path: Path) 
         paths = list(threads.map(ws.prepare, ["t1", "t2", "t3"]))
 
     assert all((p / "a.txt").read_text() == "a\n" for p in paths)
-    lines = log.read_text().split("\n")
-    starts = [float(line.split()[1]) for line in lines if line.startswith("start")]
-    ends = [float(line.split()[1]) for line in lines if line.startswith("end")]
-    assert len(starts) == len(ends) == 3
-    assert max(starts) < min(ends), log.read_text()  # under the pool's lock they came one by one
+    assert met(log, 3), log.read_text()  # under the pool's lock they came one by one
     for tid in ("t1", "t2", "t3"):
         ws.release(tid, keep=False)
     assert ws.close() == []

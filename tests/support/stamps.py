@@ -43,3 +43,21 @@ def max_overlap(spans: dict[str, list[tuple[float, float]]]) -> int:
 def stamp(path: Path) -> str:
     """A shell snippet that appends the current time (seconds, ns resolution) to `path`."""
     return f'date +%s.%N >> "{path}"'
+
+
+def meeting_cmd(log: Path, count: int, patience: float = 20.0) -> str:
+    """A shell command that writes when it starts to `log`, waits (up to `patience` seconds)
+    until `count` have started, and writes when it ends: run together, all the starts come
+    before every end; one after another, the first ends alone. No sleep's length to tune."""
+    stamp = f'echo "%s $(date +%%s.%%N)" >> "{log}"'
+    wait = (f'n=0; while [ "$(grep -c ^start "{log}")" -lt {count} ] && [ $n -lt {int(patience * 10)} ]; '
+            "do sleep 0.1; n=$((n+1)); done")
+    return f"{stamp % 'start'}; {wait}; {stamp % 'end'}"
+
+
+def met(log: Path, count: int) -> bool:
+    """Whether `count` meeting_cmds that wrote to `log` all started before any ended."""
+    lines = [line.split() for line in log.read_text().splitlines()]
+    starts = [float(at) for what, at in lines if what == "start"]
+    ends = [float(at) for what, at in lines if what == "end"]
+    return len(starts) == len(ends) == count and max(starts) < min(ends)
