@@ -169,7 +169,7 @@ class Workspaces:
 
     def close(self) -> list[Path]:
         """End of the run: remove the spare worktrees; return the kept ones (and any never
-        released). Idempotent."""
+        released). Idempotent. Called once no thread works on them any more."""
         with self._repo.worktree_lock():
             for slot in self._spares:
                 self._repo.remove_worktree(slot.wt.path)
