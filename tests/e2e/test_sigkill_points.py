@@ -3,8 +3,9 @@
 `git fsck` clean and the user's checkout as it was, and `resume` ends with every task's result.
 
 One test per point: while tasks run, while a task waits on another process's lock, during the
-creation of a worktree (a driver script planting the SIGKILL in Repo.add_worktree), during verify,
-and right after one of two tasks finished. The time-based points send a real `kill -9` to the
+creation of a worktree (a driver script planting the SIGKILL in Repo.add_worktree, or in the
+checkout that follows its record), during verify, right after one of two tasks finished, and
+while two worktree setups run side by side. The time-based points send a real `kill -9` to the
 supervisor's pid as `status RUN --json` records it.
 """
 
@@ -20,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support.env import clean_env
 from support.processes import assert_gone, marker, task_processes
 from support.repo import git, git_run, make_repo, show
@@ -145,7 +147,8 @@ def test_a_sigkill_while_a_task_waits_on_another_process_lock(tmp_path: Path, bo
 
 # ------------------------------------------------------------------------------- 3. creating a worktree
 
-# Runs the CLI with a SIGKILL planted in the first Repo.add_worktree. Under the __main__ guard:
+# Runs the CLI with a SIGKILL planted in the first Repo.add_worktree ("record"), or in the first
+# checkout of a new worktree, its record made ("checkout"). Under the __main__ guard:
 # multiprocessing's forkserver imports the main module again, where nothing must be patched or run.
 KILLING_DRIVER = textwrap.dedent("""\
     import os
@@ -157,15 +160,26 @@ KILLING_DRIVER = textwrap.dedent("""\
         import novaproc.isolation.repo as repo
         from novaproc.cli.main import main
 
-        def add_worktree(self, *args, **kwargs):
+        def kill(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)
 
-        repo.Repo.add_worktree = add_worktree
+        in_worktree = repo.Repo.in_worktree
+
+        def checkout_or_kill(self, wt, *args, **kwargs):
+            if args[:3] == ("reset", "-q", "--hard"):
+                kill()
+            return in_worktree(self, wt, *args, **kwargs)
+
+        if os.environ["KILL_AT"] == "record":
+            repo.Repo.add_worktree = kill
+        else:
+            repo.Repo.in_worktree = checkout_or_kill
         sys.exit(main(sys.argv[1:]))
     """)
 
 
-def test_a_sigkill_while_a_worktree_is_created(tmp_path: Path, box: Sandbox) -> None:
+@pytest.mark.parametrize("point", ["record", "checkout"])
+def test_a_sigkill_while_a_worktree_is_created(tmp_path: Path, box: Sandbox, point: str) -> None:
     counter = tmp_path / "counter"
     tasks = {t: {"cmd": f'echo {t} > {t}.txt; echo {t} >> "{counter}"', "writes": [f"{t}.txt"]}
              for t in "ab"}
@@ -174,7 +188,7 @@ def test_a_sigkill_while_a_worktree_is_created(tmp_path: Path, box: Sandbox) -> 
     driver.write_text(KILLING_DRIVER)
 
     proc = subprocess.run([sys.executable, str(driver), "run", str(repo / "tasks.toml"), "--json"],
-                          cwd=repo, env=clean_env(box.env), stdin=subprocess.DEVNULL,
+                          cwd=repo, env=clean_env({**box.env, "KILL_AT": point}), stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=60, check=False)
     killed = Ran(proc.returncode, proc.stdout, proc.stderr)
     assert killed.code == -signal.SIGKILL, killed
@@ -228,3 +242,22 @@ def test_a_sigkill_right_after_one_task_finished(tmp_path: Path, box: Sandbox) -
     resume_to_the_end(box, repo, run_id, {"a.txt": "a\n", "b.txt": "b\n"})
     assert counts(counter) == {"a": 1, "b": 1}  # a is not run again
     assert git(repo, "status", "--porcelain") == ""
+
+
+# ------------------------------------------------------------------------------- 6. setups side by side
+
+def test_a_sigkill_while_worktree_setups_run_side_by_side(tmp_path: Path, box: Sandbox) -> None:
+    """Both tasks' worktree_setups run at once, beside the supervisor's loop, when it is killed:
+    they die with it, and resume sets both worktrees up again and lands both results."""
+    mark, go, setups = marker(), tmp_path / "go", tmp_path / "setups"
+    setup = f'echo x >> "{setups}"; if [ ! -e "{go}" ]; then sleep {mark}; fi'
+    tasks = {t: {"cmd": f"echo {t} > {t}.txt", "writes": [f"{t}.txt"]} for t in "ab"}
+    repo = repo_with(tmp_path, tasks, worktree_setup=setup, max_parallel=2)
+    run, run_id = start_run(box, repo)
+    wait_until(lambda: setups.exists() and len(setups.read_text().split()) == 2, "both setups under way")
+
+    kill_supervisor(box, run, run_id)
+
+    assert_nothing_left(box, repo, run_id, mark)
+    go.touch()
+    resume_to_the_end(box, repo, run_id, {"a.txt": "a\n", "b.txt": "b\n"})
