@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,22 +25,13 @@ from novaproc.run.outcome import RunOutcome
 from novaproc.run.parts import RunParts
 from novaproc.run.supervisor import Supervisor
 
-GUARD = 30  # seconds: a run that takes longer has hung
+WAIT = 30  # seconds at most that a stand-in prepare waits for a task's end
 PARENTS = '[tasks.p1]\ncmd = "true"\n[tasks.p2]\ncmd = "true"\n' \
           '[tasks.w]\ncmd = "true"\ndepends_on = ["p1", "p2"]\n'
 FINAL = {TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED}
 
 
-@pytest.fixture(autouse=True)
-def hang_guard() -> Iterator[None]:
-    def expired(signum: int, frame: object) -> None:
-        raise TimeoutError(f"the run did not end within {GUARD}s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(GUARD)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+pytestmark = pytest.mark.usefixtures("hang_guard")
 
 
 class Staged(InPlace):
@@ -64,7 +55,7 @@ class Staged(InPlace):
         return Finish(commit=f"c-{task.id}") if ok else Finish()
 
     def wait_finished(self, tid: str) -> None:
-        assert self.finished.setdefault(tid, threading.Event()).wait(GUARD)
+        assert self.finished.setdefault(tid, threading.Event()).wait(WAIT)
 
 
 def run(tmp_path: Path, text: str, isolation: Staged, events: list[Event]) -> RunOutcome:

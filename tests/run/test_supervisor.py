@@ -26,20 +26,7 @@ from novaproc.run.outcome import RunOutcome
 from novaproc.run.parts import RunParts
 from novaproc.run.supervisor import Supervisor
 
-HANG_GUARD = 60  # seconds: a run that takes longer has hung
-
-
-@pytest.fixture(autouse=True)
-def hang_guard():
-    """Fail a test whose run hangs instead of hanging the suite."""
-    def expired(signum, frame):
-        raise TimeoutError(f"the run did not finish within {HANG_GUARD}s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(HANG_GUARD)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+pytestmark = pytest.mark.usefixtures("hang_guard")
 
 
 class Runner:
