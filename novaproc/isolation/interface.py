@@ -15,12 +15,11 @@ from novaproc.messages import LandingStarted, MergeDone, Phase
 
 
 class Isolation(Protocol):
-    """Where a task runs and what becomes of its changes (in place, or a git worktree).
+    """Where a task runs and what becomes of its changes (in place, or a git worktree)."""
 
-    When `blocking`, prepare, finish and abandon take a while (git) and may be called from
-    several threads at once, each for a different task; otherwise they are instant."""
-
-    blocking: bool
+    def blocks(self, task: Task) -> bool:
+        """Whether prepare, finish and abandon take a while for `task` (git): they are then called
+        on a thread, beside other tasks' (never two of one task's at once); else they are instant."""
 
     def prepare(self, task: Task, parents: list[str]) -> Path:
         """The folder `task` runs in, holding the results `parents` (commits, in dependency
@@ -72,10 +71,11 @@ class Landing:
 class InPlace:
     """Tasks run in the repository itself (isolation "none"): nothing to keep or merge."""
 
-    blocking = False
-
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def blocks(self, task: Task) -> bool:
+        return False
 
     def prepare(self, task: Task, parents: list[str]) -> Path:
         return self.root

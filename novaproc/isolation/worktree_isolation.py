@@ -30,8 +30,6 @@ class WorktreeIsolation:
     """Tasks with isolation "worktree" run in worktrees; tasks with "none" in the checkout.
     Different tasks may be prepared, finished and abandoned at once, on threads."""
 
-    blocking = True
-
     def __init__(self, checked: Preflight, settings: Settings, run_id: str, log_dir: Path, *,
                  resumed: bool = False, stop: Callable[[], bool] | None = None) -> None:
         ending = Ending(stop, settings.kill_grace)
@@ -50,6 +48,9 @@ class WorktreeIsolation:
 
     def _isolated(self, task: Task) -> bool:
         return (task.isolation or "worktree") == "worktree"
+
+    def blocks(self, task: Task) -> bool:
+        return self._isolated(task)
 
     def prepare(self, task: Task, parents: list[str]) -> Path:
         if not self._isolated(task):

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from novaproc.errors import NovaError
 from novaproc.inputs.settings import Settings
@@ -23,6 +23,8 @@ from novaproc.run.groundwork import Groundwork, Outcome
 from novaproc.run.outcome import TaskRecord
 from novaproc.run.parts import RunParts
 from novaproc.run.timers import Timers
+
+T = TypeVar("T")
 
 
 class Verdicts(Protocol):
@@ -49,7 +51,7 @@ class Attempts:
                  emit: Callable[[Payload, str | None], None], verdicts: Verdicts) -> None:
         self.isolation, self.pool, self.timers = parts.isolation, parts.executor, timers
         self.parts, self.settings, self._emit, self._verdicts = parts, settings, emit, verdicts
-        self._groundwork = Groundwork(settings.max_parallel if parts.isolation.blocking else 0)
+        self._groundwork = Groundwork(settings.max_parallel)
 
     def fileno(self) -> int | None:
         """Readable when the Isolation's work for an attempt is done (see `settle`)."""
@@ -72,15 +74,18 @@ class Attempts:
         """A new attempt, its slot taken: its folder is made on the (task, commit) `parents`."""
         rec.begin()
         commits = [commit for _, commit in parents]
-        self._groundwork.do(rec.task.id, partial(self.isolation.prepare, rec.task, commits),
-                            partial(self._prepared, rec, parents, rerun))
+        self._do(rec, partial(self.isolation.prepare, rec.task, commits),
+                 partial(self._prepared, rec, parents, rerun))
 
     def heard(self, rec: TaskRecord, report: Finished) -> None:
         """Its worker says it ended: what it left is kept, its slot held meanwhile."""
         self.timers.clear_deadline(rec.task.id)
         ok = rec.heard(report)
-        self._groundwork.do(rec.task.id, partial(self.isolation.finish, rec.task, ok, rec.exit_code),
-                            partial(self._kept, rec, ok, report.ended_at))
+        self._do(rec, partial(self.isolation.finish, rec.task, ok, rec.exit_code),
+                 partial(self._kept, rec, ok, report.ended_at))
+
+    def _do(self, rec: TaskRecord, call: Callable[[], T], then: Callable[[Outcome[T]], None]) -> None:
+        self._groundwork.do(rec.task.id, call, then, at_once=not self.isolation.blocks(rec.task))
 
     def _prepared(self, rec: TaskRecord, parents: list[tuple[str, str]], rerun: bool,
                   preparing: Outcome[Path]) -> None:
@@ -94,7 +99,7 @@ class Attempts:
         except NovaError as e:
             folder, error = None, str(e)
         if not self._verdicts.go_ahead(rec):  # the run stopped meanwhile, its setup maybe with it
-            self._groundwork.do(task.id, partial(self.isolation.abandon, task), partial(self._abandoned, rec))
+            self._do(rec, partial(self.isolation.abandon, task), partial(self._abandoned, rec))
         elif folder is None:  # it fails, its folder kept for inspection
             self.heard(rec, Finished(task.id, rec.attempts, None, error=error, ended_at=time.time()))
         else:

@@ -1,7 +1,7 @@
 """The slow part of starting and ending a task (making its worktree, committing its result)
 done on threads beside the run loop, as many at once as there are slots, so that the loop goes
-on handing out slots and hearing reports while git works. Where that part is instant (tasks run
-in place) it is done at once, on the loop, with no thread.
+on handing out slots and hearing reports while git works. Where that part is instant (a task run
+in place) it is done at once, on the loop; a run with no slow part starts no thread.
 
 A thread only calls; what follows is the loop's: `settle()` runs each finished call's
 continuation on the loop's thread, which alone touches the run's records, schedule and journal.
@@ -33,26 +33,27 @@ class Groundwork:
     """Calls made for a task and continued on the loop: at once (`threads` 0), or on a thread."""
 
     def __init__(self, threads: int) -> None:
-        self._threads: ThreadPoolExecutor | None = None
+        self._size = min(threads, MAX_THREADS)  # 0: every call at once
+        self._threads: ThreadPoolExecutor | None = None  # from the first call made on one
         self._wake_r = self._wake_w = -1
-        if threads > 0:  # made now, started at the first call: after the workers were forked
-            self._threads = ThreadPoolExecutor(min(threads, MAX_THREADS), "novaproc-groundwork")
-            self._wake_r, self._wake_w = os.pipe()
-            for fd in (self._wake_r, self._wake_w):
-                os.set_blocking(fd, False)
         self._done: queue.SimpleQueue[tuple[str, Future[object], Callable[[Outcome[object]], None]]] = \
             queue.SimpleQueue()
         self._busy: Counter[str] = Counter()  # task id -> its calls not yet continued
 
     def fileno(self) -> int | None:
-        """Readable when a call has finished: for the loop's wait."""
+        """Readable when a call has finished: for the loop's wait (None: no thread yet)."""
         return self._wake_r if self._threads is not None else None
 
-    def do(self, key: str, call: Callable[[], T], then: Callable[[Outcome[T]], None]) -> None:
-        """Run `call` for task `key`; `then` gets its outcome on the loop."""
-        if self._threads is None:
+    def do(self, key: str, call: Callable[[], T], then: Callable[[Outcome[T]], None], *,
+           at_once: bool = False) -> None:
+        """Run `call` for task `key` on a thread (or `at_once`, on the loop); `then` gets its
+        outcome on the loop."""
+        if at_once or not self._size:
             then(_now(call))
             return
+        if self._threads is None:
+            self._start()
+        assert self._threads is not None
         self._busy[key] += 1
         future = self._threads.submit(call)
         future.add_done_callback(lambda f: self._post(key, f, then))  # type: ignore[arg-type]
@@ -81,12 +82,20 @@ class Groundwork:
 
     def close(self) -> None:
         """Wait for the calls under way and drop those not begun (the run is over: nothing
-        continues them); idempotent."""
+        continues them); later calls are made at once. Idempotent."""
+        self._size = 0
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
             self._threads = None
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+    def _start(self) -> None:
+        """The threads, started once the run's workers were forked (a fork copies one thread)."""
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        self._threads = ThreadPoolExecutor(self._size, "novaproc-groundwork")
 
     def _post(self, key: str, future: Future[object], then: Callable[[Outcome[object]], None]) -> None:
         """From a thread: into the queue, and wake the loop."""

@@ -74,8 +74,7 @@ class Supervisor:
         self._interrupts = parts.interrupts
         self._outbox = Outbox(self.run_id, parts.emit)
         self._attempts = Attempts(parts, settings, self.timers, self._emit, self)
-        bell, done = self.admission.bell(), self._attempts.fileno()
-        self._wake_fds = [self._interrupts.fileno(), *([done] if done is not None else [])]
+        bell = self.admission.bell()
         self._bell = [bell] if bell is not None else []
 
     # ------------------------------------------------------------ the loop
@@ -135,8 +134,11 @@ class Supervisor:
 
     def _step(self, timeout: float | None) -> None:
         """Wait for the next reports (or timer) and act on them."""
-        # the lock bell only while a task waits: nobody would drain it otherwise
-        wake = [*self._wake_fds, *self._bell] if self._waiting else self._wake_fds
+        wake = [self._interrupts.fileno()]
+        if (done := self._attempts.fileno()) is not None:  # worktree work beside the loop
+            wake.append(done)
+        if self._waiting:  # the lock bell only while a task waits: nobody would drain it otherwise
+            wake += self._bell
         for report in self.pool.wait(timeout, wake=wake):
             self._on_report(report)
         self._attempts.settle()

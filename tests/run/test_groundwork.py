@@ -32,6 +32,14 @@ def test_without_threads_a_call_is_continued_at_once() -> None:
         outcomes[0].result()
 
 
+def test_a_call_made_at_once_starts_no_thread() -> None:
+    work = Groundwork(2)
+    seen: list[object] = []
+    work.do("t", lambda: threading.get_ident(), lambda f: seen.append(f.result()), at_once=True)
+    assert seen == [threading.get_ident()] and work.fileno() is None  # nothing to wait for
+    work.close()
+
+
 def test_calls_run_at_once_and_are_continued_on_the_loop() -> None:
     work = Groundwork(3)
     together = threading.Barrier(3, timeout=10)  # met only if the three calls run at once

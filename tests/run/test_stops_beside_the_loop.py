@@ -38,7 +38,8 @@ class Staged(InPlace):
     """Blocks like a worktree isolation; `on_prepare[task id]` runs first in its prepare (given
     the commits it starts from); a successful task's result is the commit c-<id>."""
 
-    blocking = True
+    def blocks(self, task: Task) -> bool:
+        return True
 
     def __init__(self, root: Path, on_prepare: dict[str, Callable[[list[str]], None]]) -> None:
         super().__init__(root)
