@@ -207,13 +207,13 @@ class Workspaces:
         path, branch = self.path_of(task_id), self.branch_of(task_id)
         with self._repo.worktree_lock():
             self._clear(path)
-            slot = self._reuse(path)
-            if slot is None:  # its record alone under the lock: the pool's first checkouts run side by side
-                slot = _PooledWorktree(self._repo.add_worktree(path, start, branch, checkout=False))
-                slot.start = start
+            reused = self._reuse(path)
+            # a new one's record alone under the lock: the pool's first checkouts run side by side
+            slot = reused or _PooledWorktree(self._repo.add_worktree(path, start, branch, checkout=False),
+                                             start)
         with self._mutex:
             self._active[task_id] = slot
-        if slot.start:
+        if reused is None:
             self._repo.in_worktree(slot.wt, "reset", "-q", "--hard")  # as `worktree add` checks out
         else:
             self._switch(slot, branch, start)
