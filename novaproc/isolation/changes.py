@@ -191,7 +191,7 @@ def stage(repo: Repo, wt: Worktree, found: Found, exclude: Sequence[str]) -> Fou
         except EnvironmentFault:
             found = WHOLE_TREE
     if found.stage is None:
-        repo.in_worktree(wt, "add", "-A", "--", ".", *(f":(exclude,literal,top){p}" for p in exclude))
+        repo.stage_all(wt, exclude)
     return found
 
 

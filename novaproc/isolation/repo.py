@@ -180,8 +180,12 @@ class Repo:
     def commit_worktree(self, wt: Worktree, message: str, exclude: Sequence[str] = ()) -> str:
         """Everything changed in `wt` (new, modified, deleted; .gitignore respected; `exclude`d
         paths left out) committed on top of its HEAD; HEAD itself when nothing changed."""
-        self.in_worktree(wt, "add", "-A", "--", ".", *(f":(exclude,literal,top){p}" for p in exclude))
+        self.stage_all(wt, exclude)
         return self.commit_index(wt, message)
+
+    def stage_all(self, wt: Worktree, exclude: Sequence[str] = ()) -> None:
+        """Everything changed in `wt` staged, as `git add -A` does; `exclude`d paths left out."""
+        self.in_worktree(wt, "add", "-A", "--", ".", *(f":(exclude,literal,top){p}" for p in exclude))
 
     def commit_index(self, wt: Worktree, message: str) -> str:
         """The index of `wt` committed on top of its HEAD; HEAD itself when they hold the same tree."""
