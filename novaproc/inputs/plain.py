@@ -38,10 +38,6 @@ def _choice(*allowed: str) -> Callable[[object], bool]:
     return lambda v: type(v) is str and v in allowed
 
 
-def _one_of(*allowed: str) -> Callable[[object], bool]:
-    return lambda v: v is None or (type(v) is str and v in allowed)
-
-
 def _real(low: float, high: float | None = None, *, above: bool = False) -> Callable[[object], bool]:
     """A finite float from `low` (excluded when `above`) to `high`; inf and nan go to pydantic."""
     return lambda v: (type(v) is float and math.isfinite(v) and (v > low if above else v >= low)
@@ -66,14 +62,14 @@ _CHECKS: dict[str, Callable[[object], bool]] = {
     "resources": _table(_whole(1)),
     "kind": lambda v: type(v) is Kind or (type(v) is str and v in _KINDS),
     "kind_reason": _text,
-    "isolation": _one_of("worktree", "none"),
+    "isolation": _optional(_choice("worktree", "none")),
     "timeout": lambda v: v is None or type(v) is float,
     "retries": _whole(0, 100),
     "env": _table(_text),
     "cwd": _optional(_text),
     "cpu": _whole(1),
     "allow_failure": lambda v: type(v) is bool,
-    "executor": _one_of("local", "dask"),
+    "executor": _optional(_choice("local", "dask")),
     "template": _optional(_text),
     "item": _optional(_text),
 }
@@ -86,7 +82,7 @@ _SETTINGS_CHECKS: dict[str, Callable[[object], bool]] = {
     "max_parallel": _whole(1, 4096),  # settings.MAX_SLOTS
     "worktree_dir": _text,
     "state_dir": _optional(_text),
-    "isolation": _one_of("worktree", "none"),
+    "isolation": _optional(_choice("worktree", "none")),
     "merge": _choice("auto", "off"),
     "history": _choice("merge", "linear", "squash"),
     "target": _optional(_text),
