@@ -36,7 +36,7 @@ from novaproc.inputs import paths
 from novaproc.inputs.bulk import collector_paused
 from novaproc.inputs.fanout import expand
 from novaproc.inputs.settings import ENV_KEYS, Settings, load_settings
-from novaproc.inputs.taskfile import Task, TaskFile, load_tasks, tasks_of_rows
+from novaproc.inputs.taskfile import ROW_FIELDS, TaskFile, load_tasks, tasks_of_rows
 from novaproc.inputs.tomlfile import MAX_FILE_BYTES, read_toml
 from novaproc.inputs.trust import check_paths
 
@@ -231,7 +231,7 @@ def _write(entry: Path, value: tuple[TaskFile, Settings]) -> None:
     _store(entry, blob)
 
 
-_FIELDS = tuple(f.name for f in dataclasses.fields(Task))
+_FIELDS = ROW_FIELDS  # written in the order tasks_of_rows reads
 _ROW = operator.attrgetter(*_FIELDS)  # a task's values in that order, as one tuple
 
 

@@ -50,7 +50,7 @@ def normalize(declared: str, root: str) -> str:
 
     Raises PathEscapes for a relative path that climbs out of the repository.
     """
-    if _normal(declared):  # as most are: normpath, in Python, was a third of checking 100,000
+    if is_normal(declared):  # as most are: normpath, in Python, was a third of checking 100,000
         return declared
     path = fixed_prefix(declared.strip()) if has_glob(declared) else declared.strip()
     if posixpath.isabs(path):
@@ -63,7 +63,7 @@ def normalize(declared: str, root: str) -> str:
     return rel
 
 
-def _normal(declared: str) -> bool:
+def is_normal(declared: str) -> bool:
     """Relative, without glob characters, and what normalising it gives: no surrounding space,
     no empty, '.' or '..' component."""
     if not declared or declared[0] == "/" or has_glob(declared) or declared != declared.strip():

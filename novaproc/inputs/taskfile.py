@@ -214,7 +214,7 @@ def unchecked_task(values: Mapping[str, Any]) -> Task:
     of reading 100,000 tables."""
     task = object.__new__(Task)
     attrs = task.__dict__
-    for name in _FIELD_NAMES:  # one at a time, in the class's order: the instances then share
+    for name in ROW_FIELDS:  # one at a time, in the class's order: the instances then share
         attrs[name] = values[name]  # one table of keys (dict.update made each a whole dict, 3x the size)
     return task
 
@@ -228,7 +228,7 @@ def tasks_of_rows(rows: Iterable[Sequence[Any]]) -> tuple[Task, ...]:
     for row in rows:
         task = new(Task)
         attrs = task.__dict__
-        for name, value in zip(_FIELD_NAMES, row, strict=True):  # in order, as unchecked_task
+        for name, value in zip(ROW_FIELDS, row, strict=True):  # in order, as unchecked_task
             attrs[name] = value
         tasks.append(task)
     return tuple(tasks)
@@ -236,7 +236,7 @@ def tasks_of_rows(rows: Iterable[Sequence[Any]]) -> tuple[Task, ...]:
 
 # many tasks share a command ("true", "make test"): its kind is found once
 _detect = functools.lru_cache(maxsize=4096)(detect)
-_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Task))
+ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Task))  # a row's order (tasks_of_rows)
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Task) if f.default is not dataclasses.MISSING}
 # the kwargs, resources and env of every task that sets none: one empty table, never changed (a
 # Task is frozen, and nothing changes its tables), rather than three each: 19 MB of 100,000 tasks,

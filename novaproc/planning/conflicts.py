@@ -115,9 +115,8 @@ class _Trie:
     def line(self, path: str, write: bool) -> list[_Node]:
         """The nodes from the file-system root (or the repository's) down to `path`'s, made
         where missing."""
-        parts = path.split("/")
-        if path[:1] != "/" and "" not in parts and "." not in parts and ".." not in parts:
-            return _walk(self._root_line(), parts)  # what paths.key gives, without its join and
+        if paths.is_normal(path):
+            return _walk(self._root_line(), path.split("/"))  # what paths.key gives, without its join and
         key = paths.key(path, self.root)  # normpath
         depth = len(self._root_key)
         if key[:depth] == self._root_key:  # the root or in it
