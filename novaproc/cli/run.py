@@ -107,10 +107,11 @@ def load_plan(tasks_path: Path, args: argparse.Namespace, flags: dict[str, objec
     tasks = list(taskfile.tasks)
     if recorded is not None:
         args.only = [tid for tid in recorded if tid in taskfile.hashes] or None
-    memo: Memo[Ordering] | None = _memo(taskfile)
+    memo: Memo[Ordering] | None = None  # a selection's graph is not the file's
     try:
-        if getattr(args, "only", None):
-            memo = None  # a selection's graph is not the file's
+        if not getattr(args, "only", None):
+            memo = _memo(taskfile)
+        else:
             ids = taskfile.by_id()
             for tid in args.only:
                 if tid not in ids and tid not in taskfile.templates:
@@ -146,9 +147,9 @@ def _memo(taskfile: TaskFile) -> Memo[Ordering]:
     from functools import partial
 
     from novaproc import planning
-    from novaproc.inputs.cache import remember
+    from novaproc.inputs.cache import code_files, remember
 
-    return partial(remember, taskfile, code=sorted(Path(planning.__file__).parent.glob("*.py")))
+    return partial(remember, taskfile, code=code_files(Path(planning.__file__).parent))
 
 
 def _check_repository(root: Path, settings, strict: bool):  # type: ignore[no-untyped-def]

@@ -136,23 +136,27 @@ def _entry(tasks_path: Path, config_file: Path | None, flags: Mapping[str, Any],
         root, in_git = paths.find_root(given_root or path.parent)
         nova = config_file.resolve() if config_file is not None else root / "nova.toml"
         nova_body = _read_bytes(nova) if config_file is not None or nova.is_file() else b""
-        code = [(f.name, os.stat(f)) for f in code_files()]
+        code = code_stamp(code_files())
     except OSError:
         return None
     digest = hashlib.sha256()
     for part in (path, root, in_git, nova, sorted(flags.items()),
-                 [(var, environ.get(var)) for var in ENV_KEYS],
-                 [(name, s.st_mtime_ns, s.st_size, s.st_ino) for name, s in code]):
+                 [(var, environ.get(var)) for var in ENV_KEYS], code):
         digest.update(repr(part).encode() + b"\0")
     for blob in (body, nova_body):
         digest.update(hashlib.sha256(blob).digest())
     return folder / f"{digest.hexdigest()[:32]}.pickle"
 
 
-def code_files() -> list[Path]:
-    """The modules whose code decides what a tasks file and settings become: every one beside
-    this module, so a new one is covered without a list to keep."""
-    return sorted(Path(__file__).parent.glob("*.py"))
+def code_files(folder: Path = Path(__file__).parent) -> list[Path]:
+    """The modules of `folder`; by default those whose code decides what a tasks file and
+    settings become: every one beside this module, so a new one is covered without a list to keep."""
+    return sorted(folder.glob("*.py"))
+
+
+def code_stamp(files: Sequence[Path]) -> list[tuple[str, int, int, int]]:
+    """What tells a version of `files` from another, without reading them (OSError if one is gone)."""
+    return [(str(f), s.st_mtime_ns, s.st_size, s.st_ino) for f in files for s in [os.stat(f)]]
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -172,7 +176,7 @@ def remember(taskfile: TaskFile, name: str, make: Callable[[], T], *, code: Sequ
     if taskfile.cache_entry is None:
         return make()
     try:
-        stamp = [(str(f), s.st_mtime_ns, s.st_size, s.st_ino) for f in code for s in [os.stat(f)]]
+        stamp = code_stamp(code)
     except OSError:
         return make()
     kept = taskfile.cache_entry.with_suffix(f".{name}.pickle")
