@@ -13,7 +13,6 @@ Anything unreadable is no summary: the journal is the truth, the summary only a 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import json
 import os
@@ -22,7 +21,7 @@ from typing import Any
 
 from novaproc.fsio import write_atomic
 from novaproc.inputs.bulk import collector_paused
-from novaproc.state.format import EVENTS_FILE, RunMeta, json_pieces
+from novaproc.state.format import EVENTS_FILE, RunMeta, json_pieces, meta_fields
 from novaproc.state.replay import Replay
 
 SUMMARY_FILE = "summary.jsonl"
@@ -33,7 +32,7 @@ def write_summary(folder: Path, meta: RunMeta, replay: Replay) -> None:
     """The summary of the run in `folder`, as folded in `replay`; nothing when it cannot be
     written (readers replay the journal instead)."""
     head, rows = replay.snapshot()
-    run = {k: v for k, v in dataclasses.asdict(dataclasses.replace(meta, tasks=())).items() if k != "tasks"}
+    run = meta_fields(meta)
     try:
         size = (folder / EVENTS_FILE).stat().st_size
         text = json.dumps({"novaproc_summary": SUMMARY_VERSION, "events_size": size, "meta": run, **head},
