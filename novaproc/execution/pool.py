@@ -88,8 +88,8 @@ def end_spares() -> None:
 
 
 def start_forkserver() -> None:
-    """Start the process workers fork from (idempotent). Called early, its interpreter starts
-    while the caller reads the tasks file, rather than before the first task."""
+    """Start the process workers fork from (idempotent); its interpreter starts while the
+    caller goes on, rather than when a worker is first needed."""
     multiprocessing.get_context("forkserver").set_forkserver_preload(["novaproc.execution.worker", "ctypes"])
     from multiprocessing import forkserver
 
