@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from novaproc.errors import ConfigError, did_you_mean
 from novaproc.inputs.plain import plain_settings
 from novaproc.inputs.tomlfile import read_toml
-from novaproc.inputs.trust import check_resource_names, check_strings, outside
+from novaproc.inputs.trust import check_resource_names, outside
 
 if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
     from annotated_types import Ge, Gt, Le
@@ -103,7 +103,7 @@ def load_settings(
     merged: dict[str, Any] = {}
     nova_toml = config_file or root / "nova.toml"
     if config_file is not None or nova_toml.is_file():
-        merged |= _layer(str(nova_toml), _checked(nova_toml), quick)
+        merged |= _layer(str(nova_toml), read_toml(nova_toml, str(nova_toml)), quick)
     merged |= _layer(f"{tasks_file} [run]", dict(run_table or {}), quick)
     merged |= _layer("environment", _from_env(os.environ if environ is None else environ), quick)
     merged |= _layer("command line", {k: v for k, v in (flags or {}).items() if v is not None}, quick)
@@ -121,14 +121,8 @@ def state_path_of(root: Path, config_file: Path | None = None,
     value = (os.environ if environ is None else environ).get("NOVA_STATE_DIR") or None
     nova = config_file or root / "nova.toml"
     if value is None and (config_file is not None or nova.is_file()):
-        value = _layer(str(nova), {"state_dir": _checked(nova).get("state_dir")}).get("state_dir")
+        value = _layer(str(nova), {"state_dir": read_toml(nova, str(nova)).get("state_dir")}).get("state_dir")
     return Settings(state_dir=value).state_path(root)
-
-
-def _checked(path: Path) -> dict[str, Any]:
-    data = read_toml(path, str(path))
-    check_strings(str(path), data)
-    return data
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from novaproc.inputs.kinds import Kind, detect
 from novaproc.inputs.plain import plainly_valid
 from novaproc.inputs.tomlfile import MAX_FILE_BYTES as MAX_FILE_BYTES  # a tasks file's size limit
 from novaproc.inputs.tomlfile import read_toml
-from novaproc.inputs.trust import check_env_names, check_resource_names, check_strings, climbs
+from novaproc.inputs.trust import check_env_names, check_resource_names, climbs
 
 if TYPE_CHECKING:  # constraint names, evaluated by `schema` alone (see its docstring)
     from annotated_types import Ge, Le
@@ -139,7 +139,6 @@ def load_tasks(path: Path | str, root: Path | None = None) -> TaskFile:
     path = Path(path)
     name = str(path)
     data = read_toml(path, name)
-    check_strings(name, data)
     unknown = set(data) - {"run", "tasks"}
     if unknown:
         key = sorted(unknown)[0]

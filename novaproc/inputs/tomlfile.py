@@ -1,5 +1,5 @@
 """Reading a TOML file (a tasks file, nova.toml): every failure (size, encoding, syntax,
-nesting) becomes one ConfigError naming the file.
+nesting, a NUL byte in a string) becomes one ConfigError naming the file.
 
 Apart from `taskfile` so that reading the settings alone (`status`, `lock`) does not load what
 checks tasks.
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from novaproc.errors import ConfigError
+from novaproc.inputs.trust import check_strings
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 
@@ -44,9 +45,13 @@ def read_toml(path: Path, name: str) -> dict[str, Any]:
     import tomllib  # not at the top: a cached tasks file is not parsed again (see `inputs`)
 
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         where = "" if "line" in str(e) else f" (line {text.count(chr(10)) + 1})"
         raise ConfigError(name, f"TOML syntax error: {e}{where}") from None
     except RecursionError:
         raise ConfigError(name, "TOML nesting is too deep to be a tasks file") from None
+    # TOML refuses a raw NUL: only these escapes make one, so a file without them needs no walk
+    if "\\u0000" in text or "\\U00000000" in text:
+        check_strings(name, data)
+    return data

@@ -10,6 +10,7 @@ import pytest
 
 from novaproc.errors import ConfigError
 from novaproc.inputs import paths
+from novaproc.inputs.taskfile import load_tasks
 from novaproc.inputs.trust import check_strings, climbs
 
 ROOT = "/srv/repo"
@@ -70,3 +71,12 @@ def test_strings_without_a_nul_byte_pass():
     tasks = {f"t{i}": {"cmd": ["a", "b"], "env": {"A": "1"}, "args": [1.5, [True, {"x": "y"}]]}
              for i in range(50)}
     check_strings("tasks.toml", {"run": {"max_parallel": 2}, "tasks": tasks})
+
+
+@pytest.mark.parametrize("escape", ["\\u0000", "\\U00000000"])
+def test_a_nul_byte_escaped_in_a_tasks_file_is_refused_as_it_is_read(tmp_path, escape):
+    path = tmp_path / "tasks.toml"
+    path.write_text(f'[tasks.a]\ncmd = "x{escape}y"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_tasks(path)
+    assert (caught.value.task, caught.value.field) == ("a", "cmd")
