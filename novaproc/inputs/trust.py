@@ -108,13 +108,12 @@ class _Leads:
             known = (real_folder, os.path.isdir(real_folder), self._inside(real_folder))
             self.folders[folder] = known
         real_folder, is_dir, inside = known
-        if inside and not is_dir and name not in ("", ".", ".."):
-            return None  # nothing on disk there, and a plain name stays in the folder
         real = os.path.join(real_folder, name)
-        if is_dir and os.path.islink(real):
+        link = is_dir and os.path.islink(real)  # nothing on disk there: no link either
+        if inside and not link and name not in ("", ".", ".."):
+            return None  # a plain name stays in a folder that stays in the repository
+        if link:
             real = os.path.realpath(real)
-        elif inside and name not in ("", ".", ".."):
-            return None
         real = os.path.normpath(real)
         return None if self._inside(real) else real
 
